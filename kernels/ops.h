@@ -1,0 +1,163 @@
+#pragma once
+// Every op on graft's path, declared once. Two implementations share each declaration:
+//   graft::cpu   kernels/cpu/*.cpp   plain C++ twins (OpenMP), the reference and the CPU backend
+//   graft::cuda  kernels/cuda/*.cu   hand-written CUDA kernels; same arguments plus a stream,
+//                                    pointers are device pointers unless a comment says host
+//
+// Conventions:
+//   * activations are NHWC float32, contiguous;
+//   * conv weights are HWIO: [k_h][k_w][in_c / groups][out_c]; out_c spans all groups and group g
+//     owns outputs [g * out_c/groups, (g+1) * out_c/groups) and inputs likewise;
+//   * linear weights are [out][in] (PyTorch's layout), biases [out];
+//   * an output never aliases an input unless the comment says it may.
+#include <cstddef>
+#include <cstdint>
+
+typedef struct CUstream_st* cudaStream_t;  // identical to the CUDA runtime's own typedef
+
+namespace graft {
+
+enum class Act : int { none = 0, relu = 1, relu6 = 2 };
+
+// 2-D convolution.
+//   x: [n][in_h][in_w][in_c]   w: [k_h][k_w][in_c/groups][out_c]   y: [n][out_h][out_w][out_c]
+// Output (oy, ox), tap (ky, kx) reads input (oy*stride_h - pad_top + ky, ox*stride_w - pad_left + kx);
+// taps outside the input read zero. Bottom/right padding is implied by out_h/out_w: that is how
+// TensorFlow's asymmetric "SAME" padding (more padding after than before) is expressed.
+struct ConvShape {
+  int n, in_h, in_w, in_c;
+  int out_h, out_w, out_c;
+  int k_h, k_w;
+  int stride_h, stride_w;
+  int pad_top, pad_left;
+  int groups;
+};
+
+// Pooling window, same geometry rules as ConvShape (channels are unchanged).
+struct PoolShape {
+  int n, in_h, in_w, c;
+  int out_h, out_w;
+  int k_h, k_w;
+  int stride_h, stride_w;
+  int pad_top, pad_left;
+};
+
+// One head parameter tensor for the optimiser updates. m and v are optimiser state of the same
+// size (v unused by SGD, may be null there).
+struct ParamRef {
+  float* param;
+  const float* grad;
+  float* m;
+  float* v;
+  int64_t count;
+  float weight_decay;
+};
+
+struct AdamWConfig {
+  float lr, beta1, beta2, eps;
+  int64_t step;  // 1-based, after this update
+};
+
+namespace cpu {
+
+// y = act(conv(x, w) + bias + residual); bias [out_c] may be null; residual (shape of y) may be null.
+void conv2d(const ConvShape& s, const float* x, const float* w, const float* bias,
+            const float* residual, Act act, float* y);
+
+// The same epilogue on its own: y[r][c] = act(x[r][c] + bias[c] + residual[r][c]). y may alias x.
+void bias_act(int64_t rows, int c, const float* x, const float* bias, const float* residual, Act act,
+              float* y);
+
+// Max over the window; padded taps are ignored (as if -inf).
+void max_pool2d(const PoolShape& s, const float* x, float* y);
+// Mean over the window; count_pad: divide by k_h*k_w (PyTorch's default) instead of the number of
+// in-bounds taps (TensorFlow's SAME).
+void avg_pool2d(const PoolShape& s, bool count_pad, const float* x, float* y);
+// x [n][hw][c] -> y [n][c]
+void global_avg_pool(int n, int hw, int c, const float* x, float* y);
+
+// y[n][out] = x[n][in] . w[out][in] + bias[out]; bias may be null.
+void linear(int n, int in, int out, const float* x, const float* w, const float* bias, float* y);
+// Gradients of linear. dw [out][in] and db [out] are overwritten (not accumulated); dx [n][in] and
+// db may be null.
+void linear_backward(int n, int in, int out, const float* x, const float* w, const float* dy,
+                     float* dx, float* dw, float* db);
+
+// Row-wise softmax of x [n][c]; y may alias x.
+void softmax(int n, int c, const float* x, float* y);
+
+// Fused softmax cross-entropy with label smoothing, forward and backward in one pass.
+// Target q = (1 - smoothing) * onehot(label) + smoothing / c.
+//   loss[i]       = -sum_j q_j log softmax(logits[i])_j               (per row, [n])
+//   dlogits[i][j] = grad_scale * (softmax(logits[i])_j - q_j)         (grad_scale is 1/n for a mean)
+// dlogits may be null (evaluation). labels must be in [0, c).
+void softmax_xent(int n, int c, const float* logits, const int32_t* labels, float smoothing,
+                  float grad_scale, float* loss, float* dlogits);
+
+// Inverted dropout with a counter-based RNG: element i is kept when the Philox4x32-10 uniform for
+// (seed, counter_base + i) is >= p, and scaled by 1/(1-p). The mask depends only on (seed, counter),
+// so the backward pass calls this same function on dy with the same seed and counter_base.
+// y may alias x. p in [0, 1).
+void dropout(int64_t count, float p, uint64_t seed, uint64_t counter_base, const float* x, float* y);
+
+// uint8 image pixels -> float: y = (x / 255 - mean[ch]) / std[ch]; x [pixels][c], mean/std host [c].
+void normalize_u8(int64_t pixels, int c, const uint8_t* x, const float* mean, const float* std,
+                  float* y);
+
+// PyTorch SGD: g' = g + wd * p; m = momentum * m + g'; p -= lr * m. params is a host array.
+void sgd_momentum(const ParamRef* params, int num_params, float lr, float momentum);
+// PyTorch AdamW: p *= 1 - lr*wd; m,v moments; p -= lr * mhat / (sqrt(vhat) + eps).
+void adamw(const ParamRef* params, int num_params, const AdamWConfig& cfg);
+
+// Metrics: for each row, pred = argmax(logits[i]) (first max wins);
+// confusion[label[i] * c + pred] += 1. confusion [c][c] is accumulated, not cleared.
+void confusion_update(int n, int c, const float* logits, const int32_t* labels, int64_t* confusion);
+
+}  // namespace cpu
+
+namespace cuda {
+
+void conv2d(const ConvShape& s, const float* x, const float* w, const float* bias,
+            const float* residual, Act act, float* y, cudaStream_t stream);
+void bias_act(int64_t rows, int c, const float* x, const float* bias, const float* residual, Act act,
+              float* y, cudaStream_t stream);
+void max_pool2d(const PoolShape& s, const float* x, float* y, cudaStream_t stream);
+void avg_pool2d(const PoolShape& s, bool count_pad, const float* x, float* y, cudaStream_t stream);
+void global_avg_pool(int n, int hw, int c, const float* x, float* y, cudaStream_t stream);
+void linear(int n, int in, int out, const float* x, const float* w, const float* bias, float* y,
+            cudaStream_t stream);
+void linear_backward(int n, int in, int out, const float* x, const float* w, const float* dy,
+                     float* dx, float* dw, float* db, cudaStream_t stream);
+void softmax(int n, int c, const float* x, float* y, cudaStream_t stream);
+void softmax_xent(int n, int c, const float* logits, const int32_t* labels, float smoothing,
+                  float grad_scale, float* loss, float* dlogits, cudaStream_t stream);
+void dropout(int64_t count, float p, uint64_t seed, uint64_t counter_base, const float* x, float* y,
+             cudaStream_t stream);
+// mean and std are host arrays of c values (c <= 4).
+void normalize_u8(int64_t pixels, int c, const uint8_t* x, const float* mean, const float* std,
+                  float* y, cudaStream_t stream);
+// params is a host array (the tensors it points to are on the device); one launch for all of them.
+void sgd_momentum(const ParamRef* params, int num_params, float lr, float momentum,
+                  cudaStream_t stream);
+void adamw(const ParamRef* params, int num_params, const AdamWConfig& cfg, cudaStream_t stream);
+void confusion_update(int n, int c, const float* logits, const int32_t* labels, int64_t* confusion,
+                      cudaStream_t stream);
+
+}  // namespace cuda
+
+// Geometry helpers shared by callers of both backends.
+// TensorFlow "SAME": out = ceil(in / stride), total pad = max((out-1)*stride + k - in, 0), of which
+// floor(total/2) goes before and the rest after.
+inline void same_padding(int in, int k, int stride, int* out, int* pad_before) {
+  int o = (in + stride - 1) / stride;
+  int total = (o - 1) * stride + k - in;
+  if (total < 0) total = 0;
+  *out = o;
+  *pad_before = total / 2;
+}
+// PyTorch explicit symmetric padding: out = floor((in + 2*pad - k) / stride) + 1.
+inline int conv_out_size(int in, int k, int stride, int pad_before, int pad_after) {
+  return (in + pad_before + pad_after - k) / stride + 1;
+}
+
+}  // namespace graft
