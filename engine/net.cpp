@@ -1,0 +1,153 @@
+#include "engine/net.h"
+
+#include <algorithm>
+#include <stdexcept>
+
+namespace graft {
+
+int add_conv(Net& net, const std::string& name, int input, int in_c, int out_c, int k, int stride,
+             int groups, Act act, int residual) {
+  NetOp op;
+  op.kind = OpKind::conv;
+  op.conv = ConvSpec{name, in_c, out_c, k, stride, groups, act};
+  op.input = input;
+  op.residual = residual;
+  op.output = net.num_values++;
+  net.ops.push_back(op);
+  return op.output;
+}
+
+const std::vector<std::string>& known_archs() {
+  static const std::vector<std::string> names = {
+      "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "efficientnet_lite3",
+      "efficientnet_lite4", "mobilenet_v2",       "resnet18",           "resnet50"};
+  return names;
+}
+
+Net build_arch(const std::string& arch) {
+  const std::string lite = "efficientnet_lite";
+  if (arch.size() == lite.size() + 1 && arch.compare(0, lite.size(), lite) == 0 &&
+      arch.back() >= '0' && arch.back() <= '4')
+    return build_efficientnet_lite(arch.back() - '0');
+  if (arch == "mobilenet_v2") return build_mobilenet_v2();
+  if (arch == "resnet18") return build_resnet(18);
+  if (arch == "resnet50") return build_resnet(50);
+  std::string known;
+  for (const auto& a : known_archs()) known += (known.empty() ? "" : ", ") + a;
+  throw std::invalid_argument("unknown arch '" + arch + "' (known: " + known + ")");
+}
+
+// Output size and leading padding of one spatial axis.
+static void axis_geometry(PadMode mode, int in, int k, int stride, int* out, int* pad_before) {
+  if (mode == PadMode::tf_same) {
+    same_padding(in, k, stride, out, pad_before);
+  } else {
+    *pad_before = k / 2;  // PyTorch's padding=(k-1)/2 for the odd kernels these nets use
+    *out = conv_out_size(in, k, stride, k / 2, k / 2);
+  }
+}
+
+NetPlan plan_net(const Net& net, int n, int in_h, int in_w) {
+  if (n <= 0 || in_h <= 0 || in_w <= 0)
+    throw std::invalid_argument("plan_net: batch and image size must be positive");
+  NetPlan plan;
+  plan.n = n;
+  plan.in_h = in_h;
+  plan.in_w = in_w;
+  plan.values.assign(net.num_values, ValueShape{});
+  plan.convs.assign(net.ops.size(), ConvShape{});
+  plan.pools.assign(net.ops.size(), PoolShape{});
+  plan.values[0] = ValueShape{n, in_h, in_w, 3};
+
+  for (size_t i = 0; i < net.ops.size(); ++i) {
+    const NetOp& op = net.ops[i];
+    const ValueShape& x = plan.values[op.input];
+    ValueShape& y = plan.values[op.output];
+    if (op.kind == OpKind::conv) {
+      const ConvSpec& c = op.conv;
+      if (x.c != c.in_c)
+        throw std::logic_error("plan_net: " + c.name + " expects " + std::to_string(c.in_c) +
+                               " channels, gets " + std::to_string(x.c));
+      ConvShape s{};
+      s.n = n;
+      s.in_h = x.h;
+      s.in_w = x.w;
+      s.in_c = x.c;
+      s.out_c = c.out_c;
+      s.k_h = s.k_w = c.k;
+      s.stride_h = s.stride_w = c.stride;
+      s.groups = c.groups;
+      axis_geometry(net.padding, x.h, c.k, c.stride, &s.out_h, &s.pad_top);
+      axis_geometry(net.padding, x.w, c.k, c.stride, &s.out_w, &s.pad_left);
+      if (s.out_h <= 0 || s.out_w <= 0)
+        throw std::invalid_argument("plan_net: input " + std::to_string(in_h) + "x" +
+                                    std::to_string(in_w) + " is too small for " + c.name);
+      plan.convs[i] = s;
+      y = ValueShape{n, s.out_h, s.out_w, s.out_c};
+    } else if (op.kind == OpKind::max_pool) {
+      PoolShape p{};
+      p.n = n;
+      p.in_h = x.h;
+      p.in_w = x.w;
+      p.c = x.c;
+      p.k_h = p.k_w = op.pool_k;
+      p.stride_h = p.stride_w = op.pool_stride;
+      axis_geometry(net.padding, x.h, op.pool_k, op.pool_stride, &p.out_h, &p.pad_top);
+      axis_geometry(net.padding, x.w, op.pool_k, op.pool_stride, &p.out_w, &p.pad_left);
+      plan.pools[i] = p;
+      y = ValueShape{n, p.out_h, p.out_w, p.c};
+    } else {
+      y = ValueShape{n, 1, 1, x.c};
+    }
+    if (op.residual >= 0) {
+      const ValueShape& r = plan.values[op.residual];
+      if (r.h != y.h || r.w != y.w || r.c != y.c)
+        throw std::logic_error("plan_net: residual shape mismatch at op " + std::to_string(i));
+    }
+  }
+
+  // Buffer sharing by liveness: a value's buffer is free again after the last op that reads it.
+  // An op's output never shares a buffer with its own inputs, so kernels need not handle aliasing.
+  std::vector<int> last_use(net.num_values, -1);
+  for (size_t i = 0; i < net.ops.size(); ++i) {
+    last_use[net.ops[i].input] = int(i);
+    if (net.ops[i].residual >= 0) last_use[net.ops[i].residual] = int(i);
+  }
+  const int final_value = net.ops.empty() ? 0 : net.ops.back().output;
+  plan.buffer_of.assign(net.num_values, -1);
+  std::vector<bool> busy;
+  for (size_t i = 0; i < net.ops.size(); ++i) {
+    const NetOp& op = net.ops[i];
+    if (op.output != final_value) {
+      int b = -1;
+      for (size_t j = 0; j < busy.size(); ++j)
+        if (!busy[j]) {
+          b = int(j);
+          break;
+        }
+      if (b < 0) {
+        b = int(busy.size());
+        busy.push_back(false);
+        plan.buffer_numel.push_back(0);
+      }
+      busy[b] = true;
+      plan.buffer_of[op.output] = b;
+      plan.buffer_numel[b] = std::max(plan.buffer_numel[b], plan.values[op.output].numel());
+    }
+    for (int v : {op.input, op.residual})
+      if (v > 0 && last_use[v] == int(i) && plan.buffer_of[v] >= 0) busy[plan.buffer_of[v]] = false;
+  }
+  return plan;
+}
+
+double net_flops_per_image(const Net& net, const NetPlan& plan) {
+  double flops = 0;
+  for (size_t i = 0; i < net.ops.size(); ++i) {
+    if (net.ops[i].kind != OpKind::conv) continue;
+    const ConvShape& s = plan.convs[i];
+    flops += 2.0 * s.out_h * s.out_w * s.out_c * s.k_h * s.k_w * (s.in_c / s.groups);
+  }
+  return flops;
+}
+
+}  // namespace graft

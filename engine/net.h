@@ -1,0 +1,79 @@
+#pragma once
+// A backbone as a flat list of ops over numbered values (value 0 is the input image, NHWC).
+// Architectures build this list in code (efficientnet_lite.cpp, mobilenet_v2.cpp, resnet.cpp); the
+// loader fills in the parameters from a weight file, folding batch norm into each conv; the
+// executors (forward_cpu.cpp, and the CUDA one) walk the list. No layer classes, no registry.
+#include <string>
+#include <vector>
+
+#include "kernels/ops.h"
+
+namespace graft {
+
+enum class PadMode { tf_same, symmetric };
+
+// One convolution with its batch norm folded in, followed by the epilogue.
+struct ConvSpec {
+  std::string name;  // weight-file prefix: "<name>.conv.weight", "<name>.bn.*"
+  int in_c = 0, out_c = 0;
+  int k = 1, stride = 1, groups = 1;
+  Act act = Act::none;
+};
+
+enum class OpKind { conv, max_pool, global_avg_pool };
+
+struct NetOp {
+  OpKind kind = OpKind::conv;
+  ConvSpec conv;                 // kind == conv
+  int pool_k = 0, pool_stride = 0;  // kind == max_pool (padding follows the net's PadMode)
+  int input = 0;
+  int residual = -1;  // value added before the activation, or -1
+  int output = 0;
+};
+
+struct Net {
+  std::string arch;
+  PadMode padding = PadMode::symmetric;
+  std::vector<NetOp> ops;
+  int num_values = 1;
+  int feature_dim = 0;  // channels of the pooled feature vector (the last op's output)
+  // Folded parameters, filled by the loader: for conv op i, weights (HWIO) at w_off[i] and bias at
+  // b_off[i] in `params`. Unused entries for non-conv ops.
+  std::vector<float> params;
+  std::vector<size_t> w_off, b_off;
+};
+
+// Appends a conv op reading `input` and returns its output value id.
+int add_conv(Net& net, const std::string& name, int input, int in_c, int out_c, int k, int stride,
+             int groups, Act act, int residual = -1);
+
+// Architecture builders. Each returns the op list with no parameters yet.
+Net build_efficientnet_lite(int variant);  // 0..4
+Net build_mobilenet_v2();
+Net build_resnet(int depth);  // 18 or 50
+// By metadata name ("efficientnet_lite0", "mobilenet_v2", "resnet50", ...); throws
+// std::invalid_argument listing the known names for anything else.
+Net build_arch(const std::string& arch);
+const std::vector<std::string>& known_archs();
+
+// Shapes of every value and conv for a given input size: computed once per (n, h, w).
+struct ValueShape {
+  int n = 0, h = 0, w = 0, c = 0;
+  size_t numel() const { return size_t(n) * h * w * c; }
+};
+struct NetPlan {
+  int n = 0, in_h = 0, in_w = 0;
+  std::vector<ValueShape> values;
+  std::vector<ConvShape> convs;  // per op (valid for conv ops)
+  std::vector<PoolShape> pools;  // per op (valid for max_pool ops)
+  // Values share a few buffers: value v lives in buffer buffer_of[v] (value 0 and the final
+  // feature value are owned by the caller: buffer -1).
+  std::vector<int> buffer_of;
+  std::vector<size_t> buffer_numel;
+};
+NetPlan plan_net(const Net& net, int n, int in_h, int in_w);
+
+// Multiply-adds of one image's forward pass at the planned size (for throughput reports).
+double net_flops_per_image(const Net& net, const NetPlan& plan);
+
+}  // namespace graft

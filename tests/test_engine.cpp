@@ -1,0 +1,273 @@
+// Architectures, planning and the model loader's validation.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <functional>
+#include <random>
+
+#include "engine/model.h"
+#include "engine/net.h"
+#include "io/safetensors.h"
+
+namespace graft {
+namespace {
+
+// Trainable parameters as PyTorch counts them (conv weights, BN weight and bias, the classifier),
+// for comparison with the reference implementations' published totals.
+int64_t torch_parameter_count(const Net& net, int classes) {
+  int64_t count = 0;
+  for (const auto& [name, shape] : expected_backbone_tensors(net)) {
+    if (name.find("running_") != std::string::npos) continue;
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    count += n;
+  }
+  return count + int64_t(net.feature_dim) * classes + classes;
+}
+
+TEST(Arch, ParameterCountsMatchReferenceModels) {
+  // torchvision's documented totals; EfficientNet-Lite0's is the PyTorch port's
+  // (sum(p.numel() for p in model.parameters())).
+  EXPECT_EQ(torch_parameter_count(build_arch("mobilenet_v2"), 1000), 3504872);
+  EXPECT_EQ(torch_parameter_count(build_arch("resnet18"), 1000), 11689512);
+  EXPECT_EQ(torch_parameter_count(build_arch("resnet50"), 1000), 25557032);
+  EXPECT_EQ(torch_parameter_count(build_arch("efficientnet_lite0"), 1000), 4652008);
+}
+
+TEST(Arch, UnknownArchIsRejectedWithTheKnownNames) {
+  try {
+    build_arch("efficientnet_lite9");
+    FAIL() << "expected an error";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("efficientnet_lite0"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Plan, OutputSizesAndTensorFlowSamePadding) {
+  Net lite = build_arch("efficientnet_lite0");
+  NetPlan plan = plan_net(lite, 2, 224, 224);
+  // Stem 3x3 stride 2 on 224: SAME gives 112 with 0 padding before and 1 after.
+  EXPECT_EQ(plan.convs[0].out_h, 112);
+  EXPECT_EQ(plan.convs[0].pad_top, 0);
+  const ValueShape& f = plan.values[lite.ops.back().output];
+  EXPECT_EQ(f.n, 2);
+  EXPECT_EQ(f.h, 1);
+  EXPECT_EQ(f.c, 1280);
+  // The head conv runs at 7x7.
+  EXPECT_EQ(plan.convs[lite.ops.size() - 2].out_h, 7);
+
+  // An odd size: SAME keeps ceil(in / stride) at every stride-2 layer.
+  NetPlan odd = plan_net(lite, 1, 97, 131);
+  EXPECT_EQ(odd.convs[0].out_h, 49);
+  EXPECT_EQ(odd.convs[0].out_w, 66);
+  EXPECT_EQ(odd.convs[0].pad_top, 1);   // total (49-1)*2+3-97 = 2: 1 before, 1 after
+  EXPECT_EQ(odd.convs[0].pad_left, 1);  // total (66-1)*2+3-131 = 2
+  NetPlan even = plan_net(lite, 1, 96, 96);
+  EXPECT_EQ(even.convs[0].pad_top, 0);  // total 1: 0 before, 1 after (TensorFlow's asymmetry)
+
+  Net r50 = build_arch("resnet50");
+  NetPlan rp = plan_net(r50, 1, 224, 224);
+  EXPECT_EQ(rp.convs[0].out_h, 112);
+  EXPECT_EQ(rp.convs[0].pad_top, 3);
+  EXPECT_EQ(rp.pools[1].out_h, 56);
+  EXPECT_EQ(rp.values[r50.ops.back().output].c, 2048);
+}
+
+// No op may overwrite a buffer whose value is still to be read, nor write where it reads.
+TEST(Plan, BufferSharingNeverClobbersLiveValues) {
+  for (const std::string& arch : known_archs()) {
+    Net net = build_arch(arch);
+    NetPlan plan = plan_net(net, 3, 131, 97);
+    std::vector<int> last_use(net.num_values, -1), produced(net.num_values, -1);
+    for (size_t i = 0; i < net.ops.size(); ++i) {
+      last_use[net.ops[i].input] = int(i);
+      if (net.ops[i].residual >= 0) last_use[net.ops[i].residual] = int(i);
+      produced[net.ops[i].output] = int(i);
+    }
+    for (size_t i = 0; i < net.ops.size(); ++i) {
+      int b = plan.buffer_of[net.ops[i].output];
+      if (b < 0) continue;
+      EXPECT_GE(plan.buffer_numel[b], plan.values[net.ops[i].output].numel());
+      for (int v = 1; v < net.num_values; ++v) {
+        if (v == net.ops[i].output || plan.buffer_of[v] != b) continue;
+        bool live = produced[v] < int(i) && last_use[v] >= int(i);
+        EXPECT_FALSE(live) << arch << ": op " << i << " overwrites value " << v;
+      }
+    }
+  }
+}
+
+// ---- Loader --------------------------------------------------------------------------------------
+
+struct FileTensor {
+  std::string name;
+  std::vector<int64_t> shape;
+  std::vector<float> data;
+};
+
+std::vector<FileTensor> synthetic_tensors(const Net& net, int classes, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(-1.f, 1.f);
+  std::vector<FileTensor> out;
+  for (const auto& [name, shape] : expected_backbone_tensors(net)) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    FileTensor t{name, shape, std::vector<float>(n)};
+    const bool var = name.find("running_var") != std::string::npos;
+    for (float& x : t.data) x = var ? 0.5f + 0.5f * std::abs(u(rng)) : 0.1f * u(rng);
+    out.push_back(std::move(t));
+  }
+  if (classes > 0) {
+    FileTensor w{"fc.weight", {classes, net.feature_dim}, std::vector<float>(size_t(classes) * net.feature_dim)};
+    for (float& x : w.data) x = 0.05f * u(rng);
+    FileTensor b{"fc.bias", {classes}, std::vector<float>(classes, 0.01f)};
+    out.push_back(std::move(w));
+    out.push_back(std::move(b));
+  }
+  return out;
+}
+
+std::map<std::string, std::string> base_metadata(const std::string& arch) {
+  return {{"format", "graft"}, {"format_version", "1"}, {"arch", arch},
+          {"padding", "symmetric"}, {"bn_eps", "1e-05"}, {"input_size", "224"},
+          {"labels", "[\"a\", \"b\", \"c\"]"}};
+}
+
+std::string write_model(const std::string& file, const std::vector<FileTensor>& tensors,
+                        const std::map<std::string, std::string>& meta) {
+  std::string path = testing::TempDir() + "/" + file;
+  std::vector<TensorToWrite> w;
+  for (const auto& t : tensors)
+    w.push_back({t.name, DType::f32, t.shape, t.data.data(), t.data.size() * sizeof(float)});
+  write_weights(path, w, meta);
+  return path;
+}
+
+void expect_model_error(const std::string& path, const std::string& fragment) {
+  try {
+    load_model(path);
+    FAIL() << "expected an error containing '" << fragment << "'";
+  } catch (const std::runtime_error& e) {
+    std::string msg = e.what();
+    EXPECT_NE(msg.find(path), std::string::npos) << msg;
+    EXPECT_NE(msg.find(fragment), std::string::npos) << msg;
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << "one line: " << msg;
+  }
+}
+
+class Loader : public testing::Test {
+ protected:
+  Net net = build_arch("mobilenet_v2");
+  std::vector<FileTensor> tensors = synthetic_tensors(net, 3, 7);
+  std::map<std::string, std::string> meta = base_metadata("mobilenet_v2");
+};
+
+TEST_F(Loader, ValidFileLoadsAndFoldsBatchNorm) {
+  std::string path = write_model("valid.safetensors", tensors, meta);
+  Model m = load_model(path);
+  EXPECT_EQ(m.net.arch, "mobilenet_v2");
+  EXPECT_EQ(m.fc.out, 3);
+  EXPECT_EQ(m.labels.size(), 3u);
+  EXPECT_EQ(m.file_tensor_count, tensors.size());
+
+  // Stem: folded HWIO weight (ky, kx, ci, o) = w[o][ci][ky][kx] * gamma / sqrt(var + eps).
+  auto get = [&](const std::string& n) -> const FileTensor& {
+    for (const auto& t : tensors)
+      if (t.name == n) return t;
+    throw std::runtime_error(n);
+  };
+  const auto& w = get("stem.conv.weight");
+  const auto& g = get("stem.bn.weight");
+  const auto& b = get("stem.bn.bias");
+  const auto& mu = get("stem.bn.running_mean");
+  const auto& var = get("stem.bn.running_var");
+  const float* hwio = m.net.params.data() + m.net.w_off[0];
+  const float* bias = m.net.params.data() + m.net.b_off[0];
+  for (int o : {0, 5, 31})
+    for (int ci : {0, 2})
+      for (int ky : {0, 1, 2})
+        for (int kx : {0, 2}) {
+          double s = g.data[o] / std::sqrt(double(var.data[o]) + 1e-5);
+          double expect = w.data[((o * 3 + ci) * 3 + ky) * 3 + kx] * s;
+          EXPECT_NEAR(hwio[((ky * 3 + kx) * 3 + ci) * 32 + o], expect, 1e-6);
+        }
+  for (int o : {0, 17}) {
+    double s = g.data[o] / std::sqrt(double(var.data[o]) + 1e-5);
+    EXPECT_NEAR(bias[o], b.data[o] - mu.data[o] * s, 1e-6);
+  }
+}
+
+TEST_F(Loader, MissingTensor) {
+  tensors.erase(tensors.begin() + 10);
+  std::string name = expected_backbone_tensors(net).begin()->first;
+  std::string path = write_model("missing.safetensors", tensors, meta);
+  expect_model_error(path, "is missing");
+}
+
+TEST_F(Loader, UnexpectedTensor) {
+  tensors.push_back({"blocks.99.dw.conv.weight", {4}, {1, 2, 3, 4}});
+  expect_model_error(write_model("extra.safetensors", tensors, meta),
+                     "'blocks.99.dw.conv.weight' is unexpected for arch mobilenet_v2");
+}
+
+TEST_F(Loader, ShapeMismatch) {
+  for (auto& t : tensors)
+    if (t.name == "blocks.3.dw.bn.weight") {
+      t.shape = {t.shape[0] - 1};
+      t.data.pop_back();
+    }
+  expect_model_error(write_model("shape.safetensors", tensors, meta),
+                     "tensor 'blocks.3.dw.bn.weight' has shape");
+}
+
+TEST_F(Loader, UnknownAndMissingArch) {
+  meta["arch"] = "vgg16";
+  expect_model_error(write_model("arch.safetensors", tensors, meta), "unknown arch 'vgg16'");
+  meta.erase("arch");
+  expect_model_error(write_model("noarch.safetensors", tensors, meta), "metadata has no 'arch'");
+}
+
+TEST_F(Loader, BadMetadataValues) {
+  auto m2 = meta;
+  m2["padding"] = "valid";
+  expect_model_error(write_model("pad.safetensors", tensors, m2), "'padding'");
+  m2 = meta;
+  m2["mean"] = "0.5,0.5";
+  expect_model_error(write_model("mean.safetensors", tensors, m2), "'mean'");
+  m2 = meta;
+  m2["std"] = "0.2,0,0.2";
+  expect_model_error(write_model("std.safetensors", tensors, m2), "'std'");
+  m2 = meta;
+  m2["labels"] = "[\"a\", \"b\"]";
+  expect_model_error(write_model("labels.safetensors", tensors, m2), "2 labels");
+  m2 = meta;
+  m2["labels"] = "not json";
+  expect_model_error(write_model("labels2.safetensors", tensors, m2), "'labels'");
+  m2 = meta;
+  m2["input_size"] = "2.5e9";
+  expect_model_error(write_model("size.safetensors", tensors, m2), "'input_size'");
+}
+
+TEST_F(Loader, NonFiniteAndNegativeVariance) {
+  auto t2 = tensors;
+  for (auto& t : t2)
+    if (t.name == "blocks.2.project.conv.weight") t.data[5] = NAN;
+  expect_model_error(write_model("nan.safetensors", t2, meta), "NaN");
+  t2 = tensors;
+  for (auto& t : t2)
+    if (t.name == "head.bn.running_var") t.data[0] = -1.f;
+  expect_model_error(write_model("var.safetensors", t2, meta), "negative variance");
+}
+
+TEST(LoaderFile, NotAWeightFile) {
+  std::string path = testing::TempDir() + "/notes.safetensors";
+  FILE* f = std::fopen(path.c_str(), "wb");
+  std::fputs("this is not a weight file at all", f);
+  std::fclose(f);
+  expect_model_error(path, path);
+  expect_model_error(testing::TempDir() + "/does-not-exist.safetensors", "does-not-exist");
+}
+
+}  // namespace
+}  // namespace graft
