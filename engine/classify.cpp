@@ -20,8 +20,17 @@ const std::vector<float>& classify_logits(const Model& model, const uint8_t* ima
   cpu::normalize_u8(int64_t(n) * size * size, 3, images, model.preprocess.mean,
                     model.preprocess.std, ws.input.data());
   forward_cpu(model.net, ws.plan, ws.input.data(), ws.features.data(), ws.cpu);
-  cpu::linear(n, model.fc.in, model.fc.out, ws.features.data(), model.fc.w.data(),
-              model.fc.b.data(), ws.logits.data());
+  const float* top_in = ws.features.data();
+  if (model.hidden.out) {
+    ws.hidden.resize(size_t(n) * model.hidden.out);
+    cpu::linear(n, model.hidden.in, model.hidden.out, ws.features.data(), model.hidden.w.data(),
+                model.hidden.b.data(), ws.hidden.data());
+    cpu::bias_act(int64_t(n), model.hidden.out, ws.hidden.data(), nullptr, nullptr, Act::relu,
+                  ws.hidden.data());
+    top_in = ws.hidden.data();
+  }
+  cpu::linear(n, model.fc.in, model.fc.out, top_in, model.fc.w.data(), model.fc.b.data(),
+              ws.logits.data());
   return ws.logits;
 }
 

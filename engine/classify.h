@@ -3,7 +3,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "engine/forward_cpu.h"
+#include "engine/forward.h"
 #include "engine/model.h"
 
 namespace graft {
@@ -12,7 +12,7 @@ namespace graft {
 struct ClassifyWorkspace {
   NetPlan plan;
   CpuWorkspace cpu;
-  std::vector<float> input, features, logits;
+  std::vector<float> input, features, hidden, logits;
 };
 
 // images: [n][size][size][3] uint8 as preprocess_image() makes them. Returns the model's

@@ -157,8 +157,7 @@ Model load_model(const std::string& path) {
   for (const auto& [name, shape] : expected) allowed.insert(name);
   for (const NetOp& op : m.net.ops)
     if (op.kind == OpKind::conv) allowed.insert(op.conv.name + ".conv.bias");
-  allowed.insert("fc.weight");
-  allowed.insert("fc.bias");
+  for (const char* n : {"fc.weight", "fc.bias", "hidden.weight", "hidden.bias"}) allowed.insert(n);
   for (const TensorView& t : file.tensors)
     if (!allowed.count(t.name))
       fail(path, "tensor '" + t.name + "' is unexpected for arch " + arch);
@@ -202,14 +201,28 @@ Model load_model(const std::string& path) {
     }
   }
 
+  // A trained head may put one hidden layer (dense + ReLU) between the features and fc.
+  int fc_in = net.feature_dim;
+  const TensorView* hw = find_tensor(file, "hidden.weight");
+  if (hw || find_tensor(file, "hidden.bias")) {
+    if (!hw || hw->shape.size() != 2 || hw->shape[1] != net.feature_dim || hw->shape[0] < 1)
+      fail(path, "tensor 'hidden.weight' must have shape [units, " +
+                     std::to_string(net.feature_dim) + "]");
+    m.hidden.in = net.feature_dim;
+    m.hidden.out = int(hw->shape[0]);
+    m.hidden.w = to_f32(m, *hw);
+    m.hidden.b = to_f32(m, require(m, file, "hidden.bias", {m.hidden.out}));
+    fc_in = m.hidden.out;
+  }
   const TensorView* fw = find_tensor(file, "fc.weight");
   const TensorView* fb = find_tensor(file, "fc.bias");
+  if (m.hidden.out && !fw) fail(path, "tensor 'fc.weight' is missing after 'hidden.weight'");
   if (fw || fb) {
     if (!fw || !fb) fail(path, "classifier needs both 'fc.weight' and 'fc.bias'");
-    if (fw->shape.size() != 2 || fw->shape[1] != net.feature_dim || fw->shape[0] < 1)
+    if (fw->shape.size() != 2 || fw->shape[1] != fc_in || fw->shape[0] < 1)
       fail(path, "tensor 'fc.weight' has shape " + shape_str(fw->shape) + ", expected [classes, " +
-                     std::to_string(net.feature_dim) + "]");
-    m.fc.in = net.feature_dim;
+                     std::to_string(fc_in) + "]");
+    m.fc.in = fc_in;
     m.fc.out = int(fw->shape[0]);
     m.fc.w = to_f32(m, *fw);
     m.fc.b = to_f32(m, require(m, file, "fc.bias", {m.fc.out}));

@@ -27,7 +27,8 @@ struct Model {
   std::string path;
   Net net;  // parameters folded and filled
   float bn_eps = 1e-5f;
-  Dense fc;  // the file's classifier; out == 0 when the file holds a backbone only
+  Dense fc;      // the file's classifier; out == 0 when the file holds a backbone only
+  Dense hidden;  // optional hidden layer before fc (ReLU after it); out == 0 when absent
   std::vector<std::string> labels;
   Preprocess preprocess;
   std::map<std::string, std::string> metadata;

@@ -113,6 +113,12 @@ void adamw(const ParamRef* params, int num_params, const AdamWConfig& cfg);
 // confusion[label[i] * c + pred] += 1. confusion [c][c] is accumulated, not cleared.
 void confusion_update(int n, int c, const float* logits, const int32_t* labels, int64_t* confusion);
 
+// dst[i][:] = src[rows[i]][:] for i < n; rows is an array in the same memory as src.
+void gather_rows(int n, int cols, const float* src, const int32_t* rows, float* dst);
+
+// Backward of ReLU, in place: dy[i] = y[i] > 0 ? dy[i] : 0, with y the ReLU's output.
+void relu_backward(int64_t count, const float* y, float* dy);
+
 }  // namespace cpu
 
 namespace cuda {
@@ -142,6 +148,9 @@ void sgd_momentum(const ParamRef* params, int num_params, float lr, float moment
 void adamw(const ParamRef* params, int num_params, const AdamWConfig& cfg, cudaStream_t stream);
 void confusion_update(int n, int c, const float* logits, const int32_t* labels, int64_t* confusion,
                       cudaStream_t stream);
+void gather_rows(int n, int cols, const float* src, const int32_t* rows, float* dst,
+                 cudaStream_t stream);
+void relu_backward(int64_t count, const float* y, float* dy, cudaStream_t stream);
 
 }  // namespace cuda
 

@@ -10,7 +10,7 @@
 #include <set>
 
 #include "engine/classify.h"
-#include "engine/forward_cpu.h"
+#include "engine/forward.h"
 #include "engine/model.h"
 #include "io/safetensors.h"
 
@@ -91,7 +91,7 @@ TEST(RealPhotos, PretrainedLite0NamesTheSubject) {
       {"chelsea.png", {"tabby", "tiger cat", "Egyptian cat"}},
       {"coffee.png", {"espresso", "cup", "coffee mug"}},
       {"rocket.jpg", {"missile", "projectile", "space shuttle"}},
-      {"motorcycle_left.png", {"moped", "motor scooter", "crash helmet", "disc brake"}},
+      {"motorcycle_left.png", {"moped", "motor scooter", "crash helmet", "disk brake"}},
   };
   const int size = model.preprocess.size;
   std::vector<uint8_t> batch(cases.size() * size * size * 3);

@@ -15,8 +15,10 @@ int main(int argc, char** argv) {
     graft::Command run = make(app);
     commands[app.get_subcommands({})[before]] = run;
   };
-  add(graft::add_inspect_command);
+  add(graft::add_train_command);
+  add(graft::add_eval_command);
   add(graft::add_predict_command);
+  add(graft::add_inspect_command);
   add(graft::add_convert_command);
   try {
     app.parse(argc, argv);

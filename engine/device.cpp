@@ -1,0 +1,224 @@
+#include "engine/device.h"
+
+#include <omp.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+
+#ifdef GRAFT_HAVE_CUDA
+#include "kernels/cuda/check.h"
+#endif
+
+namespace graft {
+
+bool cuda_available(std::string* why) {
+#ifdef GRAFT_HAVE_CUDA
+  int count = 0;
+  cudaError_t err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess) {
+    if (why) *why = std::string("no CUDA device: ") + cudaGetErrorString(err);
+    return false;
+  }
+  if (count == 0) {
+    if (why) *why = "no CUDA device";
+    return false;
+  }
+  return true;
+#else
+  if (why) *why = "this build has no CUDA backend (nvcc was not found at configure time)";
+  return false;
+#endif
+}
+
+Device make_device(const std::string& name) {
+  Device dev;
+  std::string why;
+  if (name == "cpu") return dev;
+  if (name != "auto" && name != "cuda")
+    throw std::invalid_argument("--device must be auto, cpu or cuda, not '" + name + "'");
+  if (!cuda_available(&why)) {
+    if (name == "cuda") throw std::runtime_error("--device cuda: " + why);
+    return dev;
+  }
+#ifdef GRAFT_HAVE_CUDA
+  dev.kind = DeviceKind::cuda;
+  CUDA_CHECK(cudaSetDevice(0));
+  CUDA_CHECK(cudaStreamCreateWithFlags(&dev.stream, cudaStreamNonBlocking));
+#endif
+  return dev;
+}
+
+void destroy_device(Device& dev) {
+#ifdef GRAFT_HAVE_CUDA
+  if (dev.is_cuda() && dev.stream) cudaStreamDestroy(dev.stream);
+#endif
+  dev.stream = nullptr;
+}
+
+std::string device_name(const Device& dev) {
+#ifdef GRAFT_HAVE_CUDA
+  if (dev.is_cuda()) {
+    cudaDeviceProp prop{};
+    CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+    return prop.name;
+  }
+#endif
+  (void)dev;
+  return "cpu (" + std::to_string(omp_get_max_threads()) + " threads)";
+}
+
+void arena_reserve(Arena& a, const Device& dev, size_t bytes) {
+  arena_release(a);
+  a.dev = dev;
+  bytes = (bytes + 63) / 64 * 64;
+  if (bytes == 0) bytes = 64;
+  if (dev.is_cuda()) {
+#ifdef GRAFT_HAVE_CUDA
+    void* p = nullptr;
+    cudaError_t err = cudaMalloc(&p, bytes);
+    if (err != cudaSuccess) {
+      cudaGetLastError();  // clear the sticky-free allocation error
+      throw std::runtime_error("cannot allocate " + std::to_string(bytes >> 20) +
+                               " MiB on the GPU (" + cudaGetErrorString(err) +
+                               "); lower --batch-size");
+    }
+    a.base = static_cast<uint8_t*>(p);
+#endif
+  } else {
+    a.base = static_cast<uint8_t*>(std::aligned_alloc(64, bytes));
+    if (!a.base)
+      throw std::runtime_error("cannot allocate " + std::to_string(bytes >> 20) +
+                               " MiB of memory; lower --batch-size");
+  }
+  a.capacity = bytes;
+  a.used = 0;
+}
+
+void arena_release(Arena& a) {
+  if (a.base) {
+#ifdef GRAFT_HAVE_CUDA
+    if (a.dev.is_cuda()) cudaFree(a.base);
+#endif
+    if (!a.dev.is_cuda()) std::free(a.base);
+  }
+  a.base = nullptr;
+  a.capacity = a.used = 0;
+}
+
+void* arena_take(Arena& a, size_t bytes) {
+  size_t aligned = (bytes + 63) / 64 * 64;
+  if (a.used + aligned > a.capacity)
+    throw std::logic_error("arena too small: " + std::to_string(a.used + aligned) + " > " +
+                           std::to_string(a.capacity) + " bytes");
+  void* p = a.base + a.used;
+  a.used += aligned;
+  return p;
+}
+
+#ifdef GRAFT_HAVE_CUDA
+#define GRAFT_DISPATCH(dev, cpu_call, cuda_call) \
+  do {                                           \
+    if ((dev).is_cuda()) {                       \
+      cuda_call;                                 \
+    } else {                                     \
+      cpu_call;                                  \
+    }                                            \
+  } while (0)
+#else
+#define GRAFT_DISPATCH(dev, cpu_call, cuda_call) \
+  do {                                           \
+    (void)(dev);                                 \
+    cpu_call;                                    \
+  } while (0)
+#endif
+
+void copy_to_device(const Device& dev, void* dst, const void* src, size_t bytes) {
+  if (bytes == 0) return;
+  GRAFT_DISPATCH(dev, std::memcpy(dst, src, bytes),
+                 CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, dev.stream)));
+}
+void copy_to_host(const Device& dev, void* dst, const void* src, size_t bytes) {
+  if (bytes == 0) return;
+  GRAFT_DISPATCH(dev, std::memcpy(dst, src, bytes),
+                 CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, dev.stream)));
+}
+void copy_on_device(const Device& dev, void* dst, const void* src, size_t bytes) {
+  if (bytes == 0) return;
+  GRAFT_DISPATCH(dev, std::memmove(dst, src, bytes),
+                 CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, dev.stream)));
+}
+void fill_zero(const Device& dev, void* dst, size_t bytes) {
+  if (bytes == 0) return;
+  GRAFT_DISPATCH(dev, std::memset(dst, 0, bytes),
+                 CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, dev.stream)));
+}
+void synchronize(const Device& dev) {
+  GRAFT_DISPATCH(dev, (void)0, CUDA_CHECK(cudaStreamSynchronize(dev.stream)));
+}
+
+void op_conv2d(const Device& d, const ConvShape& s, const float* x, const float* w,
+               const float* bias, const float* residual, Act act, float* y) {
+  GRAFT_DISPATCH(d, cpu::conv2d(s, x, w, bias, residual, act, y),
+                 cuda::conv2d(s, x, w, bias, residual, act, y, d.stream));
+}
+void op_max_pool2d(const Device& d, const PoolShape& s, const float* x, float* y) {
+  GRAFT_DISPATCH(d, cpu::max_pool2d(s, x, y), cuda::max_pool2d(s, x, y, d.stream));
+}
+void op_global_avg_pool(const Device& d, int n, int hw, int c, const float* x, float* y) {
+  GRAFT_DISPATCH(d, cpu::global_avg_pool(n, hw, c, x, y),
+                 cuda::global_avg_pool(n, hw, c, x, y, d.stream));
+}
+void op_linear(const Device& d, int n, int in, int out, const float* x, const float* w,
+               const float* bias, float* y) {
+  GRAFT_DISPATCH(d, cpu::linear(n, in, out, x, w, bias, y),
+                 cuda::linear(n, in, out, x, w, bias, y, d.stream));
+}
+void op_linear_backward(const Device& d, int n, int in, int out, const float* x, const float* w,
+                        const float* dy, float* dx, float* dw, float* db) {
+  GRAFT_DISPATCH(d, cpu::linear_backward(n, in, out, x, w, dy, dx, dw, db),
+                 cuda::linear_backward(n, in, out, x, w, dy, dx, dw, db, d.stream));
+}
+void op_bias_act(const Device& d, int64_t rows, int c, const float* x, const float* bias,
+                 const float* residual, Act act, float* y) {
+  GRAFT_DISPATCH(d, cpu::bias_act(rows, c, x, bias, residual, act, y),
+                 cuda::bias_act(rows, c, x, bias, residual, act, y, d.stream));
+}
+void op_softmax_xent(const Device& d, int n, int c, const float* logits, const int32_t* labels,
+                     float smoothing, float grad_scale, float* loss, float* dlogits) {
+  GRAFT_DISPATCH(d, cpu::softmax_xent(n, c, logits, labels, smoothing, grad_scale, loss, dlogits),
+                 cuda::softmax_xent(n, c, logits, labels, smoothing, grad_scale, loss, dlogits,
+                                    d.stream));
+}
+void op_dropout(const Device& d, int64_t count, float p, uint64_t seed, uint64_t counter_base,
+                const float* x, float* y) {
+  GRAFT_DISPATCH(d, cpu::dropout(count, p, seed, counter_base, x, y),
+                 cuda::dropout(count, p, seed, counter_base, x, y, d.stream));
+}
+void op_normalize_u8(const Device& d, int64_t pixels, int c, const uint8_t* x, const float* mean,
+                     const float* std, float* y) {
+  GRAFT_DISPATCH(d, cpu::normalize_u8(pixels, c, x, mean, std, y),
+                 cuda::normalize_u8(pixels, c, x, mean, std, y, d.stream));
+}
+void op_sgd_momentum(const Device& d, const ParamRef* params, int num, float lr, float momentum) {
+  GRAFT_DISPATCH(d, cpu::sgd_momentum(params, num, lr, momentum),
+                 cuda::sgd_momentum(params, num, lr, momentum, d.stream));
+}
+void op_adamw(const Device& d, const ParamRef* params, int num, const AdamWConfig& cfg) {
+  GRAFT_DISPATCH(d, cpu::adamw(params, num, cfg), cuda::adamw(params, num, cfg, d.stream));
+}
+void op_confusion_update(const Device& d, int n, int c, const float* logits,
+                         const int32_t* labels, int64_t* confusion) {
+  GRAFT_DISPATCH(d, cpu::confusion_update(n, c, logits, labels, confusion),
+                 cuda::confusion_update(n, c, logits, labels, confusion, d.stream));
+}
+void op_relu_backward(const Device& d, int64_t count, const float* y, float* dy) {
+  GRAFT_DISPATCH(d, cpu::relu_backward(count, y, dy), cuda::relu_backward(count, y, dy, d.stream));
+}
+void op_gather_rows(const Device& d, int n, int cols, const float* src, const int32_t* rows,
+                    float* dst) {
+  GRAFT_DISPATCH(d, cpu::gather_rows(n, cols, src, rows, dst),
+                 cuda::gather_rows(n, cols, src, rows, dst, d.stream));
+}
+
+}  // namespace graft

@@ -1,0 +1,79 @@
+#pragma once
+// Where the math runs, and the memory it runs on. The trainer and the forward pass are written
+// once against Device: every op call below dispatches to the CPU twin or the CUDA kernel (on the
+// device's stream), so both backends share one loop and can be compared step by step.
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kernels/ops.h"
+
+namespace graft {
+
+enum class DeviceKind { cpu, cuda };
+
+struct Device {
+  DeviceKind kind = DeviceKind::cpu;
+  cudaStream_t stream = nullptr;  // compute stream (cuda only)
+  bool is_cuda() const { return kind == DeviceKind::cuda; }
+};
+
+// True when this build has the CUDA backend and a device is usable; *why says otherwise.
+bool cuda_available(std::string* why);
+// "auto" -> cuda when available, else cpu; "cpu"; "cuda" (throws with the reason if unusable).
+Device make_device(const std::string& name);
+void destroy_device(Device& dev);
+std::string device_name(const Device& dev);  // "cpu (2 threads)" or the GPU's name
+
+// One allocation per run, carved up front: no malloc/cudaMalloc inside the step loop.
+// Device memory on cuda, 64-byte aligned host memory on cpu.
+struct Arena {
+  Device dev;
+  uint8_t* base = nullptr;
+  size_t capacity = 0, used = 0;
+};
+void arena_reserve(Arena& a, const Device& dev, size_t bytes);  // throws on out of memory
+void arena_release(Arena& a);
+// Carves `count` elements of T (64-byte aligned); throws if the arena is too small.
+void* arena_take(Arena& a, size_t bytes);
+template <typename T>
+T* arena_alloc(Arena& a, size_t count) {
+  return static_cast<T*>(arena_take(a, count * sizeof(T)));
+}
+
+// Copies between host and the device's memory, ordered on the device's stream (plain memcpy on
+// cpu). Host buffers may be pageable; the streaming loader uses pinned ones.
+void copy_to_device(const Device& dev, void* dst, const void* src, size_t bytes);
+void copy_to_host(const Device& dev, void* dst, const void* src, size_t bytes);
+void copy_on_device(const Device& dev, void* dst, const void* src, size_t bytes);
+void fill_zero(const Device& dev, void* dst, size_t bytes);
+// Waits for the device's stream (no-op on cpu).
+void synchronize(const Device& dev);
+
+// ---- op dispatch: the ops.h signatures with a Device in front ----------------------------------
+void op_conv2d(const Device& d, const ConvShape& s, const float* x, const float* w,
+               const float* bias, const float* residual, Act act, float* y);
+void op_max_pool2d(const Device& d, const PoolShape& s, const float* x, float* y);
+void op_global_avg_pool(const Device& d, int n, int hw, int c, const float* x, float* y);
+void op_linear(const Device& d, int n, int in, int out, const float* x, const float* w,
+               const float* bias, float* y);
+void op_linear_backward(const Device& d, int n, int in, int out, const float* x, const float* w,
+                        const float* dy, float* dx, float* dw, float* db);
+void op_bias_act(const Device& d, int64_t rows, int c, const float* x, const float* bias,
+                 const float* residual, Act act, float* y);
+void op_softmax_xent(const Device& d, int n, int c, const float* logits, const int32_t* labels,
+                     float smoothing, float grad_scale, float* loss, float* dlogits);
+void op_dropout(const Device& d, int64_t count, float p, uint64_t seed, uint64_t counter_base,
+                const float* x, float* y);
+void op_normalize_u8(const Device& d, int64_t pixels, int c, const uint8_t* x, const float* mean,
+                     const float* std, float* y);
+void op_sgd_momentum(const Device& d, const ParamRef* params, int num, float lr, float momentum);
+void op_adamw(const Device& d, const ParamRef* params, int num, const AdamWConfig& cfg);
+void op_confusion_update(const Device& d, int n, int c, const float* logits,
+                         const int32_t* labels, int64_t* confusion);
+void op_relu_backward(const Device& d, int64_t count, const float* y, float* dy);
+void op_gather_rows(const Device& d, int n, int cols, const float* src, const int32_t* rows,
+                    float* dst);
+
+}  // namespace graft

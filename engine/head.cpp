@@ -1,0 +1,188 @@
+#include "engine/head.h"
+
+#include <cmath>
+
+#include "kernels/philox.h"
+
+namespace graft {
+
+namespace {
+
+size_t floats_per_head(const HeadShape& s, int batch) {
+  const size_t out_in = s.hidden ? size_t(s.hidden) : size_t(s.in);
+  size_t params = size_t(s.classes) * out_in + s.classes;
+  if (s.hidden) params += size_t(s.hidden) * s.in + s.hidden;
+  size_t scratch = size_t(batch) * (s.in + 2 * s.classes);  // x_drop, logits, dlogits
+  if (s.hidden) scratch += size_t(batch) * 3 * s.hidden;    // h, h_drop, dh
+  return params * 4 + scratch;  // weights, grads, m, v
+}
+
+// Glorot (Xavier) uniform, Keras Dense's default: U(-a, a), a = sqrt(6 / (fan_in + fan_out)).
+std::vector<float> glorot(int out, int in, uint64_t seed) {
+  std::vector<float> w(size_t(out) * in);
+  const float a = std::sqrt(6.f / float(in + out));
+  for (size_t i = 0; i < w.size(); ++i) w[i] = (2.f * philox_uniform(seed, i) - 1.f) * a;
+  return w;
+}
+
+}  // namespace
+
+size_t head_arena_bytes(const HeadShape& shape, int batch) {
+  // 64-byte alignment padding for each of the up to 22 carved buffers.
+  return floats_per_head(shape, batch) * sizeof(float) + 22 * 64;
+}
+
+void head_create(Head& head, Arena& a, const HeadShape& shape, int batch, uint64_t seed) {
+  head = Head{};
+  head.shape = shape;
+  head.batch = batch;
+  const int in2 = shape.hidden ? shape.hidden : shape.in;
+  HeadTensors& t = head.t;
+  auto take = [&](size_t n) { return arena_alloc<float>(a, n); };
+  if (shape.hidden) {
+    const size_t n1 = size_t(shape.hidden) * shape.in;
+    t.w1 = take(n1), t.gw1 = take(n1), t.mw1 = take(n1), t.vw1 = take(n1);
+    t.b1 = take(shape.hidden), t.gb1 = take(shape.hidden), t.mb1 = take(shape.hidden),
+    t.vb1 = take(shape.hidden);
+  }
+  const size_t n2 = size_t(shape.classes) * in2;
+  t.w2 = take(n2), t.gw2 = take(n2), t.mw2 = take(n2), t.vw2 = take(n2);
+  t.b2 = take(shape.classes), t.gb2 = take(shape.classes), t.mb2 = take(shape.classes),
+  t.vb2 = take(shape.classes);
+
+  HeadScratch& s = head.s;
+  s.x_drop = take(size_t(batch) * shape.in);
+  s.logits = take(size_t(batch) * shape.classes);
+  s.dlogits = take(size_t(batch) * shape.classes);
+  if (shape.hidden) {
+    s.h = take(size_t(batch) * shape.hidden);
+    s.h_drop = take(size_t(batch) * shape.hidden);
+    s.dh = take(size_t(batch) * shape.hidden);
+  }
+
+  Dense hidden, out;
+  if (shape.hidden) {
+    hidden.in = shape.in;
+    hidden.out = shape.hidden;
+    hidden.w = glorot(shape.hidden, shape.in, seed ^ 0x68696464656eull);  // "hidden"
+    hidden.b.assign(shape.hidden, 0.f);
+  }
+  out.in = in2;
+  out.out = shape.classes;
+  out.w = glorot(shape.classes, in2, seed);
+  out.b.assign(shape.classes, 0.f);
+  head_upload(a.dev, head, hidden, out);
+}
+
+void head_upload(const Device& dev, Head& head, const Dense& hidden, const Dense& out) {
+  const HeadShape& s = head.shape;
+  HeadTensors& t = head.t;
+  const int in2 = s.hidden ? s.hidden : s.in;
+  if (s.hidden) {
+    copy_to_device(dev, t.w1, hidden.w.data(), hidden.w.size() * 4);
+    copy_to_device(dev, t.b1, hidden.b.data(), hidden.b.size() * 4);
+    for (float* p : {t.mw1, t.vw1}) fill_zero(dev, p, size_t(s.hidden) * s.in * 4);
+    for (float* p : {t.mb1, t.vb1}) fill_zero(dev, p, size_t(s.hidden) * 4);
+  }
+  copy_to_device(dev, t.w2, out.w.data(), out.w.size() * 4);
+  copy_to_device(dev, t.b2, out.b.data(), out.b.size() * 4);
+  for (float* p : {t.mw2, t.vw2}) fill_zero(dev, p, size_t(s.classes) * in2 * 4);
+  for (float* p : {t.mb2, t.vb2}) fill_zero(dev, p, size_t(s.classes) * 4);
+  head.step = 0;
+  synchronize(dev);  // the host vectors may go away when we return
+}
+
+void head_download(const Device& dev, const Head& head, Dense* hidden, Dense* out) {
+  const HeadShape& s = head.shape;
+  const int in2 = s.hidden ? s.hidden : s.in;
+  *hidden = Dense{};
+  if (s.hidden) {
+    hidden->in = s.in;
+    hidden->out = s.hidden;
+    hidden->w.resize(size_t(s.hidden) * s.in);
+    hidden->b.resize(s.hidden);
+    copy_to_host(dev, hidden->w.data(), head.t.w1, hidden->w.size() * 4);
+    copy_to_host(dev, hidden->b.data(), head.t.b1, hidden->b.size() * 4);
+  }
+  out->in = in2;
+  out->out = s.classes;
+  out->w.resize(size_t(s.classes) * in2);
+  out->b.resize(s.classes);
+  copy_to_host(dev, out->w.data(), head.t.w2, out->w.size() * 4);
+  copy_to_host(dev, out->b.data(), head.t.b2, out->b.size() * 4);
+  synchronize(dev);
+}
+
+void head_train_step(const Device& dev, Head& head, const OptimConfig& opt, int n,
+                     const float* features, const int32_t* labels, float dropout,
+                     float smoothing, float lr, uint64_t seed, uint64_t dropout_counter,
+                     float* loss_out, int64_t* confusion) {
+  const HeadShape& sh = head.shape;
+  const HeadTensors& t = head.t;
+  const HeadScratch& s = head.s;
+  const int in2 = sh.hidden ? sh.hidden : sh.in;
+
+  // Forward. Each dropout layer draws from its own counter range so masks never repeat.
+  const uint64_t span = uint64_t(head.batch) * (sh.in + sh.hidden);
+  op_dropout(dev, int64_t(n) * sh.in, dropout, seed, dropout_counter * span, features, s.x_drop);
+  const float* top_in = s.x_drop;
+  if (sh.hidden) {
+    op_linear(dev, n, sh.in, sh.hidden, s.x_drop, t.w1, t.b1, s.h);
+    op_bias_act(dev, n, sh.hidden, s.h, nullptr, nullptr, Act::relu, s.h);
+    op_dropout(dev, int64_t(n) * sh.hidden, dropout, seed,
+               dropout_counter * span + uint64_t(head.batch) * sh.in, s.h, s.h_drop);
+    top_in = s.h_drop;
+  }
+  op_linear(dev, n, in2, sh.classes, top_in, t.w2, t.b2, s.logits);
+  op_softmax_xent(dev, n, sh.classes, s.logits, labels, smoothing, 1.f / float(n), loss_out,
+                  s.dlogits);
+  op_confusion_update(dev, n, sh.classes, s.logits, labels, confusion);
+
+  // Backward: d(top layer), then through dropout and ReLU into the hidden layer.
+  op_linear_backward(dev, n, in2, sh.classes, top_in, t.w2, s.dlogits, sh.hidden ? s.dh : nullptr,
+                     t.gw2, t.gb2);
+  if (sh.hidden) {
+    op_dropout(dev, int64_t(n) * sh.hidden, dropout, seed,
+               dropout_counter * span + uint64_t(head.batch) * sh.in, s.dh, s.dh);
+    // ReLU's gradient passes where the saved post-ReLU activation is positive.
+    op_relu_backward(dev, int64_t(n) * sh.hidden, s.h, s.dh);
+    op_linear_backward(dev, n, sh.in, sh.hidden, s.x_drop, t.w1, s.dh, nullptr, t.gw1, t.gb1);
+  }
+
+  // Update every head tensor in one launch.
+  ++head.step;
+  const bool sgd = opt.optimizer == "sgd";
+  const float kernel_decay = sgd ? 2.f * opt.l2 : opt.weight_decay;
+  ParamRef refs[4];
+  int num = 0;
+  if (sh.hidden) {
+    refs[num++] = {t.w1, t.gw1, t.mw1, t.vw1, int64_t(sh.hidden) * sh.in, kernel_decay};
+    refs[num++] = {t.b1, t.gb1, t.mb1, t.vb1, sh.hidden, 0.f};
+  }
+  refs[num++] = {t.w2, t.gw2, t.mw2, t.vw2, int64_t(sh.classes) * in2, kernel_decay};
+  refs[num++] = {t.b2, t.gb2, t.mb2, t.vb2, sh.classes, 0.f};
+  if (sgd)
+    op_sgd_momentum(dev, refs, num, lr, opt.momentum);
+  else
+    op_adamw(dev, refs, num, AdamWConfig{lr, opt.beta1, opt.beta2, opt.eps, head.step});
+}
+
+void head_eval(const Device& dev, const Head& head, int n, const float* features,
+               const int32_t* labels, float smoothing, float* loss_out, int64_t* confusion) {
+  const HeadShape& sh = head.shape;
+  const HeadTensors& t = head.t;
+  const HeadScratch& s = head.s;
+  const float* top_in = features;
+  if (sh.hidden) {
+    op_linear(dev, n, sh.in, sh.hidden, features, t.w1, t.b1, s.h);
+    op_bias_act(dev, n, sh.hidden, s.h, nullptr, nullptr, Act::relu, s.h);
+    top_in = s.h;
+  }
+  op_linear(dev, n, sh.hidden ? sh.hidden : sh.in, sh.classes, top_in, t.w2, t.b2, s.logits);
+  if (labels) {
+    op_softmax_xent(dev, n, sh.classes, s.logits, labels, smoothing, 1.f, loss_out, nullptr);
+    if (confusion) op_confusion_update(dev, n, sh.classes, s.logits, labels, confusion);
+  }
+}
+
+}  // namespace graft

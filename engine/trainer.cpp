@@ -1,0 +1,553 @@
+#include "engine/trainer.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "engine/features.h"
+#include "engine/report.h"
+#include "io/safetensors.h"
+
+namespace graft {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// One split's images: paths and labels, plus the cached feature rows when the cache is on.
+struct SplitData {
+  std::string name;
+  std::vector<const DatasetItem*> items;
+  float* cache = nullptr;         // [items][feature_dim] on the device, or null
+  std::vector<char> cached, bad;  // per item
+};
+
+// Everything the loop needs on the device, carved from one arena.
+struct Buffers {
+  Arena arena;
+  float* batch_features = nullptr;  // [batch][dim]
+  int32_t* labels = nullptr;        // [batch]
+  int32_t* rows = nullptr;          // [batch] cache rows to gather
+  float* losses = nullptr;          // [largest split] per-row losses of the current pass
+  int64_t* confusion = nullptr;     // [classes][classes]
+};
+
+struct Job {
+  const TrainConfig& cfg;
+  Device dev;
+  Model backbone;
+  Dataset train_ds, val_ds, test_ds;  // val_ds/test_ds used only for --val-data/--test-data
+  std::vector<std::string> classes;
+  SplitData train, val, test;
+  FeatureExtractor fe;
+  Head head;
+  Arena head_arena;
+  Buffers buf;
+  bool cache = false;
+  int skipped = 0;
+  std::vector<std::string> warnings;
+};
+
+void warn(Job& job, const std::string& msg) {
+  std::fprintf(stderr, "graft: warning: %s\n", msg.c_str());
+  job.warnings.push_back(msg);
+}
+
+// Features of up to one batch of a split's items (positions into split.items), into
+// buf.batch_features rows [0, valid); returns the valid positions (bad images dropped).
+// With augment, each image's crop and flip come from a key of (aug_base, its position).
+std::vector<int> batch_features(Job& job, SplitData& split, const int* pos, int n, bool augment,
+                                uint64_t aug_base) {
+  const int dim = job.backbone.net.feature_dim;
+  std::vector<int> want;
+  for (int i = 0; i < n; ++i)
+    if (!split.bad[pos[i]]) want.push_back(pos[i]);
+  bool all_cached = split.cache != nullptr && !augment;
+  for (int p : want) all_cached = all_cached && split.cached[p];
+  if (all_cached) {
+    std::vector<int32_t> rows(want.begin(), want.end());
+    copy_to_device(job.dev, job.buf.rows, rows.data(), rows.size() * 4);
+    op_gather_rows(job.dev, int(rows.size()), dim, split.cache, job.buf.rows,
+                   job.buf.batch_features);
+    synchronize(job.dev);  // `rows` is a host temporary
+    return want;
+  }
+  std::vector<const std::string*> paths;
+  std::vector<uint64_t> keys;
+  for (size_t i = 0; i < want.size(); ++i) {
+    paths.push_back(&split.items[want[i]]->path);
+    SplitMix64 k{aug_base ^ (uint64_t(want[i]) * 0xD1B54A32D192ED03ull)};
+    keys.push_back(k.next());
+  }
+  std::vector<char> ok;
+  std::vector<std::string> errors;
+  extract_features(job.fe, paths, job.buf.batch_features, ok, errors,
+                   augment ? keys.data() : nullptr);
+  for (const auto& e : errors) {
+    warn(job, e + "; skipped");
+    ++job.skipped;
+  }
+  std::vector<int> valid;
+  for (size_t i = 0; i < want.size(); ++i) {
+    if (!ok[i]) {
+      split.bad[want[i]] = 1;
+      continue;
+    }
+    if (split.cache && !augment) {
+      copy_on_device(job.dev, split.cache + size_t(want[i]) * dim,
+                     job.buf.batch_features + valid.size() * dim, size_t(dim) * 4);
+      split.cached[want[i]] = 1;
+    }
+    valid.push_back(want[i]);
+  }
+  return valid;
+}
+
+void upload_labels(Job& job, const SplitData& split, const std::vector<int>& pos) {
+  std::vector<int32_t> labels;
+  for (int p : pos) labels.push_back(split.items[p]->label);
+  copy_to_device(job.dev, job.buf.labels, labels.data(), labels.size() * 4);
+  synchronize(job.dev);  // `labels` is a host temporary
+}
+
+// Loss, accuracy and confusion of the current head on a split (no dropout).
+EvalResult evaluate_split(Job& job, SplitData& split) {
+  const int classes = int(job.classes.size());
+  const int batch = job.cfg.batch_size;
+  EvalResult r;
+  r.classes = classes;
+  r.confusion.assign(size_t(classes) * classes, 0);
+  std::vector<float> logits(size_t(batch) * classes), losses(batch);
+  double loss_sum = 0;
+  for (int start = 0; start < int(split.items.size()); start += batch) {
+    const int n = std::min<int>(batch, int(split.items.size()) - start);
+    std::vector<int> pos(n);
+    for (int i = 0; i < n; ++i) pos[i] = start + i;
+    std::vector<int> valid = batch_features(job, split, pos.data(), n, false, 0);
+    if (valid.empty()) continue;
+    upload_labels(job, split, valid);
+    const int m = int(valid.size());
+    head_eval(job.dev, job.head, m, job.buf.batch_features, job.buf.labels,
+              job.cfg.label_smoothing, job.buf.losses, nullptr);
+    copy_to_host(job.dev, logits.data(), job.head.s.logits, size_t(m) * classes * 4);
+    copy_to_host(job.dev, losses.data(), job.buf.losses, size_t(m) * 4);
+    synchronize(job.dev);
+    for (int i = 0; i < m; ++i) {
+      const float* row = logits.data() + size_t(i) * classes;
+      int best = 0;
+      for (int c = 1; c < classes; ++c)
+        if (row[c] > row[best]) best = c;
+      double z = 0;
+      for (int c = 0; c < classes; ++c) z += std::exp(double(row[c]) - row[best]);
+      const int truth = split.items[valid[i]]->label;
+      r.confusion[size_t(truth) * classes + best] += 1;
+      r.item.push_back(valid[i]);
+      r.predicted.push_back(best);
+      r.prob_predicted.push_back(float(1.0 / z));
+      r.prob_true.push_back(float(std::exp(double(row[truth]) - row[best]) / z));
+      loss_sum += losses[i];
+    }
+    r.n += m;
+  }
+  int64_t correct = 0;
+  for (int c = 0; c < classes; ++c) correct += r.confusion[size_t(c) * classes + c];
+  r.loss = r.n ? loss_sum / double(r.n) : 0.0;
+  r.accuracy = r.n ? double(correct) / double(r.n) : 0.0;
+  return r;
+}
+
+float learning_rate_at(const TrainConfig& cfg, int64_t step, int64_t total, int64_t warmup) {
+  if (step < warmup) return cfg.learning_rate * float(step + 1) / float(warmup);
+  if (cfg.lr_schedule == "cosine" && total > warmup) {
+    const double t = double(step - warmup) / double(total - warmup);
+    return float(0.5 * cfg.learning_rate * (1.0 + std::cos(M_PI * t)));
+  }
+  return cfg.learning_rate;
+}
+
+void progress_bar(int epoch, int epochs, int step, int steps, double elapsed) {
+  const int width = 30;
+  const int filled = steps ? step * width / steps : width;
+  const double eta = step ? elapsed / step * (steps - step) : 0;
+  std::fprintf(stderr, "\repoch %d/%d [%.*s%*s] %d/%d  %.1fs  ETA %.1fs ", epoch, epochs, filled,
+               "==============================", width - filled, "", step, steps, elapsed, eta);
+  std::fflush(stderr);
+}
+
+// The trained model as one file: the backbone's tensors exactly as they came, plus the head,
+// with labels and preprocessing in the metadata.
+void export_model(Job& job, const std::string& path, const Dense& hidden, const Dense& out) {
+  WeightFile src = open_weights(job.cfg.backbone);
+  std::vector<TensorToWrite> tensors;
+  for (const TensorView& t : src.tensors) {
+    if (t.name == "fc.weight" || t.name == "fc.bias" || t.name.rfind("hidden.", 0) == 0) continue;
+    tensors.push_back({t.name, t.dtype, t.shape, t.data, t.nbytes});
+  }
+  if (hidden.out) {
+    tensors.push_back({"hidden.weight", DType::f32, {hidden.out, hidden.in}, hidden.w.data(),
+                       hidden.w.size() * 4});
+    tensors.push_back({"hidden.bias", DType::f32, {hidden.out}, hidden.b.data(), hidden.b.size() * 4});
+  }
+  tensors.push_back({"fc.weight", DType::f32, {out.out, out.in}, out.w.data(), out.w.size() * 4});
+  tensors.push_back({"fc.bias", DType::f32, {out.out}, out.b.data(), out.b.size() * 4});
+  auto meta = src.metadata;
+  meta["labels"] = nlohmann::json(job.classes).dump();
+  meta["num_classes"] = std::to_string(job.classes.size());
+  meta["trained_with"] = "graft train";
+  meta["label_smoothing"] = std::to_string(job.cfg.label_smoothing);
+  meta["head"] = hidden.out ? "dropout,dense(" + std::to_string(hidden.out) + "),relu,dropout,dense"
+                            : "dropout,dense";
+  write_weights(path, tensors, meta);
+}
+
+void setup_splits(Job& job) {
+  const TrainConfig& cfg = job.cfg;
+  job.train_ds = scan_dataset(cfg.data);
+  job.classes = job.train_ds.classes;
+  for (const auto& s : job.train_ds.skipped) {
+    warn(job, s);
+    ++job.skipped;
+  }
+  const double val_frac = cfg.val_data.empty() ? cfg.val_split : 0.0;
+  const double test_frac = cfg.test_data.empty() ? cfg.test_split : 0.0;
+  Split split = split_dataset(job.train_ds, val_frac, test_frac, cfg.seed);
+  for (int i : split.train) job.train.items.push_back(&job.train_ds.items[i]);
+  for (int i : split.val) job.val.items.push_back(&job.train_ds.items[i]);
+  for (int i : split.test) job.test.items.push_back(&job.train_ds.items[i]);
+  auto add_folder = [&](const std::string& dir, Dataset& ds, SplitData& sd) {
+    if (dir.empty()) return;
+    ds = scan_dataset(dir, &job.classes);
+    for (const auto& s : ds.skipped) warn(job, s);
+    for (const auto& it : ds.items) sd.items.push_back(&it);
+  };
+  add_folder(cfg.val_data, job.val_ds, job.val);
+  add_folder(cfg.test_data, job.test_ds, job.test);
+
+  // split.json names every image of every split, so a run can be audited and repeated.
+  nlohmann::json j;
+  j["seed"] = cfg.seed;
+  j["classes"] = job.classes;
+  for (SplitData* s : {&job.train, &job.val, &job.test}) {
+    nlohmann::json a = nlohmann::json::array();
+    for (const DatasetItem* it : s->items) a.push_back({{"path", it->path}, {"label", it->label}});
+    j[s->name] = a;
+  }
+  std::ofstream(cfg.out_dir + "/split.json")
+      << j.dump(1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+}
+
+}  // namespace
+
+std::string eval_json(const std::string& split, const EvalResult& r,
+                      const std::vector<std::string>& classes) {
+  nlohmann::json j;
+  j["split"] = split;
+  j["loss"] = r.loss;
+  j["accuracy"] = r.accuracy;
+  nlohmann::json per = nlohmann::json::object();
+  const int c = r.classes;
+  for (int k = 0; k < c; ++k) {
+    int64_t tp = r.confusion[size_t(k) * c + k], row = 0, col = 0;
+    for (int o = 0; o < c; ++o) {
+      row += r.confusion[size_t(k) * c + o];
+      col += r.confusion[size_t(o) * c + k];
+    }
+    const double precision = col ? double(tp) / col : 0.0, recall = row ? double(tp) / row : 0.0;
+    const double f1 = precision + recall > 0 ? 2 * precision * recall / (precision + recall) : 0.0;
+    per[classes[k]] = {{"precision", precision}, {"recall", recall}, {"f1", f1}, {"support", row}};
+  }
+  j["per_class"] = per;
+  nlohmann::json m = nlohmann::json::array();
+  for (int k = 0; k < c; ++k)
+    m.push_back(std::vector<int64_t>(r.confusion.begin() + size_t(k) * c,
+                                     r.confusion.begin() + size_t(k + 1) * c));
+  j["confusion"] = m;
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+TrainResult train(const TrainConfig& cfg) {
+  if (cfg.epochs < 1 || cfg.batch_size < 1) throw std::invalid_argument("--epochs and --batch-size must be >= 1");
+  if (!(cfg.dropout >= 0.f && cfg.dropout < 1.f)) throw std::invalid_argument("--dropout must be in [0, 1)");
+  if (!(cfg.label_smoothing >= 0.f && cfg.label_smoothing < 1.f))
+    throw std::invalid_argument("--label-smoothing must be in [0, 1)");
+  if (cfg.opt.optimizer != "sgd" && cfg.opt.optimizer != "adamw")
+    throw std::invalid_argument("--optimizer must be sgd or adamw");
+  if (cfg.lr_schedule != "constant" && cfg.lr_schedule != "cosine")
+    throw std::invalid_argument("--lr-schedule must be constant or cosine");
+  if (cfg.cache != "auto" && cfg.cache != "on" && cfg.cache != "off")
+    throw std::invalid_argument("--cache-features must be auto, on or off");
+  if (cfg.cache == "on" && cfg.augment)
+    throw std::invalid_argument("--cache-features on cannot be combined with --augment");
+
+  fs::create_directories(cfg.out_dir);
+  Job job{cfg};
+  job.train.name = "train";
+  job.val.name = "val";
+  job.test.name = "test";
+  job.backbone = load_model(cfg.backbone);
+  setup_splits(job);
+  const int classes = int(job.classes.size());
+  const int dim = job.backbone.net.feature_dim;
+  const int batch = cfg.batch_size;
+
+  job.dev = make_device(cfg.device);
+  job.cache = cfg.cache == "on" || (cfg.cache == "auto" && !cfg.augment);
+  std::fprintf(stderr,
+               "graft: %s on %s: %zu classes, %zu train / %zu val / %zu test images; feature "
+               "cache %s%s\n",
+               job.backbone.net.arch.c_str(), device_name(job.dev).c_str(), job.classes.size(),
+               job.train.items.size(), job.val.items.size(), job.test.items.size(),
+               job.cache ? "on" : "off",
+               cfg.cache == "auto" ? (cfg.augment ? " (auto: augmentation changes every epoch's "
+                                                    "features)"
+                                                  : " (auto: frozen backbone, no augmentation)")
+                                   : "");
+
+  extractor_create(job.fe, job.dev, job.backbone, batch);
+  const size_t largest = std::max({job.train.items.size(), job.val.items.size(),
+                                   job.test.items.size(), size_t(batch)});
+  size_t bytes = size_t(batch) * dim * 4 + size_t(batch) * 8 + largest * 4 +
+                 size_t(classes) * classes * 8 + 6 * 64;
+  if (job.cache)
+    bytes += (job.train.items.size() + job.val.items.size() + job.test.items.size()) * dim * 4 +
+             3 * 64;
+  arena_reserve(job.buf.arena, job.dev, bytes);
+  job.buf.batch_features = arena_alloc<float>(job.buf.arena, size_t(batch) * dim);
+  job.buf.labels = arena_alloc<int32_t>(job.buf.arena, batch);
+  job.buf.rows = arena_alloc<int32_t>(job.buf.arena, batch);
+  job.buf.losses = arena_alloc<float>(job.buf.arena, largest);
+  job.buf.confusion = arena_alloc<int64_t>(job.buf.arena, size_t(classes) * classes);
+  for (SplitData* s : {&job.train, &job.val, &job.test}) {
+    s->cached.assign(s->items.size(), 0);
+    s->bad.assign(s->items.size(), 0);
+    if (job.cache) s->cache = arena_alloc<float>(job.buf.arena, s->items.size() * dim);
+  }
+  HeadShape hs{dim, cfg.hidden, classes};
+  arena_reserve(job.head_arena, job.dev, head_arena_bytes(hs, batch));
+  head_create(job.head, job.head_arena, hs, batch, cfg.seed);
+
+  const std::string metrics_path = cfg.out_dir + "/metrics.jsonl";
+  std::ofstream metrics(metrics_path, std::ios::trunc);
+  const int ntrain = int(job.train.items.size());
+  const int steps = (ntrain + batch - 1) / batch;
+  const int64_t total_steps = int64_t(steps) * cfg.epochs;
+  const int64_t warmup_steps = int64_t(std::lround(cfg.warmup_epochs * steps));
+  const bool tty = cfg.progress && isatty(fileno(stderr));
+
+  TrainResult result;
+  result.cache_used = job.cache;
+  result.model_path = cfg.out_dir + "/model.safetensors";
+  Dense best_hidden, best_out;
+  double best_val_loss = INFINITY;
+  int since_best = 0, overfit_epochs = 0;
+  bool overfit_warned = false;
+
+  for (int epoch = 1; epoch <= cfg.epochs; ++epoch) {
+    const auto t0 = Clock::now();
+    // The epoch's order depends only on (seed, epoch).
+    std::vector<int> order(ntrain);
+    for (int i = 0; i < ntrain; ++i) order[i] = i;
+    SplitMix64 g{cfg.seed * 0x9E3779B97F4A7C15ull + uint64_t(epoch)};
+    shuffle_with(order, g);
+    fill_zero(job.dev, job.buf.confusion, size_t(classes) * classes * 8);
+    int offset = 0;
+    for (int s = 0; s < steps; ++s) {
+      const int n = std::min(batch, ntrain - s * batch);
+      std::vector<int> valid = batch_features(job, job.train, order.data() + s * batch, n,
+                                              cfg.augment, cfg.seed ^ (uint64_t(epoch) << 40));
+      if (!valid.empty()) {
+        upload_labels(job, job.train, valid);
+        const int64_t step = int64_t(epoch - 1) * steps + s;
+        head_train_step(job.dev, job.head, cfg.opt, int(valid.size()), job.buf.batch_features,
+                        job.buf.labels, cfg.dropout, cfg.label_smoothing,
+                        learning_rate_at(cfg, step, total_steps, warmup_steps), cfg.seed,
+                        uint64_t(step), job.buf.losses + offset, job.buf.confusion);
+        offset += int(valid.size());
+      }
+      if (tty) progress_bar(epoch, cfg.epochs, s + 1, steps, seconds_since(t0));
+    }
+    std::vector<float> losses(offset);
+    std::vector<int64_t> conf(size_t(classes) * classes);
+    copy_to_host(job.dev, losses.data(), job.buf.losses, size_t(offset) * 4);
+    copy_to_host(job.dev, conf.data(), job.buf.confusion, conf.size() * 8);
+    synchronize(job.dev);
+    const double train_seconds = seconds_since(t0);
+    if (offset == 0) throw DatasetError(cfg.data + ": no training image could be decoded");
+
+    EpochMetrics em;
+    em.epoch = epoch;
+    double loss_sum = 0;
+    for (float l : losses) loss_sum += l;  // fixed order: deterministic
+    int64_t correct = 0;
+    for (int c = 0; c < classes; ++c) correct += conf[size_t(c) * classes + c];
+    em.loss = loss_sum / offset;
+    em.accuracy = double(correct) / offset;
+    em.images_per_second = offset / std::max(train_seconds, 1e-9);
+    if (!job.val.items.empty()) {
+      EvalResult v = evaluate_split(job, job.val);
+      em.val_loss = v.loss;
+      em.val_accuracy = v.accuracy;
+      em.has_val = true;
+    }
+    em.seconds = seconds_since(t0);
+    result.epochs.push_back(em);
+
+    nlohmann::json line = {{"epoch", epoch},
+                           {"loss", em.loss},
+                           {"accuracy", em.accuracy},
+                           {"val_loss", em.has_val ? nlohmann::json(em.val_loss) : nlohmann::json()},
+                           {"val_accuracy",
+                            em.has_val ? nlohmann::json(em.val_accuracy) : nlohmann::json()},
+                           {"seconds", em.seconds},
+                           {"images_per_second", em.images_per_second}};
+    metrics << line.dump() << "\n" << std::flush;
+    if (tty) std::fprintf(stderr, "\r\033[K");
+    std::printf("epoch %d/%d  loss %.4f  accuracy %.4f", epoch, cfg.epochs, em.loss, em.accuracy);
+    if (em.has_val) std::printf("  val_loss %.4f  val_accuracy %.4f", em.val_loss, em.val_accuracy);
+    std::printf("  %.1fs  %.0f img/s\n", em.seconds, em.images_per_second);
+    std::fflush(stdout);
+
+    // Overfitting shows as training accuracy staying well above validation accuracy.
+    if (em.has_val && em.accuracy - em.val_accuracy > 0.15)
+      ++overfit_epochs;
+    else
+      overfit_epochs = 0;
+    if (overfit_epochs >= 2 && !overfit_warned) {
+      warn(job, "training accuracy is well above validation accuracy (overfitting); consider "
+                "--augment, more --dropout, fewer --epochs or --early-stop");
+      overfit_warned = true;
+    }
+
+    // Keep the best (by val_loss) head when early stopping, else the latest; either way the
+    // file on disk is always a complete model.
+    Dense hidden, out;
+    head_download(job.dev, job.head, &hidden, &out);
+    const bool improved = !em.has_val || em.val_loss < best_val_loss;
+    if (improved) {
+      best_val_loss = em.has_val ? em.val_loss : best_val_loss;
+      since_best = 0;
+    } else {
+      ++since_best;
+    }
+    if (cfg.early_stop == 0 || improved) {
+      best_hidden = hidden;
+      best_out = out;
+      export_model(job, result.model_path, best_hidden, best_out);
+    }
+    if (cfg.early_stop > 0 && since_best >= cfg.early_stop) {
+      std::fprintf(stderr, "graft: early stop after epoch %d: val_loss has not improved for %d epochs; keeping epoch %d\n",
+                   epoch, cfg.early_stop, epoch - since_best);
+      break;
+    }
+  }
+
+  head_upload(job.dev, job.head, best_hidden, best_out);
+  if (!job.test.items.empty()) {
+    result.test = evaluate_split(job, job.test);
+    result.has_test = true;
+    const std::string line = eval_json("test", result.test, job.classes);
+    metrics << line << "\n" << std::flush;
+    std::printf("%s\n", line.c_str());
+  }
+  result.skipped_images = job.skipped;
+
+  ReportData rd;
+  rd.title = cfg.data;
+  rd.classes = job.classes;
+  for (const auto& e : result.epochs)
+    rd.epochs.push_back({e.epoch, e.loss, e.accuracy, e.val_loss, e.val_accuracy, e.seconds,
+                         e.images_per_second, e.has_val});
+  if (result.has_test) {
+    rd.confusion = result.test.confusion;
+    rd.test_loss = result.test.loss;
+    rd.test_accuracy = result.test.accuracy;
+    std::vector<size_t> wrong;
+    for (size_t i = 0; i < result.test.item.size(); ++i)
+      if (result.test.predicted[i] != job.test.items[result.test.item[i]]->label) wrong.push_back(i);
+    std::stable_sort(wrong.begin(), wrong.end(), [&](size_t a, size_t b) {
+      return result.test.prob_predicted[a] > result.test.prob_predicted[b];
+    });
+    for (size_t k = 0; k < wrong.size() && k < 24; ++k) {
+      const size_t i = wrong[k];
+      const DatasetItem* it = job.test.items[result.test.item[i]];
+      rd.worst.push_back({it->path, it->label, result.test.predicted[i],
+                          result.test.prob_predicted[i], result.test.prob_true[i]});
+    }
+  }
+  rd.notes.push_back(std::string("device: ") + device_name(job.dev));
+  rd.notes.push_back(std::string("feature cache: ") + (job.cache ? "on" : "off"));
+  rd.notes.push_back("backbone: " + job.backbone.net.arch + " (" + cfg.backbone + ")");
+  if (job.skipped) rd.notes.push_back(std::to_string(job.skipped) + " files skipped (see the log)");
+  result.report_path = cfg.out_dir + "/report.html";
+  write_report(result.report_path, rd);
+
+  if (job.skipped) std::fprintf(stderr, "graft: %d files skipped\n", job.skipped);
+  std::fprintf(stderr, "graft: model %s\ngraft: report %s\n", result.model_path.c_str(),
+               result.report_path.c_str());
+  extractor_destroy(job.fe);
+  arena_release(job.buf.arena);
+  arena_release(job.head_arena);
+  destroy_device(job.dev);
+  return result;
+}
+
+EvalResult evaluate_folder(const std::string& model_path, const std::string& data_dir,
+                           const std::string& device, int batch_size,
+                           std::vector<std::string>* classes, int* skipped) {
+  TrainConfig cfg;
+  cfg.batch_size = batch_size;
+  Job job{cfg};
+  job.backbone = load_model(model_path);
+  if (job.backbone.fc.out == 0)
+    throw std::runtime_error(model_path + ": holds a backbone without a classifier");
+  job.classes = job.backbone.labels;
+  if (job.classes.empty())
+    for (int i = 0; i < job.backbone.fc.out; ++i) job.classes.push_back(std::to_string(i));
+  job.test_ds = scan_dataset(data_dir, &job.classes);
+  for (const auto& s : job.test_ds.skipped) warn(job, s);
+  job.skipped = int(job.test_ds.skipped.size());
+  for (const auto& it : job.test_ds.items) job.test.items.push_back(&it);
+  job.test.cached.assign(job.test.items.size(), 0);
+  job.test.bad.assign(job.test.items.size(), 0);
+
+  job.dev = make_device(device);
+  const int dim = job.backbone.net.feature_dim, n_classes = int(job.classes.size());
+  extractor_create(job.fe, job.dev, job.backbone, batch_size);
+  arena_reserve(job.buf.arena, job.dev, size_t(batch_size) * (dim * 4 + 12) + 4 * 64);
+  job.buf.batch_features = arena_alloc<float>(job.buf.arena, size_t(batch_size) * dim);
+  job.buf.labels = arena_alloc<int32_t>(job.buf.arena, batch_size);
+  job.buf.rows = arena_alloc<int32_t>(job.buf.arena, batch_size);
+  job.buf.losses = arena_alloc<float>(job.buf.arena, batch_size);
+  HeadShape hs{dim, job.backbone.hidden.out, n_classes};
+  arena_reserve(job.head_arena, job.dev, head_arena_bytes(hs, batch_size));
+  head_create(job.head, job.head_arena, hs, batch_size, 0);
+  head_upload(job.dev, job.head, job.backbone.hidden, job.backbone.fc);
+  // Report the loss the model was trained with (label smoothing is in its metadata).
+  if (const auto it = job.backbone.metadata.find("label_smoothing");
+      it != job.backbone.metadata.end()) {
+    char* end = nullptr;
+    const float v = std::strtof(it->second.c_str(), &end);
+    if (*end == '\0' && v >= 0.f && v < 1.f) cfg.label_smoothing = v;
+  }
+  EvalResult r = evaluate_split(job, job.test);
+  *skipped = job.skipped;
+  *classes = job.classes;
+  extractor_destroy(job.fe);
+  arena_release(job.buf.arena);
+  arena_release(job.head_arena);
+  destroy_device(job.dev);
+  return r;
+}
+
+}  // namespace graft

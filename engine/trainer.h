@@ -1,0 +1,77 @@
+#pragma once
+// The transfer-learning job: a folder of photos in; a trained head, metrics, a report and one
+// self-contained model file out. One loop for both devices: everything device-specific goes
+// through engine/device.h.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "engine/head.h"
+#include "io/dataset.h"
+
+namespace graft {
+
+// Defaults follow TensorFlow Lite Model Maker's image classifier (its TF-Hub training path):
+// batch 32, SGD lr 0.005 momentum 0.9, dropout 0.2, L2 1e-4 on the dense kernel, label smoothing
+// 0.1, 5 epochs, constant learning rate. --lr-schedule cosine with --warmup-epochs gives its
+// other path's warm-up + cosine decay.
+struct TrainConfig {
+  std::string data, val_data, test_data, backbone, out_dir;
+  std::string device = "auto";
+  int epochs = 5;
+  int batch_size = 32;
+  int hidden = 0;
+  int early_stop = 0;  // epochs without val_loss improvement before stopping; 0 = never
+  float learning_rate = 0.005f;
+  float dropout = 0.2f;
+  float label_smoothing = 0.1f;
+  std::string lr_schedule = "constant";  // constant | cosine
+  float warmup_epochs = 0.f;
+  OptimConfig opt;
+  double val_split = 0.1, test_split = 0.1;
+  uint64_t seed = 42;
+  std::string cache = "auto";  // auto | on | off
+  bool augment = false;
+  bool progress = true;  // a live bar on a terminal
+};
+
+struct EpochMetrics {
+  int epoch = 0;
+  double loss = 0, accuracy = 0, val_loss = 0, val_accuracy = 0, seconds = 0,
+         images_per_second = 0;
+  bool has_val = false;
+};
+
+struct EvalResult {
+  int classes = 0;
+  int64_t n = 0;
+  double loss = 0, accuracy = 0;
+  std::vector<int64_t> confusion;  // [true][predicted]
+  // Per evaluated image (in item order): predicted class and probabilities of it and of the truth.
+  std::vector<int> item, predicted;
+  std::vector<float> prob_predicted, prob_true;
+};
+
+struct TrainResult {
+  std::vector<EpochMetrics> epochs;
+  EvalResult test;
+  bool has_test = false;
+  bool cache_used = false;
+  int skipped_images = 0;
+  std::string model_path, report_path;
+};
+
+TrainResult train(const TrainConfig& cfg);
+
+// The JSON object of a test or eval result:
+// {"split": ..., "loss": ..., "accuracy": ..., "per_class": {label: {precision, recall, f1,
+// support}}, "confusion": [[...]]}
+std::string eval_json(const std::string& split, const EvalResult& r,
+                      const std::vector<std::string>& classes);
+
+// Evaluates a trained model file on a folder whose classes are the model's (graft eval).
+EvalResult evaluate_folder(const std::string& model_path, const std::string& data_dir,
+                           const std::string& device, int batch_size,
+                           std::vector<std::string>* classes, int* skipped);
+
+}  // namespace graft

@@ -1,0 +1,238 @@
+// conv2d: three paths behind one entry point, chosen by shape.
+//   pointwise (1x1, stride 1, no padding, one group): the input already is the GEMM's A matrix;
+//   depthwise (groups == in_c == out_c): vectorised over channels, no GEMM;
+//   everything else: im2col of a few output rows into a thread-local buffer, then the same GEMM.
+#include <omp.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "kernels/cpu/activation.h"
+#include "kernels/cpu/gemm.h"
+#include "kernels/cpu/simd.h"
+#include "kernels/ops.h"
+
+namespace graft::cpu {
+namespace {
+
+// im2col runs are short (a 3-channel kernel row is 9 floats), so a libc memcpy call or a scalar
+// loop costs more than the data. The buffer is written front to back and every segment after a
+// run is written too, so a run is copied as whole 16-float vectors and its overhang is overwritten
+// by what follows (the buffer has a vector of slack at the end). Only the read side must not pass
+// the end of the input.
+inline void copy_run(float* dst, const float* src, int n, const float* src_end) {
+  typedef float V8 __attribute__((vector_size(32)));
+  int i = 0;
+  if (src + (n + 7) / 8 * 8 <= src_end) {
+    // 8-float pieces: wide stores that overlap the previous one stall when they split lines.
+    for (; i < n; i += 8) {
+      V8 v;
+      std::memcpy(&v, src + i, sizeof v);
+      std::memcpy(dst + i, &v, sizeof v);
+    }
+    return;
+  }
+#pragma GCC unroll 1
+  for (; i < n; ++i) dst[i] = src[i];
+}
+
+void conv_pointwise(const ConvShape& s, const float* x, const float* w, const float* bias,
+                    const float* residual, Act act, float* y) {
+  const int64_t m = int64_t(s.n) * s.out_h * s.out_w;
+  const int n = s.out_c, k = s.in_c;
+  // Work items are (row block, column block). Row blocks of 96 (a multiple of every tile height)
+  // keep a 96 x 128 slice of A in L2; smaller blocks only when there are too few items to keep
+  // both cores busy (7x7 layers at batch 1).
+  const int threads = omp_get_max_threads();
+  int mc = 96;
+  const int nc = 256;
+  const int64_t n_blocks = (n + nc - 1) / nc;
+  while (mc > 24 && ((m + mc - 1) / mc) * n_blocks < 4 * threads) mc /= 2;
+  const int64_t m_blocks = (m + mc - 1) / mc;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t item = 0; item < m_blocks * n_blocks; ++item) {
+    const int64_t i0 = item / n_blocks * mc;
+    const int j0 = int(item % n_blocks) * nc;
+    const int rows = int(std::min<int64_t>(mc, m - i0));
+    const int cols = std::min(nc, n - j0);
+    Epilogue ep{bias ? bias + j0 : nullptr, residual ? residual + i0 * n + j0 : nullptr, n, act};
+    gemm(rows, cols, k, x + i0 * k, k, w + j0, n, y + i0 * n + j0, n, false, &ep);
+  }
+}
+
+// Depthwise: each output channel reads one input channel, so there is no reduction to block;
+// the work is a stream of (tap x channel vector) FMAs with two loads each. P neighbouring output
+// pixels share each weight vector, and NV channel vectors are in flight per pixel, so P*NV
+// independent accumulators cover the FMA latency and a weight load feeds P FMAs. Taps outside the
+// image are skipped, not multiplied by zero: [kx0, kx1) is the in-bounds kernel column range,
+// common to the P pixels (the row loop only groups pixels whose windows are all inside).
+template <int P, int NV>
+inline void dw_pixels(const ConvShape& s, const float* xb, const float* w, int ky0, int ky1,
+                      int iy0, int ix0, int kx0, int kx1, int c0, const float* bias,
+                      const float* res, Act act, float* yo) {
+  const int C = s.in_c;
+  V16 acc[P][NV] = {};
+  for (int ky = ky0; ky < ky1; ++ky) {
+    const float* xr = xb + int64_t(iy0 + ky) * s.in_w * C + c0;
+    const float* wr = w + int64_t(ky) * s.k_w * C + c0;
+    for (int kx = kx0; kx < kx1; ++kx) {
+      for (int j = 0; j < NV; ++j) {
+        const V16 wv = load16(wr + int64_t(kx) * C + kVec * j);
+        for (int p = 0; p < P; ++p)
+          acc[p][j] += load16(xr + int64_t(ix0 + p * s.stride_w + kx) * C + kVec * j) * wv;
+      }
+    }
+  }
+  for (int p = 0; p < P; ++p)
+    for (int j = 0; j < NV; ++j) {
+      V16 v = acc[p][j];
+      if (bias) v += load16(bias + c0 + kVec * j);
+      if (res) v += load16(res + int64_t(p) * C + c0 + kVec * j);
+      store16(yo + int64_t(p) * C + c0 + kVec * j, act16(v, act));
+    }
+}
+
+// One output row, channels [c0, c0 + 16*NV): groups of P interior pixels, single edge pixels.
+template <int P, int NV>
+void dw_row(const ConvShape& s, const float* xb, const float* w, int oy, int c0, int ox_lo,
+            int ox_hi, const float* bias, const float* res_row, Act act, float* yrow) {
+  const int C = s.in_c;
+  const int iy0 = oy * s.stride_h - s.pad_top;
+  const int ky0 = std::max(0, -iy0), ky1 = std::min(s.k_h, s.in_h - iy0);
+  for (int ox = 0; ox < s.out_w;) {
+    const int ix0 = ox * s.stride_w - s.pad_left;
+    const float* res = res_row ? res_row + int64_t(ox) * C : nullptr;
+    if (ox >= ox_lo && ox + P <= ox_hi) {
+      dw_pixels<P, NV>(s, xb, w, ky0, ky1, iy0, ix0, 0, s.k_w, c0, bias, res, act,
+                       yrow + int64_t(ox) * C);
+      ox += P;
+    } else {
+      const int kx0 = std::max(0, -ix0), kx1 = std::min(s.k_w, s.in_w - ix0);
+      dw_pixels<1, NV>(s, xb, w, ky0, ky1, iy0, ix0, kx0, kx1, c0, bias, res, act,
+                       yrow + int64_t(ox) * C);
+      ox += 1;
+    }
+  }
+}
+
+void conv_depthwise(const ConvShape& s, const float* x, const float* w, const float* bias,
+                    const float* residual, Act act, float* y) {
+  const int C = s.in_c;
+  // Output columns whose window lies fully inside the image horizontally.
+  const int ox_lo = std::min(s.out_w, (s.pad_left + s.stride_w - 1) / s.stride_w);
+  const int last = s.in_w - s.k_w + s.pad_left;
+  const int ox_hi = std::max(ox_lo, last < 0 ? 0 : std::min(s.out_w, last / s.stride_w + 1));
+#pragma omp parallel for schedule(static)
+  for (int64_t row = 0; row < int64_t(s.n) * s.out_h; ++row) {
+    const int b = int(row / s.out_h), oy = int(row % s.out_h);
+    const float* xb = x + int64_t(b) * s.in_h * s.in_w * C;
+    float* yrow = y + row * s.out_w * C;
+    const float* rrow = residual ? residual + row * s.out_w * C : nullptr;
+    int c0 = 0;
+    for (; c0 + 64 <= C; c0 += 64) dw_row<4, 4>(s, xb, w, oy, c0, ox_lo, ox_hi, bias, rrow, act, yrow);
+    for (; c0 + 32 <= C; c0 += 32) dw_row<4, 2>(s, xb, w, oy, c0, ox_lo, ox_hi, bias, rrow, act, yrow);
+    for (; c0 + 16 <= C; c0 += 16) dw_row<8, 1>(s, xb, w, oy, c0, ox_lo, ox_hi, bias, rrow, act, yrow);
+    // Channel tail (< 16): scalar.
+    for (; c0 < C; ++c0)
+      for (int ox = 0; ox < s.out_w; ++ox) {
+        const int iy0 = oy * s.stride_h - s.pad_top, ix0 = ox * s.stride_w - s.pad_left;
+        float acc = 0.f;
+        for (int ky = std::max(0, -iy0); ky < std::min(s.k_h, s.in_h - iy0); ++ky)
+          for (int kx = std::max(0, -ix0); kx < std::min(s.k_w, s.in_w - ix0); ++kx)
+            acc += xb[(int64_t(iy0 + ky) * s.in_w + ix0 + kx) * C + c0] * w[(ky * s.k_w + kx) * C + c0];
+        const int64_t o = int64_t(ox) * C + c0;
+        if (bias) acc += bias[c0];
+        if (rrow) acc += rrow[o];
+        yrow[o] = apply_act(acc, act);
+      }
+  }
+}
+
+// im2col of output pixels [ox0, ox1) of one output row and one group: A[ox - ox0][k_h*k_w*icg],
+// zeros where the window hangs over the edge.
+void im2col_row(const ConvShape& s, const float* xb, const float* x_end, int oy, int ox0, int ox1,
+                int g, float* cols) {
+  const int icg = s.in_c / s.groups, K = s.k_h * s.k_w * icg;
+  for (int ox = ox0; ox < ox1; ++ox) {
+    float* dst = cols + size_t(ox - ox0) * K;
+    const int ix0 = ox * s.stride_w - s.pad_left;
+    const int kx0 = std::max(0, -ix0), kx1 = std::max(kx0, std::min(s.k_w, s.in_w - ix0));
+    for (int ky = 0; ky < s.k_h; ++ky, dst += s.k_w * icg) {
+      const int iy = oy * s.stride_h - s.pad_top + ky;
+      if (iy < 0 || iy >= s.in_h) {
+        std::fill(dst, dst + s.k_w * icg, 0.f);
+        continue;
+      }
+      // Left zeros, run(s), then right zeros: in this order each write may overhang into the
+      // next (see copy_run).
+      std::fill(dst, dst + kx0 * icg, 0.f);
+      const float* src = xb + (int64_t(iy) * s.in_w + ix0) * s.in_c + g * icg;
+      if (s.groups == 1) {
+        // Neighbouring pixels are adjacent in NHWC: the in-bounds taps of one kernel row are a
+        // single run.
+        copy_run(dst + kx0 * icg, src + kx0 * icg, (kx1 - kx0) * icg, x_end);
+      } else {
+        for (int kx = kx0; kx < kx1; ++kx)
+          copy_run(dst + kx * icg, src + int64_t(kx) * s.in_c, icg, x_end);
+      }
+      std::fill(dst + kx1 * icg, dst + s.k_w * icg, 0.f);
+    }
+  }
+}
+
+// General path: im2col a few output rows into a thread-local buffer (sized to stay in L2), then
+// one GEMM with the layer's weights as B. Several rows per GEMM amortise packing B and the ragged
+// last row tile when K is small (the 3-channel stem has K = 27). Gathering the taps in place
+// instead (one GEMM per kernel row reading the input directly) was measured slower: it makes k_h
+// passes over the output tile with shorter K blocks.
+void conv_general(const ConvShape& s, const float* x, const float* w, const float* bias,
+                  const float* residual, Act act, float* y) {
+  const int icg = s.in_c / s.groups, ocg = s.out_c / s.groups;
+  const int K = s.k_h * s.k_w * icg;
+  const float* x_end = x + int64_t(s.n) * s.in_h * s.in_w * s.in_c;
+  const int64_t rows = int64_t(s.n) * s.out_h;
+  const int64_t per_row = int64_t(s.out_w) * K;
+  // Up to 8 rows, at most 64 Ki floats of im2col, and at least 4 items per thread.
+  int64_t rows_per_item = std::clamp<int64_t>(65536 / std::max<int64_t>(per_row, 1), 1, 8);
+  rows_per_item = std::min(rows_per_item, std::max<int64_t>(1, rows / (4 * omp_get_max_threads())));
+  const int64_t items = (rows + rows_per_item - 1) / rows_per_item;
+#pragma omp parallel
+  {
+    thread_local std::vector<float> cols;
+    const size_t need = size_t(rows_per_item * per_row) + kVec;
+    if (cols.size() < need) cols.resize(need);
+#pragma omp for schedule(static)
+    for (int64_t item = 0; item < items; ++item) {
+      const int64_t r0 = item * rows_per_item, r1 = std::min(rows, r0 + rows_per_item);
+      const int m = int((r1 - r0) * s.out_w);
+      const int64_t y0 = r0 * s.out_w * s.out_c;  // output rows are contiguous across images
+      for (int g = 0; g < s.groups; ++g) {
+        for (int64_t row = r0; row < r1; ++row) {
+          const int b = int(row / s.out_h), oy = int(row % s.out_h);
+          im2col_row(s, x + int64_t(b) * s.in_h * s.in_w * s.in_c, x_end, oy, 0, s.out_w, g,
+                     cols.data() + (row - r0) * per_row);
+        }
+        const Epilogue ep{bias ? bias + g * ocg : nullptr,
+                          residual ? residual + y0 + g * ocg : nullptr, s.out_c, act};
+        gemm(m, ocg, K, cols.data(), K, w + g * ocg, s.out_c, y + y0 + g * ocg, s.out_c, false,
+             &ep);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void conv2d(const ConvShape& s, const float* x, const float* w, const float* bias,
+            const float* residual, Act act, float* y) {
+  if (s.k_h == 1 && s.k_w == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_top == 0 &&
+      s.pad_left == 0 && s.groups == 1 && s.in_h == s.out_h && s.in_w == s.out_w) {
+    conv_pointwise(s, x, w, bias, residual, act, y);
+  } else if (s.groups == s.in_c && s.groups == s.out_c && s.groups > 1) {
+    conv_depthwise(s, x, w, bias, residual, act, y);
+  } else {
+    conv_general(s, x, w, bias, residual, act, y);
+  }
+}
+
+}  // namespace graft::cpu
