@@ -115,8 +115,8 @@ void Linear(benchmark::State& state) {
     cpu::linear(n, in, out, x.data(), w.data(), b.data(), y.data());
     benchmark::DoNotOptimize(y.data());
   }
-  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * n * in * out / 1e9,
-                                                 benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(2.0 * n * in * out / 1e9, benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(Linear)->Args({32, 10})->Args({32, 1000})->Args({1, 1000})->UseRealTime();
 
@@ -126,11 +126,12 @@ void LinearBackward(benchmark::State& state) {
   const auto dy = random_vec(size_t(n) * out, 3);
   std::vector<float> dx(size_t(n) * in), dw(size_t(out) * in), db(out);
   for (auto _ : state) {
-    cpu::linear_backward(n, in, out, x.data(), w.data(), dy.data(), dx.data(), dw.data(), db.data());
+    cpu::linear_backward(n, in, out, x.data(), w.data(), dy.data(), dx.data(), dw.data(),
+                         db.data());
     benchmark::DoNotOptimize(dw.data());
   }
-  state.counters["GFLOP/s"] = benchmark::Counter(4.0 * n * in * out / 1e9,
-                                                 benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(4.0 * n * in * out / 1e9, benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(LinearBackward)->Args({32, 10})->Args({32, 1000})->UseRealTime();
 

@@ -8,8 +8,6 @@
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
-#include <filesystem>
-#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -54,12 +52,16 @@ std::string html_escape(const std::string& s) {
 // printf into a std::string; numbers in the page are formatted here and nowhere else.
 std::string fmt(const char* format, ...) __attribute__((format(printf, 1, 2)));
 std::string fmt(const char* format, ...) {
-  char buf[128];
-  va_list args;
+  va_list args, again;
   va_start(args, format);
-  const int n = std::vsnprintf(buf, sizeof buf, format, args);
+  va_copy(again, args);
+  const int n = std::vsnprintf(nullptr, 0, format, args);
   va_end(args);
-  return n < 0 ? std::string() : std::string(buf, std::min<size_t>(size_t(n), sizeof buf - 1));
+  std::string out(size_t(std::max(n, 0)) + 1, '\0');
+  std::vsnprintf(out.data(), out.size(), format, again);
+  va_end(again);
+  out.pop_back();  // the terminating NUL
+  return out;
 }
 
 // Non-finite values (a diverged run) print as a dash: "nan" in a table reads like a bug in the
@@ -161,14 +163,19 @@ std::string svg_line_chart(const std::string& title, const std::vector<Series>& 
     const double pad = ymin != 0 ? std::fabs(ymin) * 0.1 : 1.0;
     ymin -= pad, ymax += pad;
   }
-  // Padding must not push an accuracy axis past 0% or 100% (unless the data itself does).
-  if (as_percent)
-    ymin = std::max(ymin, std::min(0.0, dmin)), ymax = std::min(ymax, std::max(1.0, dmax));
+  // A little headroom so that no line runs along an axis or the top grid line.
+  const double headroom = 0.05 * (ymax - ymin);
+  ymin -= headroom, ymax += headroom;
+  // Padding must not invent a negative loss or an accuracy past 100% (unless the data has one).
+  auto keep_in_domain = [&] {
+    if (dmin >= 0) ymin = std::max(ymin, 0.0);
+    if (as_percent) ymax = std::min(ymax, std::max(1.0, dmax));
+  };
+  keep_in_domain();
   const double ystep = nice_step(ymax - ymin, 5);
   ymin = std::floor(ymin / ystep + 1e-9) * ystep;
   ymax = std::ceil(ymax / ystep - 1e-9) * ystep;
-  if (as_percent)
-    ymin = std::max(ymin, std::min(0.0, dmin)), ymax = std::min(ymax, std::max(1.0, dmax));
+  keep_in_domain();
   // Epochs are whole numbers: never a tick between two of them.
   const double xstep = std::max(1.0, std::ceil(nice_step(xmax - xmin, 8)));
 
@@ -191,8 +198,8 @@ std::string svg_line_chart(const std::string& title, const std::vector<Series>& 
   const int ydec = decimals_for(as_percent ? ystep * 100 : ystep);
   for (double y = ymin; y <= ymax + ystep * 1e-6; y += ystep) {
     const double py = sy(y);
-    o += fmt("<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" class=\"grid\"/>\n", px0, py,
-             px1, py);
+    o += fmt("<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" class=\"gridline\"/>\n", px0,
+             py, px1, py);
     const std::string label = as_percent
                                   ? fmt("%.*f%%", ydec, std::fabs(y * 100) < 1e-9 ? 0 : y * 100)
                                   : fmt("%.*f", ydec, std::fabs(y) < 1e-12 ? 0 : y);
@@ -251,7 +258,7 @@ std::string svg_line_chart(const std::string& title, const std::vector<Series>& 
   // Legend in the top margin, right-aligned; entries laid out right to left.
   double lx = px1;
   for (auto it = series.rbegin(); it != series.rend(); ++it) {
-    const double text_w = 7.0 * double(it->name.size());
+    const double text_w = 7.5 * double(it->name.size());  // ~13px sans-serif
     lx -= text_w;
     o += fmt("<text x=\"%.1f\" y=\"20\" class=\"legend\">%s</text>\n", lx,
              html_escape(it->name).c_str());
@@ -393,7 +400,7 @@ std::vector<uint8_t> thumbnail_jpeg(const std::string& path, TjHandle& tj) {
 }
 
 std::string mistakes_grid(const ReportData& d) {
-  std::string o = "<div class=\"grid\">\n";
+  std::string o = "<div class=\"thumbs\">\n";
   TjHandle tj;
   const size_t shown = std::min(d.worst.size(), kMaxThumbs);
   for (size_t i = 0; i < shown; ++i) {
@@ -441,13 +448,13 @@ ul.notes{margin:8px 0 0;padding-left:20px}
 .charts{display:flex;flex-wrap:wrap;gap:16px}
 svg.chart{flex:1 1 460px;min-width:0;max-width:600px;height:auto;border:1px solid #eef0f3;
   border-radius:4px}
-svg .ctitle{font-size:14px;font-weight:600;fill:#1b1f24}
-svg .legend{font-size:12px;fill:#1b1f24;dominant-baseline:middle}
-svg .grid{stroke:#e6e8eb;stroke-width:1}
+svg .ctitle{font-size:15px;font-weight:600;fill:#1b1f24}
+svg .legend{font-size:13px;fill:#1b1f24;dominant-baseline:middle}
+svg .gridline{stroke:#e6e8eb;stroke-width:1}
 svg .axis{stroke:#6a737d;stroke-width:1}
-svg .ytick{font-size:11px;fill:#4a535d;text-anchor:end}
-svg .xtick{font-size:11px;fill:#4a535d;text-anchor:middle}
-svg .xlabel{font-size:12px;fill:#4a535d;text-anchor:middle}
+svg .ytick{font-size:12px;fill:#4a535d;text-anchor:end}
+svg .xtick{font-size:12px;fill:#4a535d;text-anchor:middle}
+svg .xlabel{font-size:13px;fill:#4a535d;text-anchor:middle}
 svg .nodata{font-size:13px;fill:#6a737d;text-anchor:middle}
 svg text{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif}
 table{border-collapse:collapse;font-variant-numeric:tabular-nums}
@@ -471,8 +478,8 @@ table.metrics tfoot th,table.metrics tfoot td{border-top:2px solid #dde1e6;font-
 table.epochs td,table.epochs th{padding:3px 12px;text-align:right;border-bottom:1px solid #eef0f3}
 details{margin-top:12px}
 summary{cursor:pointer;color:#4a535d}
-.grid{display:flex;flex-wrap:wrap;gap:14px}
-figure{margin:0;width:172px;font-size:12px}
+.thumbs{display:flex;flex-wrap:wrap;gap:12px}
+figure{margin:0;width:168px;font-size:12px}
 figure img,figure .missing{display:block;margin:0 auto 4px;border-radius:4px}
 figure .missing{width:160px;height:120px;border:2px dashed #c4c9cf;background:#f6f7f9;
   display:flex;flex-direction:column;align-items:center;justify-content:center;gap:4px;

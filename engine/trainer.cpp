@@ -251,11 +251,11 @@ void setup_splits(Job& job) {
 
 std::string eval_json(const std::string& split, const EvalResult& r,
                       const std::vector<std::string>& classes) {
-  nlohmann::json j;
+  nlohmann::ordered_json j;
   j["split"] = split;
   j["loss"] = r.loss;
   j["accuracy"] = r.accuracy;
-  nlohmann::json per = nlohmann::json::object();
+  nlohmann::ordered_json per = nlohmann::ordered_json::object();
   const int c = r.classes;
   for (int k = 0; k < c; ++k) {
     int64_t tp = r.confusion[size_t(k) * c + k], row = 0, col = 0;
@@ -268,12 +268,12 @@ std::string eval_json(const std::string& split, const EvalResult& r,
     per[classes[k]] = {{"precision", precision}, {"recall", recall}, {"f1", f1}, {"support", row}};
   }
   j["per_class"] = per;
-  nlohmann::json m = nlohmann::json::array();
+  nlohmann::ordered_json m = nlohmann::ordered_json::array();
   for (int k = 0; k < c; ++k)
     m.push_back(std::vector<int64_t>(r.confusion.begin() + size_t(k) * c,
                                      r.confusion.begin() + size_t(k + 1) * c));
   j["confusion"] = m;
-  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  return j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
 }
 
 TrainResult train(const TrainConfig& cfg) {
@@ -403,12 +403,12 @@ TrainResult train(const TrainConfig& cfg) {
     em.seconds = seconds_since(t0);
     result.epochs.push_back(em);
 
-    nlohmann::json line = {{"epoch", epoch},
+    nlohmann::ordered_json line = {{"epoch", epoch},
                            {"loss", em.loss},
                            {"accuracy", em.accuracy},
-                           {"val_loss", em.has_val ? nlohmann::json(em.val_loss) : nlohmann::json()},
+                           {"val_loss", em.has_val ? nlohmann::ordered_json(em.val_loss) : nlohmann::ordered_json()},
                            {"val_accuracy",
-                            em.has_val ? nlohmann::json(em.val_accuracy) : nlohmann::json()},
+                            em.has_val ? nlohmann::ordered_json(em.val_accuracy) : nlohmann::ordered_json()},
                            {"seconds", em.seconds},
                            {"images_per_second", em.images_per_second}};
     metrics << line.dump() << "\n" << std::flush;

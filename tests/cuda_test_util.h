@@ -126,8 +126,7 @@ inline double rel_error(const std::vector<float>& got, const std::vector<float>&
     if (!std::isfinite(got[i]) && std::isfinite(want[i])) return INFINITY;
     if (!std::isfinite(want[i])) {
       // Both non-finite: only identical classes match (-inf pools, NaN labels).
-      if (std::isnan(want[i]) != std::isnan(got[i]) ||
-          (!std::isnan(want[i]) && got[i] != want[i]))
+      if (std::isnan(want[i]) != std::isnan(got[i]) || (!std::isnan(want[i]) && got[i] != want[i]))
         return INFINITY;
       continue;
     }
@@ -150,10 +149,10 @@ inline int64_t first_unwritten(const std::vector<float>& got, const std::vector<
 
 // EXPECT that two float vectors agree to a relative L2 error, with a message that names the case
 // and, when it fails on poison, the first unwritten element.
-#define GRAFT_EXPECT_CLOSE(got, want, tol, what)                                         \
-  do {                                                                                   \
-    const double graft_rel_ = ::graft::test::rel_error((got), (want));                   \
-    EXPECT_LE(graft_rel_, (tol)) << (what) << ": rel error " << graft_rel_              \
-                                 << " first unwritten element "                         \
-                                 << ::graft::test::first_unwritten((got), (want));       \
+#define GRAFT_EXPECT_CLOSE(got, want, tol, what)                                   \
+  do {                                                                             \
+    const double graft_rel_ = ::graft::test::rel_error((got), (want));             \
+    EXPECT_LE(graft_rel_, (tol)) << (what) << ": rel error " << graft_rel_         \
+                                 << " first unwritten element "                    \
+                                 << ::graft::test::first_unwritten((got), (want)); \
   } while (0)

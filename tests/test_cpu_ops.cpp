@@ -32,7 +32,9 @@ std::vector<float> random_vec(size_t count, uint32_t seed) {
   return v;
 }
 
-std::vector<float> poisoned(size_t count) { return std::vector<float>(count, kNaN); }
+std::vector<float> poisoned(size_t count) {
+  return std::vector<float>(count, kNaN);
+}
 
 // NaN anywhere in `got` makes the result NaN, which fails every `< tol` check.
 double rel_err(const std::vector<float>& got, const std::vector<float>& want) {
@@ -228,14 +230,15 @@ PoolShape make_pool(int n, int h, int w, int c, int k, int stride, int pt, int p
 
 TEST(Pool, MatchesReference) {
   const PoolShape shapes[] = {
-      make_pool(3, 7, 11, 19, 3, 2, 1, 1, 1, 1),   // ResNet max pool geometry
-      make_pool(1, 12, 9, 64, 3, 2, 0, 0, 1, 1),   // SAME, padding after only
-      make_pool(2, 6, 6, 5, 2, 2, 0, 0, 0, 0),     // no padding
-      make_pool(1, 5, 7, 33, 5, 1, 2, 1, 2, 3),    // asymmetric
+      make_pool(3, 7, 11, 19, 3, 2, 1, 1, 1, 1),  // ResNet max pool geometry
+      make_pool(1, 12, 9, 64, 3, 2, 0, 0, 1, 1),  // SAME, padding after only
+      make_pool(2, 6, 6, 5, 2, 2, 0, 0, 0, 0),    // no padding
+      make_pool(1, 5, 7, 33, 5, 1, 2, 1, 2, 3),   // asymmetric
   };
   uint32_t seed = 7;
   for (const PoolShape& s : shapes) {
-    const size_t xs = size_t(s.n) * s.in_h * s.in_w * s.c, ys = size_t(s.n) * s.out_h * s.out_w * s.c;
+    const size_t xs = size_t(s.n) * s.in_h * s.in_w * s.c,
+                 ys = size_t(s.n) * s.out_h * s.out_w * s.c;
     const auto x = random_vec(xs, seed++);
     auto want = poisoned(ys), got = poisoned(ys);
     cpu::ref::max_pool2d(s, x.data(), want.data());
@@ -283,8 +286,8 @@ TEST(GlobalAvgPool, MatchesReferenceAndHand) {
 // linear
 
 TEST(Linear, MatchesReference) {
-  for (auto [n, in, out] : {std::tuple{3, 37, 11}, {32, 1280, 10}, {5, 17, 1000}, {1, 1280, 3},
-                            {8, 64, 64}}) {
+  for (auto [n, in, out] :
+       {std::tuple{3, 37, 11}, {32, 1280, 10}, {5, 17, 1000}, {1, 1280, 3}, {8, 64, 64}}) {
     SCOPED_TRACE(std::to_string(n) + "x" + std::to_string(in) + "->" + std::to_string(out));
     const auto x = random_vec(size_t(n) * in, 21), w = random_vec(size_t(out) * in, 22);
     const auto b = random_vec(out, 23);
@@ -307,7 +310,8 @@ TEST(Linear, MatchesReference) {
     EXPECT_LT(rel_err(db_g, db_w), 1e-5);
     // dx and db are optional.
     auto dw_only = poisoned(size_t(out) * in);
-    cpu::linear_backward(n, in, out, x.data(), w.data(), dy.data(), nullptr, dw_only.data(), nullptr);
+    cpu::linear_backward(n, in, out, x.data(), w.data(), dy.data(), nullptr, dw_only.data(),
+                         nullptr);
     EXPECT_LT(rel_err(dw_only, dw_w), 1e-5);
   }
 }
@@ -402,7 +406,8 @@ TEST(SoftmaxXent, MatchesReference) {
     for (float smoothing : {0.f, 0.1f}) {
       auto lw = poisoned(n), lg = poisoned(n);
       auto dw = poisoned(size_t(n) * c), dg = poisoned(size_t(n) * c);
-      cpu::ref::softmax_xent(n, c, z.data(), labels.data(), smoothing, 1.f / n, lw.data(), dw.data());
+      cpu::ref::softmax_xent(n, c, z.data(), labels.data(), smoothing, 1.f / n, lw.data(),
+                             dw.data());
       cpu::softmax_xent(n, c, z.data(), labels.data(), smoothing, 1.f / n, lg.data(), dg.data());
       EXPECT_LT(rel_err(lg, lw), 1e-5);
       EXPECT_LT(rel_err(dg, dw), 1e-5);
@@ -543,8 +548,8 @@ TEST(Optim, SgdMomentumMatchesPyTorchFormula) {
   for (int step = 0; step < 3; ++step) {
     ParamRef refs[2];
     for (int t = 0; t < 2; ++t) {
-      refs[t] = ParamRef{st[t].p.data(), st[t].g.data(), st[t].m.data(), nullptr,
-                         int64_t(sizes[t]), wds[t]};
+      refs[t] = ParamRef{st[t].p.data(), st[t].g.data(),    st[t].m.data(),
+                         nullptr,        int64_t(sizes[t]), wds[t]};
       for (size_t i = 0; i < sizes[t]; ++i) {
         const double g = st[t].g[i] + double(wds[t]) * p[t][i];
         m[t][i] = momentum * m[t][i] + g;
@@ -573,8 +578,8 @@ TEST(Optim, AdamWMatchesPyTorchFormula) {
   for (int64_t step = 1; step <= 3; ++step) {
     ParamRef refs[2];
     for (int t = 0; t < 2; ++t) {
-      refs[t] = ParamRef{st[t].p.data(), st[t].g.data(), st[t].m.data(), st[t].v.data(),
-                         int64_t(sizes[t]), wds[t]};
+      refs[t] = ParamRef{st[t].p.data(), st[t].g.data(),    st[t].m.data(),
+                         st[t].v.data(), int64_t(sizes[t]), wds[t]};
       for (size_t i = 0; i < sizes[t]; ++i) {
         const double g = st[t].g[i];
         p[t][i] *= 1 - double(lr) * wds[t];
@@ -597,11 +602,11 @@ TEST(Optim, AdamWMatchesPyTorchFormula) {
 TEST(Metrics, ConfusionUpdateHandCaseWithTies) {
   const int n = 5, c = 3;
   const std::vector<float> logits = {
-      1, 3, 3,      // tie between 1 and 2: first max wins -> 1
-      2, 2, 2,      // all equal -> 0
-      -1, -5, 0,    // -> 2
+      1,    3,    3,     // tie between 1 and 2: first max wins -> 1
+      2,    2,    2,     // all equal -> 0
+      -1,   -5,   0,     // -> 2
       0.5f, 0.4f, 0.5f,  // tie between 0 and 2 -> 0
-      -3, 7, -1,    // -> 1
+      -3,   7,    -1,    // -> 1
   };
   const std::vector<int32_t> labels = {1, 2, 2, 0, 0};
   std::vector<int64_t> conf = {5, 0, 0, 0, 0, 0, 0, 0, 1};  // accumulated, not cleared

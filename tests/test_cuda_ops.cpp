@@ -81,15 +81,22 @@ ConvShape pointwise(int n, int h, int w, int cin, int cout) {
 std::string str(const ConvShape& s) {
   return "n=" + std::to_string(s.n) + " in=" + std::to_string(s.in_h) + "x" +
          std::to_string(s.in_w) + "x" + std::to_string(s.in_c) + " out=" + std::to_string(s.out_h) +
-         "x" + std::to_string(s.out_w) + "x" + std::to_string(s.out_c) + " k=" +
-         std::to_string(s.k_h) + "x" + std::to_string(s.k_w) + " s=" + std::to_string(s.stride_h) +
-         "x" + std::to_string(s.stride_w) + " pad=" + std::to_string(s.pad_top) + "," +
-         std::to_string(s.pad_left) + " g=" + std::to_string(s.groups);
+         "x" + std::to_string(s.out_w) + "x" + std::to_string(s.out_c) +
+         " k=" + std::to_string(s.k_h) + "x" + std::to_string(s.k_w) +
+         " s=" + std::to_string(s.stride_h) + "x" + std::to_string(s.stride_w) +
+         " pad=" + std::to_string(s.pad_top) + "," + std::to_string(s.pad_left) +
+         " g=" + std::to_string(s.groups);
 }
 
-size_t x_size(const ConvShape& s) { return size_t(s.n) * s.in_h * s.in_w * s.in_c; }
-size_t y_size(const ConvShape& s) { return size_t(s.n) * s.out_h * s.out_w * s.out_c; }
-size_t w_size(const ConvShape& s) { return size_t(s.k_h) * s.k_w * (s.in_c / s.groups) * s.out_c; }
+size_t x_size(const ConvShape& s) {
+  return size_t(s.n) * s.in_h * s.in_w * s.in_c;
+}
+size_t y_size(const ConvShape& s) {
+  return size_t(s.n) * s.out_h * s.out_w * s.out_c;
+}
+size_t w_size(const ConvShape& s) {
+  return size_t(s.k_h) * s.k_w * (s.in_c / s.groups) * s.out_c;
+}
 
 using ConvFn = void (*)(const ConvShape&, const float*, const float*, const float*, const float*,
                         Act, float*, cudaStream_t);
@@ -100,7 +107,9 @@ struct ConvCase {
   Act act;
 };
 
-const char* act_name(Act a) { return a == Act::relu ? "relu" : a == Act::relu6 ? "relu6" : "none"; }
+const char* act_name(Act a) {
+  return a == Act::relu ? "relu" : a == Act::relu6 ? "relu6" : "none";
+}
 
 // Fresh inputs, CPU twin, poisoned device output, compare. `misalign` shifts every device pointer
 // by one float so the float4 paths must fall back.
@@ -114,8 +123,8 @@ void check_conv(ConvFn fn, const char* fn_name, const ConvCase& c, cudaStream_t 
   // Residuals scaled up so the relu6 clamp is exercised at both ends.
   const auto r = random_floats(y_size(s), rng, -4.f, 8.f);
   std::vector<float> want(y_size(s));
-  cpu::conv2d(s, x.data(), w.data(), c.bias ? b.data() : nullptr,
-              c.residual ? r.data() : nullptr, c.act, want.data());
+  cpu::conv2d(s, x.data(), w.data(), c.bias ? b.data() : nullptr, c.residual ? r.data() : nullptr,
+              c.act, want.data());
 
   const size_t off = misalign ? 1 : 0;
   DeviceBuffer<float> dx(x, off), dw(w, off), db(b, off), dr(r, off), dy(y_size(s), off);
@@ -151,10 +160,8 @@ std::vector<ConvShape> pointwise_shapes() {
       pointwise(1, 56, 56, 96, 24),    // block 2 project
       pointwise(1, 56, 56, 24, 144),   // block 3 expand
       pointwise(2, 28, 28, 40, 240),   // block 4 expand, batch 2
-      pointwise(2, 14, 14, 80, 480),
-      pointwise(2, 14, 14, 672, 112),
-      pointwise(2, 7, 7, 1152, 192),
-      pointwise(3, 7, 7, 320, 1280),  // head
+      pointwise(2, 14, 14, 80, 480),  pointwise(2, 14, 14, 672, 112),
+      pointwise(2, 7, 7, 1152, 192),  pointwise(3, 7, 7, 320, 1280),  // head
   };
 }
 
@@ -177,18 +184,18 @@ TEST_F(CudaOps, ConvDispatchMatchesCpu) {
   uint32_t seed = 300;
   std::vector<ConvShape> shapes = pointwise_shapes();
   const std::vector<ConvShape> more = {
-      conv_same(1, 224, 224, 3, 32, 3, 2),          // EfficientNet stem, SAME (0 before, 1 after)
-      conv_same(3, 13, 9, 3, 16, 3, 2),             // stem-like, odd spatial, batch 3
-      conv_pad(1, 29, 31, 3, 64, 7, 7, 2, 2, 3, 3, 3, 3),  // ResNet stem
-      conv_pad(2, 14, 14, 64, 64, 3, 3, 1, 1, 1, 1, 1, 1), // ResNet 3x3
-      conv_pad(3, 7, 11, 37, 19, 3, 3, 1, 1, 0, 2, 1, 1),  // asymmetric padding, odd channels
-      conv_pad(1, 13, 9, 24, 40, 1, 1, 2, 2, 0, 0, 0, 0),  // strided 1x1 (general path)
+      conv_same(1, 224, 224, 3, 32, 3, 2),  // EfficientNet stem, SAME (0 before, 1 after)
+      conv_same(3, 13, 9, 3, 16, 3, 2),     // stem-like, odd spatial, batch 3
+      conv_pad(1, 29, 31, 3, 64, 7, 7, 2, 2, 3, 3, 3, 3),     // ResNet stem
+      conv_pad(2, 14, 14, 64, 64, 3, 3, 1, 1, 1, 1, 1, 1),    // ResNet 3x3
+      conv_pad(3, 7, 11, 37, 19, 3, 3, 1, 1, 0, 2, 1, 1),     // asymmetric padding, odd channels
+      conv_pad(1, 13, 9, 24, 40, 1, 1, 2, 2, 0, 0, 0, 0),     // strided 1x1 (general path)
       conv_pad(1, 13, 9, 8, 12, 3, 3, 1, 1, 1, 1, 1, 1, 2),   // grouped, scalar
       conv_pad(2, 9, 13, 16, 32, 3, 3, 2, 1, 1, 1, 1, 1, 4),  // grouped, float4
       conv_pad(2, 9, 9, 6, 12, 3, 3, 1, 1, 1, 1, 1, 1, 6),    // depthwise x2 multiplier
-      conv_same(1, 11, 7, 20, 24, 5, 2),            // 5x5 SAME stride 2
-      conv_same(3, 7, 11, 37, 37, 3, 1, 37),        // depthwise (dispatch)
-      conv_same(1, 56, 56, 144, 144, 5, 2, 144),    // depthwise EfficientNet
+      conv_same(1, 11, 7, 20, 24, 5, 2),                      // 5x5 SAME stride 2
+      conv_same(3, 7, 11, 37, 37, 3, 1, 37),                  // depthwise (dispatch)
+      conv_same(1, 56, 56, 144, 144, 5, 2, 144),              // depthwise EfficientNet
   };
   shapes.insert(shapes.end(), more.begin(), more.end());
   for (const ConvCase& c : with_epilogues(shapes))
@@ -202,16 +209,16 @@ TEST_F(CudaOps, ConvImplicitGemmMatchesCpu) {
       conv_same(3, 13, 9, 3, 16, 3, 2),
       conv_pad(1, 29, 31, 3, 64, 7, 7, 2, 2, 3, 3, 3, 3),
       conv_pad(2, 14, 14, 64, 64, 3, 3, 1, 1, 1, 1, 1, 1),
-      conv_pad(2, 9, 7, 64, 72, 3, 3, 2, 2, 2, 0, 0, 2),   // padding only before/only after
+      conv_pad(2, 9, 7, 64, 72, 3, 3, 2, 2, 2, 0, 0, 2),  // padding only before/only after
       conv_pad(3, 7, 11, 37, 19, 3, 3, 1, 1, 0, 2, 1, 1),
       conv_pad(1, 13, 9, 24, 40, 1, 1, 2, 2, 0, 0, 0, 0),
       conv_pad(1, 13, 9, 8, 12, 3, 3, 1, 1, 1, 1, 1, 1, 2),
       conv_pad(2, 9, 13, 16, 32, 3, 3, 2, 1, 1, 1, 1, 1, 4),
       conv_pad(2, 9, 9, 6, 12, 3, 3, 1, 1, 1, 1, 1, 1, 6),
       conv_same(1, 11, 7, 20, 24, 5, 2),
-      pointwise(1, 40, 25, 53, 77),                 // pointwise through the general path
+      pointwise(1, 40, 25, 53, 77),  // pointwise through the general path
       pointwise(1, 40, 25, 52, 76),
-      conv_same(3, 7, 11, 16, 16, 3, 1, 16),        // depthwise through the general path
+      conv_same(3, 7, 11, 16, 16, 3, 1, 16),            // depthwise through the general path
       conv_pad(1, 6, 5, 4, 8, 9, 9, 1, 1, 4, 4, 4, 4),  // kernel larger than the image
   };
   for (const ConvCase& c : with_epilogues(shapes))
@@ -224,9 +231,9 @@ TEST_F(CudaOps, ConvImplicitGemmMatchesCpu) {
 TEST_F(CudaOps, ConvDepthwiseMatchesCpu) {
   uint32_t seed = 500;
   const std::vector<ConvShape> shapes = {
-      conv_same(3, 7, 11, 37, 37, 3, 1, 37),       // c=37: generic path
+      conv_same(3, 7, 11, 37, 37, 3, 1, 37),  // c=37: generic path
       conv_same(1, 13, 9, 37, 37, 5, 2, 37),
-      conv_same(2, 56, 56, 144, 144, 3, 1, 144),   // float4 path, EfficientNet shapes
+      conv_same(2, 56, 56, 144, 144, 3, 1, 144),  // float4 path, EfficientNet shapes
       conv_same(2, 56, 56, 144, 144, 5, 2, 144),
       conv_same(1, 112, 112, 32, 32, 3, 1, 32),
       conv_same(1, 112, 112, 96, 96, 3, 2, 96),
@@ -235,10 +242,10 @@ TEST_F(CudaOps, ConvDepthwiseMatchesCpu) {
       conv_same(2, 7, 7, 1152, 1152, 3, 1, 1152),
       conv_pad(1, 13, 9, 144, 144, 7, 7, 1, 1, 3, 2, 1, 4, 144),  // k7, asymmetric padding
       conv_same(3, 7, 11, 32, 32, 7, 2, 32),
-      conv_same(1, 9, 10, 8, 8, 3, 2, 8),          // 2 float4 lanes per pixel
-      conv_pad(1, 9, 10, 4, 4, 3, 3, 1, 1, 0, 0, 0, 0, 4),        // valid padding
-      conv_pad(1, 12, 12, 16, 16, 9, 9, 1, 1, 4, 4, 4, 4, 16),    // k9: generic path
-      conv_pad(1, 10, 12, 16, 16, 3, 5, 2, 1, 1, 1, 2, 2, 16),    // kh != kw, sh != sw
+      conv_same(1, 9, 10, 8, 8, 3, 2, 8),                       // 2 float4 lanes per pixel
+      conv_pad(1, 9, 10, 4, 4, 3, 3, 1, 1, 0, 0, 0, 0, 4),      // valid padding
+      conv_pad(1, 12, 12, 16, 16, 9, 9, 1, 1, 4, 4, 4, 4, 16),  // k9: generic path
+      conv_pad(1, 10, 12, 16, 16, 3, 5, 2, 1, 1, 1, 2, 2, 16),  // kh != kw, sh != sw
   };
   for (const ConvCase& c : with_epilogues(shapes))
     check_conv(cuda::conv_depthwise, "conv_depthwise", c, stream_, seed++);
@@ -251,9 +258,9 @@ TEST_F(CudaOps, ConvDepthwiseMatchesCpu) {
 // Vendor yardsticks.
 
 #if GRAFT_HAVE_CUDNN
-#define CUDNN_TRY(call)                                                                  \
-  do {                                                                                   \
-    cudnnStatus_t st_ = (call);                                                          \
+#define CUDNN_TRY(call)                                                                           \
+  do {                                                                                            \
+    cudnnStatus_t st_ = (call);                                                                   \
     if (st_ != CUDNN_STATUS_SUCCESS) return std::string(#call) + ": " + cudnnGetErrorString(st_); \
   } while (0)
 
@@ -271,8 +278,7 @@ std::string cudnn_conv(const ConvShape& s, const std::vector<float>& x,
     for (int yy = 0; yy < s.in_h; ++yy)
       for (int xx = 0; xx < s.in_w; ++xx)
         std::memcpy(&xp[((size_t(b) * hp + yy + s.pad_top) * wp + xx + s.pad_left) * s.in_c],
-                    &x[((size_t(b) * s.in_h + yy) * s.in_w + xx) * s.in_c],
-                    sizeof(float) * s.in_c);
+                    &x[((size_t(b) * s.in_h + yy) * s.in_w + xx) * s.in_c], sizeof(float) * s.in_c);
   // HWIO [kh][kw][ci][oc] -> KRSC [oc][kh][kw][ci].
   const int cig = s.in_c / s.groups;
   std::vector<float> wk(w_hwio.size());
@@ -302,8 +308,8 @@ std::string cudnn_conv(const ConvShape& s, const std::vector<float>& x,
   CUDNN_TRY(cudnnCreateTensorDescriptor(&g.yd));
   CUDNN_TRY(cudnnCreateFilterDescriptor(&g.wd));
   CUDNN_TRY(cudnnCreateConvolutionDescriptor(&g.cd));
-  CUDNN_TRY(cudnnSetTensor4dDescriptor(g.xd, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, s.n, s.in_c, hp,
-                                       wp));
+  CUDNN_TRY(
+      cudnnSetTensor4dDescriptor(g.xd, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, s.n, s.in_c, hp, wp));
   CUDNN_TRY(cudnnSetFilter4dDescriptor(g.wd, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NHWC, s.out_c, cig,
                                        s.k_h, s.k_w));
   CUDNN_TRY(cudnnSetConvolution2dDescriptor(g.cd, 0, 0, s.stride_h, s.stride_w, 1, 1,
@@ -317,9 +323,8 @@ std::string cudnn_conv(const ConvShape& s, const std::vector<float>& x,
 
   cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
   int returned = 0;
-  CUDNN_TRY(cudnnGetConvolutionForwardAlgorithm_v7(h, g.xd, g.wd, g.cd, g.yd,
-                                                   CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned,
-                                                   perf));
+  CUDNN_TRY(cudnnGetConvolutionForwardAlgorithm_v7(
+      h, g.xd, g.wd, g.cd, g.yd, CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned, perf));
   // Prefer the plain GEMM-style algorithms (their fp32 error is comparable to ours).
   int pick = -1;
   for (int i = 0; i < returned && pick < 0; ++i) {
@@ -406,19 +411,18 @@ std::vector<float> cublas_gemm(int M, int N, int K, const std::vector<float>& a,
   dc.poison();
   const float one = 1.f, zero = 0.f;
   // Column-major view: C^T[N][M] = op(B)^T[N][K] . A^T[K][M].
-  const cublasStatus_t st =
-      b_nk ? cublasSgemm(h, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, db.get(), K, da.get(), K,
-                         &zero, dc.get(), N)
-           : cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, N, M, K, &one, db.get(), N, da.get(), K,
-                         &zero, dc.get(), N);
+  const cublasStatus_t st = b_nk ? cublasSgemm(h, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, db.get(),
+                                               K, da.get(), K, &zero, dc.get(), N)
+                                 : cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, N, M, K, &one, db.get(),
+                                               N, da.get(), K, &zero, dc.get(), N);
   if (st != CUBLAS_STATUS_SUCCESS) throw std::runtime_error("cublasSgemm failed");
   return dc.download();
 }
 
 TEST_F(CudaOps, PointwiseAndLinearMatchCublas) {
   uint32_t seed = 700;
-  for (const ConvShape& s :
-       {pointwise(1, 40, 25, 53, 77), pointwise(1, 56, 56, 24, 144), pointwise(2, 7, 7, 320, 1280)}) {
+  for (const ConvShape& s : {pointwise(1, 40, 25, 53, 77), pointwise(1, 56, 56, 24, 144),
+                             pointwise(2, 7, 7, 320, 1280)}) {
     std::mt19937 rng(seed++);
     const auto x = random_floats(x_size(s), rng);
     const auto w = random_floats(w_size(s), rng);
@@ -441,8 +445,8 @@ TEST_F(CudaOps, PointwiseAndLinearMatchCublas) {
     dy.poison();
     cuda::linear(l.n, l.in, l.out, dx.get(), dw.get(), nullptr, dy.get(), stream_);
     GRAFT_EXPECT_CLOSE(dy.download(), want, kTol,
-                       "linear vs cuBLAS n=" + std::to_string(l.n) + " in=" +
-                           std::to_string(l.in) + " out=" + std::to_string(l.out));
+                       "linear vs cuBLAS n=" + std::to_string(l.n) + " in=" + std::to_string(l.in) +
+                           " out=" + std::to_string(l.out));
   }
 }
 
@@ -494,12 +498,12 @@ PoolShape pool_pad(int n, int h, int w, int c, int k, int s, int pt, int pb, int
 TEST_F(CudaOps, PoolingMatchesCpu) {
   std::mt19937 rng(900);
   const std::vector<PoolShape> shapes = {
-      pool_pad(3, 7, 11, 37, 3, 2, 1, 1, 1, 1),    // c=37 scalar path
-      pool_pad(1, 13, 9, 64, 3, 2, 0, 1, 1, 0),    // asymmetric padding, float4 path
-      pool_pad(2, 112, 112, 64, 3, 2, 1, 1, 1, 1), // ResNet max pool
+      pool_pad(3, 7, 11, 37, 3, 2, 1, 1, 1, 1),     // c=37 scalar path
+      pool_pad(1, 13, 9, 64, 3, 2, 0, 1, 1, 0),     // asymmetric padding, float4 path
+      pool_pad(2, 112, 112, 64, 3, 2, 1, 1, 1, 1),  // ResNet max pool
       pool_pad(1, 14, 14, 3, 5, 1, 2, 2, 2, 2),
-      pool_pad(1, 7, 7, 1280, 7, 1, 0, 0, 0, 0),   // global as a window
-      pool_pad(1, 5, 6, 8, 3, 1, 2, 2, 2, 2),      // windows entirely in the padding at corners
+      pool_pad(1, 7, 7, 1280, 7, 1, 0, 0, 0, 0),  // global as a window
+      pool_pad(1, 5, 6, 8, 3, 1, 2, 2, 2, 2),     // windows entirely in the padding at corners
   };
   for (const PoolShape& s : shapes) {
     const size_t xs = size_t(s.n) * s.in_h * s.in_w * s.c;
@@ -507,8 +511,8 @@ TEST_F(CudaOps, PoolingMatchesCpu) {
     const auto x = random_floats(xs, rng);
     DeviceBuffer<float> dx(x), dy(ys);
     const std::string shape = "n=" + std::to_string(s.n) + " " + std::to_string(s.in_h) + "x" +
-                              std::to_string(s.in_w) + "x" + std::to_string(s.c) + " k=" +
-                              std::to_string(s.k_h) + " s=" + std::to_string(s.stride_h);
+                              std::to_string(s.in_w) + "x" + std::to_string(s.c) +
+                              " k=" + std::to_string(s.k_h) + " s=" + std::to_string(s.stride_h);
     std::vector<float> want(ys);
     cpu::max_pool2d(s, x.data(), want.data());
     dy.poison();
@@ -574,9 +578,9 @@ TEST_F(CudaOps, LinearBackwardMatchesCpu) {
     int n, in, out;
     bool want_dx, want_db;
   };
-  for (const C t : {C{1, 1280, 5, true, true}, C{3, 53, 77, true, true},
-                    C{33, 1280, 1000, false, true}, C{32, 1280, 10, true, false},
-                    C{256, 1280, 12, true, true}, C{5, 7, 3, true, true}}) {
+  for (const C t :
+       {C{1, 1280, 5, true, true}, C{3, 53, 77, true, true}, C{33, 1280, 1000, false, true},
+        C{32, 1280, 10, true, false}, C{256, 1280, 12, true, true}, C{5, 7, 3, true, true}}) {
     const auto x = random_floats(size_t(t.n) * t.in, rng);
     const auto w = random_floats(size_t(t.out) * t.in, rng);
     const auto dy = random_floats(size_t(t.n) * t.out, rng);
@@ -631,9 +635,9 @@ TEST_F(CudaOps, SoftmaxXentMatchesCpu) {
     float smoothing, scale;
     bool with_grad;
   };
-  for (const C t : {C{1, 2, 0.f, 1.f, true}, C{7, 5, 0.1f, 1.f, true}, C{33, 1000, 0.1f, 1.f, true},
-                    C{3, 1001, 0.f, 1.f, false}, C{4, 3000, 0.2f, 1.f, true},
-                    C{6, 10, 0.1f, 300.f, true}}) {
+  for (const C t :
+       {C{1, 2, 0.f, 1.f, true}, C{7, 5, 0.1f, 1.f, true}, C{33, 1000, 0.1f, 1.f, true},
+        C{3, 1001, 0.f, 1.f, false}, C{4, 3000, 0.2f, 1.f, true}, C{6, 10, 0.1f, 300.f, true}}) {
     const auto x = random_floats(size_t(t.n) * t.c, rng, -t.scale, t.scale);
     std::vector<int32_t> labels(t.n);
     std::uniform_int_distribution<int> ld(0, t.c - 1);
@@ -720,13 +724,15 @@ struct ParamSet {
   std::vector<ParamRef> host_refs() {
     std::vector<ParamRef> r;
     for (size_t t = 0; t < p.size(); ++t)
-      r.push_back({p[t].data(), g[t].data(), m[t].data(), v[t].data(), int64_t(p[t].size()), wd[t]});
+      r.push_back(
+          {p[t].data(), g[t].data(), m[t].data(), v[t].data(), int64_t(p[t].size()), wd[t]});
     return r;
   }
   std::vector<ParamRef> device_refs() {
     std::vector<ParamRef> r;
     for (size_t t = 0; t < p.size(); ++t)
-      r.push_back({dp[t].get(), dg[t].get(), dm[t].get(), dv[t].get(), int64_t(p[t].size()), wd[t]});
+      r.push_back(
+          {dp[t].get(), dg[t].get(), dm[t].get(), dv[t].get(), int64_t(p[t].size()), wd[t]});
     return r;
   }
 };
@@ -811,7 +817,8 @@ TEST_F(CudaOps, ConfusionUpdateExact) {
     std::uniform_int_distribution<int> ld(0, t.c - 1);
     for (auto& l : labels) l = ld(rng);
     std::vector<int64_t> want(size_t(t.c) * t.c, 0);
-    for (size_t i = 0; i < want.size() && i < 50; ++i) want[i] = int64_t(i);  // accumulates, not clears
+    for (size_t i = 0; i < want.size() && i < 50; ++i)
+      want[i] = int64_t(i);  // accumulates, not clears
     DeviceBuffer<float> dl(logits);
     DeviceBuffer<int32_t> dlab(labels);
     DeviceBuffer<int64_t> dc(want);

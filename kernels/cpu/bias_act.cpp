@@ -5,8 +5,8 @@
 
 namespace graft::cpu {
 
-void bias_act(int64_t rows, int c, const float* x, const float* bias, const float* residual, Act act,
-              float* y) {
+void bias_act(int64_t rows, int c, const float* x, const float* bias, const float* residual,
+              Act act, float* y) {
   // Rows are independent; y may alias x, which is fine because each element is read before it is
   // written by the same iteration.
 #pragma omp parallel for schedule(static) if (rows * c > 32768)

@@ -129,9 +129,12 @@ void conv_depthwise(const ConvShape& s, const float* x, const float* w, const fl
     float* yrow = y + row * s.out_w * C;
     const float* rrow = residual ? residual + row * s.out_w * C : nullptr;
     int c0 = 0;
-    for (; c0 + 64 <= C; c0 += 64) dw_row<4, 4>(s, xb, w, oy, c0, ox_lo, ox_hi, bias, rrow, act, yrow);
-    for (; c0 + 32 <= C; c0 += 32) dw_row<4, 2>(s, xb, w, oy, c0, ox_lo, ox_hi, bias, rrow, act, yrow);
-    for (; c0 + 16 <= C; c0 += 16) dw_row<8, 1>(s, xb, w, oy, c0, ox_lo, ox_hi, bias, rrow, act, yrow);
+    for (; c0 + 64 <= C; c0 += 64)
+      dw_row<4, 4>(s, xb, w, oy, c0, ox_lo, ox_hi, bias, rrow, act, yrow);
+    for (; c0 + 32 <= C; c0 += 32)
+      dw_row<4, 2>(s, xb, w, oy, c0, ox_lo, ox_hi, bias, rrow, act, yrow);
+    for (; c0 + 16 <= C; c0 += 16)
+      dw_row<8, 1>(s, xb, w, oy, c0, ox_lo, ox_hi, bias, rrow, act, yrow);
     // Channel tail (< 16): scalar.
     for (; c0 < C; ++c0)
       for (int ox = 0; ox < s.out_w; ++ox) {
@@ -139,7 +142,8 @@ void conv_depthwise(const ConvShape& s, const float* x, const float* w, const fl
         float acc = 0.f;
         for (int ky = std::max(0, -iy0); ky < std::min(s.k_h, s.in_h - iy0); ++ky)
           for (int kx = std::max(0, -ix0); kx < std::min(s.k_w, s.in_w - ix0); ++kx)
-            acc += xb[(int64_t(iy0 + ky) * s.in_w + ix0 + kx) * C + c0] * w[(ky * s.k_w + kx) * C + c0];
+            acc += xb[(int64_t(iy0 + ky) * s.in_w + ix0 + kx) * C + c0] *
+                   w[(ky * s.k_w + kx) * C + c0];
         const int64_t o = int64_t(ox) * C + c0;
         if (bias) acc += bias[c0];
         if (rrow) acc += rrow[o];

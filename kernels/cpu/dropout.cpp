@@ -3,7 +3,8 @@
 
 namespace graft::cpu {
 
-void dropout(int64_t count, float p, uint64_t seed, uint64_t counter_base, const float* x, float* y) {
+void dropout(int64_t count, float p, uint64_t seed, uint64_t counter_base, const float* x,
+             float* y) {
   const float scale = 1.0f / (1.0f - p);
   // One Philox block yields the uniforms of four consecutive counters; draw each block once
   // instead of once per element. Chunks may start mid-block: the lane comes from the counter.

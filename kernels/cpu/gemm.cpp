@@ -65,7 +65,8 @@ void tile_kernel(const Tile& t) {
     if (t.residual) {
       if (full) {
         for (int i = 0; i < MR; ++i)
-          for (int j = 0; j < NV; ++j) acc[i][j] += load16(t.residual + i * t.ld_residual + kVec * j);
+          for (int j = 0; j < NV; ++j)
+            acc[i][j] += load16(t.residual + i * t.ld_residual + kVec * j);
       } else {
         for (int i = 0; i < t.rows; ++i)
           std::memcpy(tmp[i], t.residual + i * t.ld_residual, sizeof(float) * t.cols);
@@ -89,7 +90,9 @@ void tile_kernel(const Tile& t) {
 
 // Row-tile height for a panel of NV vectors: narrower panels get taller tiles so the FMA count per
 // k step (MR*NV) stays high.
-constexpr int mr_for(int nv) { return nv == 4 ? 6 : nv == 3 ? 8 : 12; }
+constexpr int mr_for(int nv) {
+  return nv == 4 ? 6 : nv == 3 ? 8 : 12;
+}
 
 template <int NV>
 void panel(int m, const float* a, int64_t lda, Tile t, const float* zeros) {
@@ -107,10 +110,18 @@ void panel(int m, const float* a, int64_t lda, Tile t, const float* zeros) {
 
 void run_panel(int nv, int m, const float* a, int64_t lda, const Tile& t, const float* zeros) {
   switch (nv) {
-    case 4: panel<4>(m, a, lda, t, zeros); break;
-    case 3: panel<3>(m, a, lda, t, zeros); break;
-    case 2: panel<2>(m, a, lda, t, zeros); break;
-    default: panel<1>(m, a, lda, t, zeros); break;
+    case 4:
+      panel<4>(m, a, lda, t, zeros);
+      break;
+    case 3:
+      panel<3>(m, a, lda, t, zeros);
+      break;
+    case 2:
+      panel<2>(m, a, lda, t, zeros);
+      break;
+    default:
+      panel<1>(m, a, lda, t, zeros);
+      break;
   }
 }
 

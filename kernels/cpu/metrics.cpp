@@ -2,7 +2,8 @@
 
 namespace graft::cpu {
 
-void confusion_update(int n, int c, const float* logits, const int32_t* labels, int64_t* confusion) {
+void confusion_update(int n, int c, const float* logits, const int32_t* labels,
+                      int64_t* confusion) {
   // Serial: n is a batch, and rows may hit the same cell.
   for (int i = 0; i < n; ++i) {
     const float* z = logits + int64_t(i) * c;

@@ -10,7 +10,8 @@ void normalize_u8(int64_t pixels, int c, const uint8_t* x, const float* mean, co
   // contract's exact formula; the per-pixel work becomes a lookup.
   std::vector<float> table(size_t(256) * c);
   for (int ch = 0; ch < c; ++ch)
-    for (int v = 0; v < 256; ++v) table[size_t(ch) * 256 + v] = (float(v) / 255.0f - mean[ch]) / std[ch];
+    for (int v = 0; v < 256; ++v)
+      table[size_t(ch) * 256 + v] = (float(v) / 255.0f - mean[ch]) / std[ch];
   const float* t = table.data();
 #pragma omp parallel for schedule(static) if (pixels * c > 65536)
   for (int64_t p = 0; p < pixels; ++p)

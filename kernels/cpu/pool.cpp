@@ -58,7 +58,8 @@ void avg_pool2d(const PoolShape& s, bool count_pad, const float* x, float* y) {
           const float* xp = xb + (int64_t(w.iy0 + ky) * s.in_w + w.ix0 + kx) * s.c;
           for (int ch = 0; ch < s.c; ++ch) yo[ch] += xp[ch];
         }
-      const int taps = count_pad ? s.k_h * s.k_w : std::max(0, w.ky1 - w.ky0) * std::max(0, w.kx1 - w.kx0);
+      const int taps =
+          count_pad ? s.k_h * s.k_w : std::max(0, w.ky1 - w.ky0) * std::max(0, w.kx1 - w.kx0);
       const float inv = taps > 0 ? 1.f / float(taps) : 0.f;
       for (int ch = 0; ch < s.c; ++ch) yo[ch] *= inv;
     }

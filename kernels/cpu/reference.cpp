@@ -25,7 +25,8 @@ void conv2d(const ConvShape& s, const float* x, const float* w, const float* bia
               const int ix = ox * s.stride_w - s.pad_left + kx;
               if (ix < 0 || ix >= s.in_w) continue;
               for (int ic = 0; ic < icg; ++ic) {
-                const float xv = x[((int64_t(b) * s.in_h + iy) * s.in_w + ix) * s.in_c + g * icg + ic];
+                const float xv =
+                    x[((int64_t(b) * s.in_h + iy) * s.in_w + ix) * s.in_c + g * icg + ic];
                 const float wv = w[((int64_t(ky) * s.k_w + kx) * icg + ic) * s.out_c + oc];
                 acc += double(xv) * double(wv);
               }
@@ -38,8 +39,8 @@ void conv2d(const ConvShape& s, const float* x, const float* w, const float* bia
         }
 }
 
-void bias_act(int64_t rows, int c, const float* x, const float* bias, const float* residual, Act act,
-              float* y) {
+void bias_act(int64_t rows, int c, const float* x, const float* bias, const float* residual,
+              Act act, float* y) {
   for (int64_t r = 0; r < rows; ++r)
     for (int j = 0; j < c; ++j) {
       float v = x[r * c + j];
@@ -112,7 +113,8 @@ void linear_backward(int n, int in, int out, const float* x, const float* w, con
     for (int i = 0; i < n; ++i)
       for (int k = 0; k < in; ++k) {
         double acc = 0.0;
-        for (int o = 0; o < out; ++o) acc += double(dy[int64_t(i) * out + o]) * w[int64_t(o) * in + k];
+        for (int o = 0; o < out; ++o)
+          acc += double(dy[int64_t(i) * out + o]) * w[int64_t(o) * in + k];
         dx[int64_t(i) * in + k] = float(acc);
       }
   for (int o = 0; o < out; ++o)
@@ -163,7 +165,8 @@ void softmax_xent(int n, int c, const float* logits, const int32_t* labels, floa
   }
 }
 
-void dropout(int64_t count, float p, uint64_t seed, uint64_t counter_base, const float* x, float* y) {
+void dropout(int64_t count, float p, uint64_t seed, uint64_t counter_base, const float* x,
+             float* y) {
   const float scale = 1.0f / (1.0f - p);
   for (int64_t i = 0; i < count; ++i)
     y[i] = philox_uniform(seed, counter_base + uint64_t(i)) >= p ? x[i] * scale : 0.0f;
@@ -203,7 +206,8 @@ void adamw(const ParamRef* params, int num_params, const AdamWConfig& cfg) {
   }
 }
 
-void confusion_update(int n, int c, const float* logits, const int32_t* labels, int64_t* confusion) {
+void confusion_update(int n, int c, const float* logits, const int32_t* labels,
+                      int64_t* confusion) {
   for (int i = 0; i < n; ++i) {
     int pred = 0;
     for (int j = 1; j < c; ++j)

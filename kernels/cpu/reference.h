@@ -8,8 +8,8 @@ namespace graft::cpu::ref {
 
 void conv2d(const ConvShape& s, const float* x, const float* w, const float* bias,
             const float* residual, Act act, float* y);
-void bias_act(int64_t rows, int c, const float* x, const float* bias, const float* residual, Act act,
-              float* y);
+void bias_act(int64_t rows, int c, const float* x, const float* bias, const float* residual,
+              Act act, float* y);
 void max_pool2d(const PoolShape& s, const float* x, float* y);
 void avg_pool2d(const PoolShape& s, bool count_pad, const float* x, float* y);
 void global_avg_pool(int n, int hw, int c, const float* x, float* y);
@@ -19,7 +19,8 @@ void linear_backward(int n, int in, int out, const float* x, const float* w, con
 void softmax(int n, int c, const float* x, float* y);
 void softmax_xent(int n, int c, const float* logits, const int32_t* labels, float smoothing,
                   float grad_scale, float* loss, float* dlogits);
-void dropout(int64_t count, float p, uint64_t seed, uint64_t counter_base, const float* x, float* y);
+void dropout(int64_t count, float p, uint64_t seed, uint64_t counter_base, const float* x,
+             float* y);
 void normalize_u8(int64_t pixels, int c, const uint8_t* x, const float* mean, const float* std,
                   float* y);
 void sgd_momentum(const ParamRef* params, int num_params, float lr, float momentum);

@@ -17,10 +17,14 @@ inline V16 load16(const float* p) {
   std::memcpy(&v, p, sizeof v);
   return v;
 }
-inline void store16(float* p, V16 v) { std::memcpy(p, &v, sizeof v); }
+inline void store16(float* p, V16 v) {
+  std::memcpy(p, &v, sizeof v);
+}
 // s - 0 is exactly s for every s (0 + s is not: -0 + 0 = +0), so the compiler folds this to a
 // broadcast and can fuse it into an FMA's memory operand.
-inline V16 splat16(float s) { return s - V16{}; }
+inline V16 splat16(float s) {
+  return s - V16{};
+}
 
 inline V16 act16(V16 v, Act act) {
   const V16 zero = {};

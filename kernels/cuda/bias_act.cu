@@ -1,7 +1,7 @@
 // The conv epilogue on its own: y[r][j] = act(x[r][j] + bias[j] + residual[r][j]). Memory-bound:
-// a grid-stride loop over float4s (when c % 4 == 0 and every pointer is 16-byte aligned, so a float4
-// never straddles two rows) or over scalars otherwise. y may alias x: each element is read, then
-// written, by the same thread.
+// a grid-stride loop over float4s (when c % 4 == 0 and every pointer is 16-byte aligned, so a
+// float4 never straddles two rows) or over scalars otherwise. y may alias x: each element is read,
+// then written, by the same thread.
 #include "kernels/cuda/common.cuh"
 
 namespace graft::cuda {
@@ -42,8 +42,8 @@ __global__ void bias_act_scalar_kernel(int64_t total, int c, const float* x, con
 
 }  // namespace
 
-void bias_act(int64_t rows, int c, const float* x, const float* bias, const float* residual, Act act,
-              float* y, cudaStream_t stream) {
+void bias_act(int64_t rows, int c, const float* x, const float* bias, const float* residual,
+              Act act, float* y, cudaStream_t stream) {
   if (rows < 0 || c < 0)
     invalid("bias_act", "bad shape rows=" + std::to_string(rows) + " c=" + std::to_string(c));
   if (rows == 0 || c == 0) return;
@@ -52,13 +52,12 @@ void bias_act(int64_t rows, int c, const float* x, const float* bias, const floa
   const bool vec = mult4(c) && aligned16(x) && aligned16(y) && (!bias || aligned16(bias)) &&
                    (!residual || aligned16(residual));
   if (vec) {
-    bias_act_vec_kernel<<<grid_for(total / 4, 256), 256, 0, stream>>>(total / 4, c, x, bias,
-                                                                       residual,
-                                                                       static_cast<int>(act), y);
+    bias_act_vec_kernel<<<grid_for(total / 4, 256), 256, 0, stream>>>(
+        total / 4, c, x, bias, residual, static_cast<int>(act), y);
     CUDA_CHECK_LAUNCH("bias_act_vec_kernel", detail);
   } else {
     bias_act_scalar_kernel<<<grid_for(total, 256), 256, 0, stream>>>(total, c, x, bias, residual,
-                                                                      static_cast<int>(act), y);
+                                                                     static_cast<int>(act), y);
     CUDA_CHECK_LAUNCH("bias_act_scalar_kernel", detail);
   }
 }

@@ -15,10 +15,10 @@ namespace graft::cuda {
 inline std::string conv_shape_str(const ConvShape& s) {
   return "n=" + std::to_string(s.n) + " in=" + std::to_string(s.in_h) + "x" +
          std::to_string(s.in_w) + "x" + std::to_string(s.in_c) + " out=" + std::to_string(s.out_h) +
-         "x" + std::to_string(s.out_w) + "x" + std::to_string(s.out_c) + " k=" +
-         std::to_string(s.k_h) + "x" + std::to_string(s.k_w) + " stride=" +
-         std::to_string(s.stride_h) + "x" + std::to_string(s.stride_w) + " pad=" +
-         std::to_string(s.pad_top) + "," + std::to_string(s.pad_left) +
+         "x" + std::to_string(s.out_w) + "x" + std::to_string(s.out_c) +
+         " k=" + std::to_string(s.k_h) + "x" + std::to_string(s.k_w) +
+         " stride=" + std::to_string(s.stride_h) + "x" + std::to_string(s.stride_w) +
+         " pad=" + std::to_string(s.pad_top) + "," + std::to_string(s.pad_left) +
          " groups=" + std::to_string(s.groups);
 }
 
@@ -39,18 +39,24 @@ inline void require(bool ok, const char* op, const std::string& what) {
   if (!ok) invalid(op, what);
 }
 
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t ceil_div(int64_t a, int64_t b) {
+  return (a + b - 1) / b;
+}
 
-inline bool mult4(int64_t v) { return (v & 3) == 0; }
+inline bool mult4(int64_t v) {
+  return (v & 3) == 0;
+}
 
-inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+inline bool aligned16(const void* p) {
+  return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
+}
 
 // Multiprocessor count of the current device, read once per process (used to size grids so that
 // small problems still spread over every SM, and grid-stride loops over at most a few waves).
 int sm_count();
 
-// Blocks for a grid-stride loop: enough to cover `work` items at `per_block` items each, capped at a
-// few waves so that huge tensors reuse threads instead of launching millions of blocks.
+// Blocks for a grid-stride loop: enough to cover `work` items at `per_block` items each, capped at
+// a few waves so that huge tensors reuse threads instead of launching millions of blocks.
 inline unsigned grid_for(int64_t work, int64_t per_block) {
   int64_t blocks = ceil_div(work, per_block);
   int64_t cap = static_cast<int64_t>(sm_count()) * 16;
@@ -67,7 +73,11 @@ __device__ __forceinline__ float apply_act(float v, int act) {
   return v;
 }
 
-__device__ __forceinline__ float4 ld4(const float* p) { return *reinterpret_cast<const float4*>(p); }
-__device__ __forceinline__ void st4(float* p, float4 v) { *reinterpret_cast<float4*>(p) = v; }
+__device__ __forceinline__ float4 ld4(const float* p) {
+  return *reinterpret_cast<const float4*>(p);
+}
+__device__ __forceinline__ void st4(float* p, float4 v) {
+  *reinterpret_cast<float4*>(p) = v;
+}
 
 }  // namespace graft::cuda

@@ -51,8 +51,8 @@ __global__ void conv_depthwise_vec_kernel(const DwArgs a, const float* __restric
        i += nthreads) {
     const int tap = i / blockDim.x, lane = i - tap * blockDim.x;
     const int q = blockIdx.y * blockDim.x + lane;
-    ws[i] = q < c4 ? ld4(w + static_cast<int64_t>(tap) * a.c + q * 4)
-                   : make_float4(0.f, 0.f, 0.f, 0.f);
+    ws[i] =
+        q < c4 ? ld4(w + static_cast<int64_t>(tap) * a.c + q * 4) : make_float4(0.f, 0.f, 0.f, 0.f);
   }
   __syncthreads();
   if (cq >= c4) return;
@@ -166,8 +166,18 @@ void conv_depthwise(const ConvShape& s, const float* x, const float* w, const fl
   if (!check_conv_shape(s, "conv_depthwise")) return;
   if (!(s.groups == s.in_c && s.groups == s.out_c))
     invalid("conv_depthwise", "not a depthwise shape: " + conv_shape_str(s));
-  const DwArgs a{s.n,     s.in_h,     s.in_w,     s.in_c,    s.out_h,    s.out_w,
-                 s.k_h,   s.k_w,      s.stride_h, s.stride_w, s.pad_top, s.pad_left,
+  const DwArgs a{s.n,
+                 s.in_h,
+                 s.in_w,
+                 s.in_c,
+                 s.out_h,
+                 s.out_w,
+                 s.k_h,
+                 s.k_w,
+                 s.stride_h,
+                 s.stride_w,
+                 s.pad_top,
+                 s.pad_left,
                  static_cast<int>(act)};
   const std::string detail = conv_shape_str(s);
   // Shared weights must fit the default 48 KB: k_h * k_w * 32 lanes * 16 bytes.

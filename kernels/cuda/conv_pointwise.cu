@@ -76,8 +76,7 @@ void conv_pointwise_v2(const ConvShape& s, const float* x, const float* w, const
   p.residual = residual;
   p.act = static_cast<int>(act);
   const bool vec = mult4(s.in_c) && mult4(s.out_c) && aligned16(x) && aligned16(w) &&
-                   aligned16(y) && (!bias || aligned16(bias)) &&
-                   (!residual || aligned16(residual));
+                   aligned16(y) && (!bias || aligned16(bias)) && (!residual || aligned16(residual));
   gemm_mk_kn(p, vec, stream, "conv_pointwise_v2", conv_shape_str(s));
 }
 

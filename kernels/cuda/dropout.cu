@@ -29,10 +29,9 @@ __global__ void dropout_kernel(int64_t count, float p, float scale, uint64_t see
       const float4 v = ld4(x + i0);
       // Multiply only kept elements so that dropped ones are exactly 0 (also for inf/NaN inputs),
       // as in the CPU twin's `u >= p ? x * scale : 0`.
-      st4(y + i0, make_float4(keep[0] != 0.f ? v.x * scale : 0.f,
-                              keep[1] != 0.f ? v.y * scale : 0.f,
-                              keep[2] != 0.f ? v.z * scale : 0.f,
-                              keep[3] != 0.f ? v.w * scale : 0.f));
+      st4(y + i0,
+          make_float4(keep[0] != 0.f ? v.x * scale : 0.f, keep[1] != 0.f ? v.y * scale : 0.f,
+                      keep[2] != 0.f ? v.z * scale : 0.f, keep[3] != 0.f ? v.w * scale : 0.f));
     } else {
 #pragma unroll
       for (int l = 0; l < 4; ++l) {

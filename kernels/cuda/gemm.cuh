@@ -11,18 +11,18 @@
 //      kB_NK   row-major [N][K] (ldb)          linear weights [out][in]
 // Groups (grouped conv) run as blockIdx.z; each operand gets a per-group element offset.
 //
-// Tiling (per block BM x BN of C, BK deep): each thread owns a (4*RM) x (4*RN) register tile made of
-// RM x RN float4-wide 4x4 pieces spaced BM/RM rows and BN/RN columns apart, so that a warp's float4
-// reads of the shared tiles are contiguous (no bank conflicts) and its float4 stores of C coalesce.
-// The A tile is stored k-major (As[k][m]) so the inner loop reads 4 rows of A as one float4.
-// Global loads for tile t+1 go to registers before the FMAs of tile t and are stored to the other
-// shared buffer afterwards: one __syncthreads per BK step, and the loads' latency hides under the
-// math. Plain fp32 FFMA, no tensor cores.
+// Tiling (per block BM x BN of C, BK deep): each thread owns a (4*RM) x (4*RN) register tile made
+// of RM x RN float4-wide 4x4 pieces spaced BM/RM rows and BN/RN columns apart, so that a warp's
+// float4 reads of the shared tiles are contiguous (no bank conflicts) and its float4 stores of C
+// coalesce. The A tile is stored k-major (As[k][m]) so the inner loop reads 4 rows of A as one
+// float4. Global loads for tile t+1 go to registers before the FMAs of tile t and are stored to the
+// other shared buffer afterwards: one __syncthreads per BK step, and the loads' latency hides under
+// the math. Plain fp32 FFMA, no tensor cores.
 //
 // VEC=true: every global access is a 16-byte float4. The caller checks the conditions (see the
 // vec_ok_* helpers): the contiguous extent of each operand a multiple of 4, leading dimensions and
-// group offsets multiples of 4, and 16-byte-aligned base pointers. VEC=false reads and writes scalars
-// with full bounds checks; it is the path for shapes like the 3-channel stem.
+// group offsets multiples of 4, and 16-byte-aligned base pointers. VEC=false reads and writes
+// scalars with full bounds checks; it is the path for shapes like the 3-channel stem.
 #include "kernels/cuda/common.cuh"
 
 namespace graft::cuda {
@@ -47,9 +47,9 @@ struct GemmArgs {
   int64_t ldb;
   float* C;
   int64_t ldc;
-  const float* bias;      // [N] (after the group offset) or null
-  const float* residual;  // same layout as C or null
-  int act;                // Act as int
+  const float* bias;               // [N] (after the group offset) or null
+  const float* residual;           // same layout as C or null
+  int act;                         // Act as int
   int64_t a_goff, b_goff, c_goff;  // per-group element offsets; c_goff also offsets bias/residual
   ConvGeom conv;
 };
@@ -63,9 +63,9 @@ __global__ void __launch_bounds__((BM / (4 * RM)) * (BN / (4 * RN)), 2)
   constexpr int TM = 4 * RM, TN = 4 * RN;
   constexpr int THR_N = BN / TN;
   constexpr int NT = (BM / TM) * THR_N;
-  constexpr int W = VEC ? 4 : 1;               // floats per global access
-  constexpr int AS = BM + 4, BS = BN + 4;      // padded shared row strides (keep 16-byte rows)
-  constexpr int A_LD = BM * BK / (NT * W);     // global accesses per thread per tile
+  constexpr int W = VEC ? 4 : 1;            // floats per global access
+  constexpr int AS = BM + 4, BS = BN + 4;   // padded shared row strides (keep 16-byte rows)
+  constexpr int A_LD = BM * BK / (NT * W);  // global accesses per thread per tile
   constexpr int B_LD = BK * BN / (NT * W);
   static_assert(A_LD >= 1 && B_LD >= 1, "tile too small for the thread count");
   static_assert(BM * BK % (NT * W) == 0 && BK * BN % (NT * W) == 0, "uneven tile split");
@@ -368,10 +368,14 @@ enum class GemmTile { t128x128, t128x64, t128x32, t64x64 };
 
 inline const char* gemm_tile_name(GemmTile t) {
   switch (t) {
-    case GemmTile::t128x128: return "128x128";
-    case GemmTile::t128x64: return "128x64";
-    case GemmTile::t128x32: return "128x32";
-    default: return "64x64";
+    case GemmTile::t128x128:
+      return "128x128";
+    case GemmTile::t128x64:
+      return "128x64";
+    case GemmTile::t128x32:
+      return "128x32";
+    default:
+      return "64x64";
   }
 }
 
@@ -395,8 +399,8 @@ inline GemmTile pick_gemm_tile(int64_t M, int64_t N, int64_t groups) {
 }
 
 template <int BM, int BN, int RM, int RN, int AMODE, int BMODE>
-void launch_gemm_cfg(const GemmArgs& p, int groups, bool vec, cudaStream_t stream,
-                     const char* name, const std::string& detail) {
+void launch_gemm_cfg(const GemmArgs& p, int groups, bool vec, cudaStream_t stream, const char* name,
+                     const std::string& detail) {
   constexpr int BK = 16;
   constexpr int NT = (BM / (4 * RM)) * (BN / (4 * RN));
   const int64_t gx = ceil_div(p.M, BM), gy = ceil_div(p.N, BN);

@@ -72,8 +72,8 @@ void relu_backward(int64_t count, const float* y, float* dy, cudaStream_t stream
   }
   const int64_t done = head * 4;
   if (done < count) {
-    relu_backward_kernel<1><<<grid_for(count - done, 256), 256, 0, stream>>>(count - done, y + done,
-                                                                             dy + done);
+    relu_backward_kernel<1>
+        <<<grid_for(count - done, 256), 256, 0, stream>>>(count - done, y + done, dy + done);
     CUDA_CHECK_LAUNCH("relu_backward_kernel", detail);
   }
 }

@@ -73,10 +73,9 @@ void linear_backward(int n, int in, int out, const float* x, const float* w, con
     p.C = dw;
     p.ldc = in;
     p.act = static_cast<int>(Act::none);
-    const bool vec =
-        mult4(out) && mult4(in) && aligned16(dy) && aligned16(x) && aligned16(dw);
-    launch_gemm<kA_KM, kB_KN>(p, 1, vec, pick_gemm_tile(out, in, 1), stream,
-                              "linear_backward_dw", detail);
+    const bool vec = mult4(out) && mult4(in) && aligned16(dy) && aligned16(x) && aligned16(dw);
+    launch_gemm<kA_KM, kB_KN>(p, 1, vec, pick_gemm_tile(out, in, 1), stream, "linear_backward_dw",
+                              detail);
   }
   if (dx && n > 0 && in > 0) {
     GemmArgs p{};
@@ -95,7 +94,7 @@ void linear_backward(int n, int in, int out, const float* x, const float* w, con
   }
   if (db && out > 0) {
     column_sum_kernel<<<static_cast<unsigned>(ceil_div(out, 128)), 128, 0, stream>>>(n, out, dy,
-                                                                                    db);
+                                                                                     db);
     CUDA_CHECK_LAUNCH("linear_backward_db", detail);
   }
 }

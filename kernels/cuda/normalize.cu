@@ -59,7 +59,8 @@ __global__ void normalize_u8_kernel(int64_t total, int c, const NormParams np, b
 void normalize_u8(int64_t pixels, int c, const uint8_t* x, const float* mean, const float* std,
                   float* y, cudaStream_t stream) {
   const std::string detail = "pixels=" + std::to_string(pixels) + " c=" + std::to_string(c);
-  if (pixels < 0 || c <= 0 || c > 4) invalid("normalize_u8", "bad shape (c must be 1..4): " + detail);
+  if (pixels < 0 || c <= 0 || c > 4)
+    invalid("normalize_u8", "bad shape (c must be 1..4): " + detail);
   if (pixels == 0) return;
   if (!mean || !std) invalid("normalize_u8", "mean and std (host arrays) are required: " + detail);
   NormParams np{};

@@ -107,8 +107,8 @@ ParamPack pack_params(const char* op, const ParamRef* params, int num_params, bo
     pk.refs[t] = r;
     pk.group_start[t + 1] = pk.group_start[t] + ceil_div(r.count, 4);
     pk.decay[t] = 1.0f - lr * r.weight_decay;
-    pk.vec[t] = aligned16(r.param) && aligned16(r.grad) && aligned16(r.m) &&
-                (!need_v || aligned16(r.v));
+    pk.vec[t] =
+        aligned16(r.param) && aligned16(r.grad) && aligned16(r.m) && (!need_v || aligned16(r.v));
   }
   return pk;
 }
@@ -120,10 +120,10 @@ void sgd_momentum(const ParamRef* params, int num_params, float lr, float moment
   const ParamPack pk = pack_params("sgd_momentum", params, num_params, false, lr);
   const int64_t groups = pk.group_start[pk.num];
   if (groups == 0) return;
-  optim_kernel<false><<<grid_for(groups, 256), 256, 0, stream>>>(pk, SgdCoef{lr, momentum},
-                                                                 AdamCoef{});
-  CUDA_CHECK_LAUNCH("sgd_momentum_kernel", "tensors=" + std::to_string(num_params) +
-                                               " groups=" + std::to_string(groups));
+  optim_kernel<false>
+      <<<grid_for(groups, 256), 256, 0, stream>>>(pk, SgdCoef{lr, momentum}, AdamCoef{});
+  CUDA_CHECK_LAUNCH("sgd_momentum_kernel",
+                    "tensors=" + std::to_string(num_params) + " groups=" + std::to_string(groups));
 }
 
 void adamw(const ParamRef* params, int num_params, const AdamWConfig& cfg, cudaStream_t stream) {
@@ -137,8 +137,8 @@ void adamw(const ParamRef* params, int num_params, const AdamWConfig& cfg, cudaS
   const AdamCoef ac{cfg.beta1, cfg.beta2, cfg.eps, float(cfg.lr / bc1),
                     float(1.0 / std::sqrt(bc2))};
   optim_kernel<true><<<grid_for(groups, 256), 256, 0, stream>>>(pk, SgdCoef{}, ac);
-  CUDA_CHECK_LAUNCH("adamw_kernel", "tensors=" + std::to_string(num_params) +
-                                        " groups=" + std::to_string(groups));
+  CUDA_CHECK_LAUNCH("adamw_kernel",
+                    "tensors=" + std::to_string(num_params) + " groups=" + std::to_string(groups));
 }
 
 }  // namespace graft::cuda

@@ -70,9 +70,8 @@ __global__ void pool2d_kernel(const PoolArgs a, bool count_pad, const float* __r
 
 void pool2d(const char* op, bool is_max, const PoolShape& s, bool count_pad, const float* x,
             float* y, cudaStream_t stream) {
-  if (s.n < 0 || s.in_h < 0 || s.in_w < 0 || s.c < 0 || s.out_h < 0 || s.out_w < 0 ||
-      s.k_h <= 0 || s.k_w <= 0 || s.stride_h <= 0 || s.stride_w <= 0 || s.pad_top < 0 ||
-      s.pad_left < 0)
+  if (s.n < 0 || s.in_h < 0 || s.in_w < 0 || s.c < 0 || s.out_h < 0 || s.out_w < 0 || s.k_h <= 0 ||
+      s.k_w <= 0 || s.stride_h <= 0 || s.stride_w <= 0 || s.pad_top < 0 || s.pad_left < 0)
     invalid(op, "bad shape: " + pool_shape_str(s));
   if (s.n == 0 || s.out_h == 0 || s.out_w == 0 || s.c == 0) return;
   if (s.in_h == 0 || s.in_w == 0) invalid(op, "empty input: " + pool_shape_str(s));

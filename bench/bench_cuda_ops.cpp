@@ -1,0 +1,728 @@
+// The CUDA kernels against the card's own ceilings and against cuDNN / cuBLAS (fp32, no TF32).
+//
+//   bench_cuda_ops [--json=PATH] [--quick]
+//
+// (a) ceilings measured here: device-to-device copy bandwidth (bytes read + written) and the fp32
+//     FMA rate (8 independent FMA chains per thread, every SM busy);
+// (b) every conv of EfficientNet-Lite0 at 224x224 (stem, per block expand / depthwise / project,
+//     head), deduplicated with a count, and the head linear 1280 -> classes, at batch 32 and 256:
+//     hand kernel vs cuDNN (NHWC fp32, fastest algorithm from cudnnFindConvolutionForwardAlgorithm,
+//     workspace allocated before timing) or cuBLAS sgemm (pedantic math);
+// (c) memory-bound kernels at chip-filling sizes.
+// Timing: CUDA events around each launch, warm-up first, median of >= 20 repetitions, inputs
+// rotated among enough buffers to exceed twice the L2 so no repetition reads a warm cache.
+// Self-checks: every hand conv / linear is compared with the vendor result where both compute the
+// same function (relative L2 error printed; > 1e-4 marks the row and makes the exit code 1).
+// The Google Benchmark runner is not used: each figure here needs its own byte/FLOP accounting
+// and vendor pairing, so the loop is written out by hand with events.
+// Without a GPU it prints one line and exits 0.
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <memory>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#if GRAFT_HAVE_CUDNN
+#include <cudnn.h>
+#endif
+
+#include "kernels/cuda/check.h"
+#include "kernels/cuda/conv_internal.cuh"
+#include "kernels/cuda/probe.cuh"
+#include "kernels/ops.h"
+
+namespace {
+
+using namespace graft;
+
+// ---------------------------------------------------------------------------------------------
+// Plumbing: device buffers, random fill, timing.
+
+struct DevBuf {
+  void* p = nullptr;
+  size_t bytes = 0;
+  explicit DevBuf(size_t b) : bytes(b) {
+    if (b) CUDA_CHECK(cudaMalloc(&p, b));
+  }
+  ~DevBuf() {
+    if (p) cudaFree(p);
+  }
+  DevBuf(const DevBuf&) = delete;
+  DevBuf& operator=(const DevBuf&) = delete;
+  float* f() const { return static_cast<float*>(p); }
+};
+
+void fill_random(DevBuf& b, uint32_t seed, float lo = -1.f, float hi = 1.f) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> d(lo, hi);
+  std::vector<float> h(b.bytes / sizeof(float));
+  for (auto& v : h) v = d(rng);
+  CUDA_CHECK(cudaMemcpy(b.p, h.data(), h.size() * sizeof(float), cudaMemcpyHostToDevice));
+}
+
+// Random data generated once on the host and copied into each rotating buffer (cheap enough: the
+// largest input is ~1.2 GB at batch 256; a single host vector is reused).
+void fill_all(std::vector<std::unique_ptr<DevBuf>>& bufs, uint32_t seed) {
+  if (bufs.empty()) return;
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> d(-1.f, 1.f);
+  std::vector<float> h(bufs[0]->bytes / sizeof(float));
+  for (auto& v : h) v = d(rng);
+  for (auto& b : bufs)
+    CUDA_CHECK(cudaMemcpy(b->p, h.data(), h.size() * sizeof(float), cudaMemcpyHostToDevice));
+}
+
+std::vector<float> download(const float* p, size_t n) {
+  std::vector<float> h(n);
+  CUDA_CHECK(cudaDeviceSynchronize());
+  CUDA_CHECK(cudaMemcpy(h.data(), p, n * sizeof(float), cudaMemcpyDeviceToHost));
+  return h;
+}
+
+double rel_error(const std::vector<float>& got, const std::vector<float>& want) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (!std::isfinite(got[i])) return INFINITY;
+    const double d = double(got[i]) - double(want[i]);
+    num += d * d;
+    den += double(want[i]) * want[i];
+  }
+  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+struct Timer {
+  cudaEvent_t a, b;
+  Timer() {
+    CUDA_CHECK(cudaEventCreate(&a));
+    CUDA_CHECK(cudaEventCreate(&b));
+  }
+  ~Timer() {
+    cudaEventDestroy(a);
+    cudaEventDestroy(b);
+  }
+};
+
+int g_reps = 20;
+
+// Median microseconds of `reps` timed calls of f(rep) after `warm` untimed ones.
+double time_us(const std::function<void(int)>& f, int reps = -1, int warm = 3) {
+  if (reps < 0) reps = g_reps;
+  static Timer t;
+  for (int i = 0; i < warm; ++i) f(i);
+  CUDA_CHECK(cudaDeviceSynchronize());
+  std::vector<float> ms(reps);
+  for (int r = 0; r < reps; ++r) {
+    CUDA_CHECK(cudaEventRecord(t.a, nullptr));
+    f(r);
+    CUDA_CHECK(cudaEventRecord(t.b, nullptr));
+    CUDA_CHECK(cudaEventSynchronize(t.b));
+    CUDA_CHECK(cudaEventElapsedTime(&ms[r], t.a, t.b));
+  }
+  std::sort(ms.begin(), ms.end());
+  return 1000.0 * ms[reps / 2];
+}
+
+// How many copies of a `bytes`-sized input make a rotation that outruns the L2 (at least 2).
+int rotation(size_t bytes, size_t l2) {
+  if (bytes == 0) return 1;
+  size_t n = (2 * l2 + bytes - 1) / bytes;
+  return int(std::clamp<size_t>(n, 2, 16));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ceilings.
+
+struct Ceilings {
+  double copy_gbs = 0;    // GB/s, read + write
+  double fma_gflops = 0;  // GFLOP/s, 2 per FMA
+};
+
+Ceilings measure_ceilings(int sms) {
+  Ceilings c;
+  const size_t bytes = size_t(1) << 30;  // 1 GiB each way
+  DevBuf src(bytes), dst(bytes);
+  CUDA_CHECK(cudaMemset(src.p, 1, bytes));
+  const double us = time_us(
+      [&](int) { CUDA_CHECK(cudaMemcpyAsync(dst.p, src.p, bytes, cudaMemcpyDeviceToDevice)); }, 20,
+      2);
+  c.copy_gbs = 2.0 * bytes / (us * 1e3);
+
+  const int blocks = sms * 8, threads = 256, iters = 4096;
+  DevBuf out(size_t(blocks) * threads * sizeof(float));
+  const double fus =
+      time_us([&](int) { cuda::fma_peak_probe(blocks, threads, iters, out.f(), nullptr); }, 20, 2);
+  const double flops = 2.0 * 8 * 4 * double(iters) * blocks * threads;
+  c.fma_gflops = flops / (fus * 1e3);
+  return c;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Result rows.
+
+struct Row {
+  std::string group, name, shape;
+  int count = 1;
+  double hand_us = NAN, vendor_us = NAN;
+  double flops = 0, bytes = 0;
+  double check = NAN;  // relative error hand vs vendor, NaN when not compared
+  std::string note;
+};
+
+std::vector<Row> g_rows;
+bool g_check_failed = false;
+
+// ---------------------------------------------------------------------------------------------
+// Convs.
+
+struct ConvCfg {
+  ConvShape s;
+  Act act;
+  bool residual;
+  std::string name;
+};
+
+bool same(const ConvCfg& a, const ConvCfg& b) {
+  return std::memcmp(&a.s, &b.s, sizeof(ConvShape)) == 0 && a.act == b.act &&
+         a.residual == b.residual;
+}
+
+ConvShape conv_same_shape(int n, int h, int cin, int cout, int k, int stride, int groups) {
+  ConvShape s{};
+  s.n = n, s.in_h = h, s.in_w = h, s.in_c = cin, s.out_c = cout, s.k_h = k, s.k_w = k;
+  s.stride_h = s.stride_w = stride, s.groups = groups;
+  same_padding(h, k, stride, &s.out_h, &s.pad_top);
+  same_padding(h, k, stride, &s.out_w, &s.pad_left);
+  return s;
+}
+
+// EfficientNet-Lite0 at 224x224, from its block args (r repeats, k kernel, s stride, e expansion,
+// i/o channels); stem and head fixed at 32 and 1280 channels; ReLU6; identity skip when stride 1
+// and in == out.
+std::vector<std::pair<ConvCfg, int>> efficientnet_lite0_convs(int n) {
+  struct B {
+    int r, k, s, e, i, o;
+  };
+  const B blocks[] = {{1, 3, 1, 1, 32, 16},  {2, 3, 2, 6, 16, 24},  {2, 5, 2, 6, 24, 40},
+                      {3, 3, 2, 6, 40, 80},  {3, 5, 1, 6, 80, 112}, {4, 5, 2, 6, 112, 192},
+                      {1, 3, 1, 6, 192, 320}};
+  std::vector<std::pair<ConvCfg, int>> out;
+  auto add = [&](const ConvCfg& c) {
+    for (auto& [cfg, count] : out)
+      if (same(cfg, c)) return void(++count);
+    out.push_back({c, 1});
+  };
+  add({conv_same_shape(n, 224, 3, 32, 3, 2, 1), Act::relu6, false, "stem 3x3 s2"});
+  int h = 112;
+  for (const B& b : blocks) {
+    for (int j = 0; j < b.r; ++j) {
+      const int in = j ? b.o : b.i, stride = j ? 1 : b.s, mid = in * b.e;
+      if (b.e != 1) add({conv_same_shape(n, h, in, mid, 1, 1, 1), Act::relu6, false, "expand 1x1"});
+      const std::string dw =
+          "dw " + std::to_string(b.k) + "x" + std::to_string(b.k) + " s" + std::to_string(stride);
+      add({conv_same_shape(n, h, mid, mid, b.k, stride, mid), Act::relu6, false, dw});
+      const int ho = (h + stride - 1) / stride;
+      add({conv_same_shape(n, ho, mid, b.o, 1, 1, 1), Act::none, stride == 1 && in == b.o,
+           "project 1x1"});
+      h = ho;
+    }
+  }
+  add({conv_same_shape(n, 7, 320, 1280, 1, 1, 1), Act::relu6, false, "head 1x1"});
+  return out;
+}
+
+std::string conv_str(const ConvShape& s) {
+  char buf[160];
+  std::snprintf(buf, sizeof(buf), "n%d %dx%dx%d->%dx%dx%d k%d s%d g%d", s.n, s.in_h, s.in_w, s.in_c,
+                s.out_h, s.out_w, s.out_c, s.k_h, s.stride_h, s.groups);
+  return buf;
+}
+
+#if GRAFT_HAVE_CUDNN
+#define CUDNN_OR(call, msg)                                                     \
+  do {                                                                          \
+    cudnnStatus_t st_ = (call);                                                 \
+    if (st_ != CUDNN_STATUS_SUCCESS) {                                          \
+      msg = std::string(#call).substr(0, 40) + ": " + cudnnGetErrorString(st_); \
+      return;                                                                   \
+    }                                                                           \
+  } while (0)
+
+// cuDNN's forward conv on the same problem: symmetric padding of max(before, after) gives the
+// same output size (TF SAME pads one more after than before); the output is compared only where
+// the padding is symmetric, since otherwise the windows are shifted by one pixel.
+struct CudnnConv {
+  cudnnHandle_t h = nullptr;
+  cudnnTensorDescriptor_t xd = nullptr, yd = nullptr;
+  cudnnFilterDescriptor_t wd = nullptr;
+  cudnnConvolutionDescriptor_t cd = nullptr;
+  cudnnConvolutionFwdAlgo_t algo{};
+  std::unique_ptr<DevBuf> ws, w, y;
+  int oh = 0, ow = 0;
+  std::string err;
+
+  void setup(cudnnHandle_t handle, const ConvShape& s) {
+    h = handle;
+    const int pb = std::max(0, (s.out_h - 1) * s.stride_h + s.k_h - s.in_h - s.pad_top);
+    const int pr = std::max(0, (s.out_w - 1) * s.stride_w + s.k_w - s.in_w - s.pad_left);
+    const int ph = std::max(s.pad_top, pb), pw = std::max(s.pad_left, pr);
+    CUDNN_OR(cudnnCreateTensorDescriptor(&xd), err);
+    CUDNN_OR(cudnnCreateTensorDescriptor(&yd), err);
+    CUDNN_OR(cudnnCreateFilterDescriptor(&wd), err);
+    CUDNN_OR(cudnnCreateConvolutionDescriptor(&cd), err);
+    CUDNN_OR(cudnnSetTensor4dDescriptor(xd, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, s.n, s.in_c,
+                                        s.in_h, s.in_w),
+             err);
+    CUDNN_OR(cudnnSetFilter4dDescriptor(wd, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NHWC, s.out_c,
+                                        s.in_c / s.groups, s.k_h, s.k_w),
+             err);
+    CUDNN_OR(cudnnSetConvolution2dDescriptor(cd, ph, pw, s.stride_h, s.stride_w, 1, 1,
+                                             CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
+             err);
+    CUDNN_OR(cudnnSetConvolutionGroupCount(cd, s.groups), err);
+    CUDNN_OR(cudnnSetConvolutionMathType(cd, CUDNN_FMA_MATH), err);
+    int on, oc;
+    CUDNN_OR(cudnnGetConvolution2dForwardOutputDim(cd, xd, wd, &on, &oc, &oh, &ow), err);
+    CUDNN_OR(cudnnSetTensor4dDescriptor(yd, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, on, oc, oh, ow),
+             err);
+    y = std::make_unique<DevBuf>(size_t(on) * oc * oh * ow * sizeof(float));
+    cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+    int returned = 0;
+    CUDNN_OR(cudnnFindConvolutionForwardAlgorithm(
+                 h, xd, wd, cd, yd, CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned, perf),
+             err);
+    int pick = -1;
+    for (int i = 0; i < returned && pick < 0; ++i)
+      if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].mathType != CUDNN_TENSOR_OP_MATH)
+        pick = i;
+    if (pick < 0) {
+      err = "no fp32 FMA algorithm";
+      return;
+    }
+    algo = perf[pick].algo;
+    size_t ws_bytes = 0;
+    CUDNN_OR(cudnnGetConvolutionForwardWorkspaceSize(h, xd, wd, cd, yd, algo, &ws_bytes), err);
+    ws = std::make_unique<DevBuf>(ws_bytes);
+  }
+  // Filter from HWIO to KRSC (cuDNN's NHWC filter order).
+  void set_weights(const ConvShape& s, const float* w_hwio_dev) {
+    const size_t n = size_t(s.k_h) * s.k_w * (s.in_c / s.groups) * s.out_c;
+    std::vector<float> hw = download(w_hwio_dev, n), k(n);
+    const int cig = s.in_c / s.groups;
+    for (int ky = 0; ky < s.k_h; ++ky)
+      for (int kx = 0; kx < s.k_w; ++kx)
+        for (int ci = 0; ci < cig; ++ci)
+          for (int oc = 0; oc < s.out_c; ++oc)
+            k[((size_t(oc) * s.k_h + ky) * s.k_w + kx) * cig + ci] =
+                hw[((size_t(ky) * s.k_w + kx) * cig + ci) * s.out_c + oc];
+    w = std::make_unique<DevBuf>(n * sizeof(float));
+    CUDA_CHECK(cudaMemcpy(w->p, k.data(), n * sizeof(float), cudaMemcpyHostToDevice));
+  }
+  void run(const float* x) {
+    const float one = 1.f, zero = 0.f;
+    const cudnnStatus_t st =
+        cudnnConvolutionForward(h, &one, xd, x, wd, w->p, cd, algo, ws ? ws->p : nullptr,
+                                ws ? ws->bytes : 0, &zero, yd, y->p);
+    if (st != CUDNN_STATUS_SUCCESS)
+      throw std::runtime_error(std::string("cudnnConvolutionForward: ") + cudnnGetErrorString(st));
+  }
+  ~CudnnConv() {
+    if (xd) cudnnDestroyTensorDescriptor(xd);
+    if (yd) cudnnDestroyTensorDescriptor(yd);
+    if (wd) cudnnDestroyFilterDescriptor(wd);
+    if (cd) cudnnDestroyConvolutionDescriptor(cd);
+  }
+};
+#endif
+
+void bench_convs(int batch, size_t l2, bool with_v1, void* cudnn_handle) {
+  (void)cudnn_handle;
+  uint32_t seed = 1000u + batch;
+  for (const auto& [c, count] : efficientnet_lite0_convs(batch)) {
+    const ConvShape& s = c.s;
+    const size_t xs = size_t(s.n) * s.in_h * s.in_w * s.in_c,
+                 ys = size_t(s.n) * s.out_h * s.out_w * s.out_c;
+    const size_t wsz = size_t(s.k_h) * s.k_w * (s.in_c / s.groups) * s.out_c;
+    const int rot = rotation(xs * sizeof(float), l2);
+    std::vector<std::unique_ptr<DevBuf>> xb;
+    for (int i = 0; i < rot; ++i) xb.push_back(std::make_unique<DevBuf>(xs * sizeof(float)));
+    fill_all(xb, seed++);
+    DevBuf w(wsz * sizeof(float)), b(size_t(s.out_c) * sizeof(float)), y(ys * sizeof(float));
+    std::unique_ptr<DevBuf> r;
+    fill_random(w, seed++, -0.2f, 0.2f);
+    fill_random(b, seed++);
+    if (c.residual) {
+      r = std::make_unique<DevBuf>(ys * sizeof(float));
+      fill_random(*r, seed++);
+    }
+    Row row;
+    row.group = "conv b" + std::to_string(batch);
+    row.name = c.name;
+    row.shape = conv_str(s);
+    row.count = count;
+    row.flops = 2.0 * double(ys) * s.k_h * s.k_w * (s.in_c / s.groups);
+    row.bytes = 4.0 * (xs + wsz + ys + (c.residual ? ys : 0) + s.out_c);
+    row.hand_us = time_us([&](int i) {
+      cuda::conv2d(s, xb[i % rot]->f(), w.f(), b.f(), r ? r->f() : nullptr, c.act, y.f(), nullptr);
+    });
+#if GRAFT_HAVE_CUDNN
+    {
+      CudnnConv v;
+      v.setup(static_cast<cudnnHandle_t>(cudnn_handle), s);
+      if (v.err.empty()) {
+        v.set_weights(s, w.f());
+        row.vendor_us = time_us([&](int i) { v.run(xb[i % rot]->f()); });
+        const int pb = std::max(0, (s.out_h - 1) * s.stride_h + s.k_h - s.in_h - s.pad_top);
+        if (pb == s.pad_top && v.oh == s.out_h && v.ow == s.out_w) {
+          // Same function: compare the plain conv (no bias/act/residual) on buffer 0.
+          cuda::conv2d(s, xb[0]->f(), w.f(), nullptr, nullptr, Act::none, y.f(), nullptr);
+          v.run(xb[0]->f());
+          row.check = rel_error(download(y.f(), ys), download(v.y->f(), ys));
+        } else {
+          row.note = "cuDNN pads symmetrically (TF SAME is not): timed, not compared";
+        }
+        row.note = (row.note.empty() ? "" : row.note + "; ") + "cuDNN algo " +
+                   std::to_string(int(v.algo)) + ", conv only (hand includes bias/act)";
+      } else {
+        row.note = "cuDNN: " + v.err;
+      }
+    }
+#endif
+    if (row.check > 1e-4) g_check_failed = true;
+    g_rows.push_back(row);
+    const bool pw = s.k_h == 1 && s.k_w == 1 && s.stride_h == 1 && s.groups == 1;
+    if (with_v1 && pw) {
+      Row v1 = row;
+      v1.name = c.name + " [v1]";
+      v1.vendor_us = NAN;
+      v1.check = NAN;
+      v1.note = "conv_pointwise_v1 (one output per thread)";
+      v1.hand_us = time_us(
+          [&](int i) {
+            cuda::conv_pointwise_v1(s, xb[i % rot]->f(), w.f(), b.f(), r ? r->f() : nullptr, c.act,
+                                    y.f(), nullptr);
+          },
+          5, 1);
+      g_rows.push_back(v1);
+    }
+    std::fprintf(stderr, ".");
+  }
+  std::fprintf(stderr, "\n");
+}
+
+void bench_linear(int batch, int classes, size_t l2, cublasHandle_t cb) {
+  const int in = 1280;
+  const size_t xs = size_t(batch) * in, ws = size_t(classes) * in, ys = size_t(batch) * classes;
+  const int rot = rotation(xs * 4, l2);
+  std::vector<std::unique_ptr<DevBuf>> xb;
+  for (int i = 0; i < rot; ++i) xb.push_back(std::make_unique<DevBuf>(xs * 4));
+  fill_all(xb, 77);
+  DevBuf w(ws * 4), b(size_t(classes) * 4), y(ys * 4), yv(ys * 4);
+  fill_random(w, 78, -0.1f, 0.1f);
+  fill_random(b, 79);
+  Row row;
+  row.group = "linear b" + std::to_string(batch);
+  row.name = "head linear";
+  row.shape = "n" + std::to_string(batch) + " 1280->" + std::to_string(classes);
+  row.flops = 2.0 * batch * in * classes;
+  row.bytes = 4.0 * (xs + ws + ys + classes);
+  row.hand_us = time_us([&](int i) {
+    cuda::linear(batch, in, classes, xb[i % rot]->f(), w.f(), b.f(), y.f(), nullptr);
+  });
+  const float one = 1.f, zero = 0.f;
+  auto vendor = [&](int i) {
+    if (cublasSgemm(cb, CUBLAS_OP_T, CUBLAS_OP_N, classes, batch, in, &one, w.f(), in,
+                    xb[i % rot]->f(), in, &zero, yv.f(), classes) != CUBLAS_STATUS_SUCCESS)
+      throw std::runtime_error("cublasSgemm failed");
+  };
+  row.vendor_us = time_us(vendor);
+  cuda::linear(batch, in, classes, xb[0]->f(), w.f(), nullptr, y.f(), nullptr);
+  vendor(0);
+  row.check = rel_error(download(y.f(), ys), download(yv.f(), ys));
+  row.note = "cuBLAS sgemm pedantic fp32, no bias (hand includes bias)";
+  if (row.check > 1e-4) g_check_failed = true;
+  g_rows.push_back(row);
+
+  // Backward of the same layer (dw, db, dx): hand only.
+  DevBuf dy(ys * 4), dx(xs * 4), dw(ws * 4), db(size_t(classes) * 4);
+  fill_random(dy, 80);
+  Row bw;
+  bw.group = row.group;
+  bw.name = "head linear backward";
+  bw.shape = row.shape;
+  bw.flops = 2.0 * 2.0 * batch * in * classes;
+  bw.bytes = 4.0 * (xs + ws + ys + xs + ws + classes);
+  bw.hand_us = time_us([&](int i) {
+    cuda::linear_backward(batch, in, classes, xb[i % rot]->f(), w.f(), dy.f(), dx.f(), dw.f(),
+                          db.f(), nullptr);
+  });
+  bw.note = "dw + db + dx";
+  g_rows.push_back(bw);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Memory-bound kernels.
+
+void bench_memory(bool quick) {
+  const int scale = quick ? 4 : 1;
+  {
+    const int n = 65536 / scale, c = 1000;
+    DevBuf x(size_t(n) * c * 4), d(size_t(n) * c * 4), loss(size_t(n) * 4), lab(size_t(n) * 4);
+    fill_random(x, 1);
+    std::vector<int32_t> labels(n);
+    for (int i = 0; i < n; ++i) labels[i] = (i * 7919) % c;
+    CUDA_CHECK(cudaMemcpy(lab.p, labels.data(), n * 4, cudaMemcpyHostToDevice));
+    Row r;
+    r.group = "memory";
+    r.name = "softmax_xent fwd+bwd";
+    r.shape = std::to_string(n) + "x" + std::to_string(c);
+    r.bytes = 4.0 * (2.0 * n * c + 2.0 * n);
+    r.hand_us = time_us([&](int) {
+      cuda::softmax_xent(n, c, x.f(), static_cast<int32_t*>(lab.p), 0.1f, 1.f / n, loss.f(), d.f(),
+                         nullptr);
+    });
+    g_rows.push_back(r);
+    Row s = r;
+    s.name = "softmax";
+    s.bytes = 4.0 * 2.0 * n * c;
+    s.hand_us = time_us([&](int) { cuda::softmax(n, c, x.f(), d.f(), nullptr); });
+    g_rows.push_back(s);
+  }
+  {
+    const int64_t total = (int64_t(64) << 20) / scale, parts = 4, each = total / parts;
+    std::vector<std::unique_ptr<DevBuf>> bufs;
+    std::vector<ParamRef> refs;
+    for (int t = 0; t < parts; ++t) {
+      ParamRef p{};
+      for (int k = 0; k < 4; ++k) {
+        bufs.push_back(std::make_unique<DevBuf>(size_t(each) * 4));
+        fill_random(*bufs.back(), uint32_t(10 * t + k), k == 3 ? 0.f : -1.f, 1.f);  // v >= 0
+      }
+      p.param = bufs[bufs.size() - 4]->f();
+      p.grad = bufs[bufs.size() - 3]->f();
+      p.m = bufs[bufs.size() - 2]->f();
+      p.v = bufs[bufs.size() - 1]->f();
+      p.count = each;
+      p.weight_decay = 0.01f;
+      refs.push_back(p);
+    }
+    Row r;
+    r.group = "memory";
+    r.name = "sgd_momentum";
+    r.shape = std::to_string(total >> 20) + "M params in 4 tensors";
+    r.bytes = 4.0 * 5 * total;
+    r.hand_us = time_us([&](int) { cuda::sgd_momentum(refs.data(), parts, 0.01f, 0.9f, nullptr); });
+    g_rows.push_back(r);
+    Row a = r;
+    a.name = "adamw";
+    a.bytes = 4.0 * 7 * total;
+    int64_t step = 1;
+    a.hand_us = time_us([&](int) {
+      cuda::adamw(refs.data(), parts, AdamWConfig{1e-3f, 0.9f, 0.999f, 1e-8f, step++}, nullptr);
+    });
+    g_rows.push_back(a);
+  }
+  {
+    const int n = 256, hw = 49, c = 1280;
+    const size_t xs = size_t(n) * hw * c;
+    std::vector<std::unique_ptr<DevBuf>> xb;
+    for (int i = 0; i < 2; ++i) xb.push_back(std::make_unique<DevBuf>(xs * 4));
+    fill_all(xb, 3);
+    DevBuf y(size_t(n) * c * 4);
+    Row r;
+    r.group = "memory";
+    r.name = "global_avg_pool";
+    r.shape = "256x7x7x1280";
+    r.bytes = 4.0 * (xs + size_t(n) * c);
+    r.hand_us =
+        time_us([&](int i) { cuda::global_avg_pool(n, hw, c, xb[i % 2]->f(), y.f(), nullptr); });
+    g_rows.push_back(r);
+  }
+  {
+    const int64_t pixels = int64_t(256 / scale) * 224 * 224;
+    DevBuf x(size_t(pixels) * 3), y(size_t(pixels) * 3 * 4);
+    CUDA_CHECK(cudaMemset(x.p, 0x5a, x.bytes));
+    const float mean[3] = {0.5f, 0.5f, 0.5f}, sd[3] = {0.5f, 0.5f, 0.5f};
+    Row r;
+    r.group = "memory";
+    r.name = "normalize_u8";
+    r.shape = std::to_string(256 / scale) + "x224x224x3";
+    r.bytes = double(pixels) * 3 * 5;
+    r.hand_us = time_us([&](int) {
+      cuda::normalize_u8(pixels, 3, static_cast<uint8_t*>(x.p), mean, sd, y.f(), nullptr);
+    });
+    g_rows.push_back(r);
+  }
+  {
+    const int64_t count = (int64_t(64) << 20) / scale;
+    DevBuf x(size_t(count) * 4), y(size_t(count) * 4);
+    fill_random(x, 4);
+    Row r;
+    r.group = "memory";
+    r.name = "dropout p=0.2";
+    r.shape = std::to_string(count >> 20) + "M floats";
+    r.bytes = 8.0 * count;
+    uint64_t ctr = 0;
+    r.hand_us = time_us([&](int) {
+      cuda::dropout(count, 0.2f, 1234, ctr, x.f(), y.f(), nullptr);
+      ctr += uint64_t(count);
+    });
+    g_rows.push_back(r);
+    Row b = r;
+    b.name = "bias_act relu6 +residual";
+    b.shape = std::to_string(count / 1280) + "x1280";
+    DevBuf bias(1280 * 4), res(size_t(count) * 4);
+    fill_random(bias, 5);
+    fill_random(res, 6);
+    b.bytes = 12.0 * count;
+    b.hand_us = time_us([&](int) {
+      cuda::bias_act(count / 1280, 1280, x.f(), bias.f(), res.f(), Act::relu6, y.f(), nullptr);
+    });
+    g_rows.push_back(b);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report.
+
+std::string json_escape(const std::string& s) {
+  std::string o;
+  for (char ch : s) {
+    if (ch == '"' || ch == '\\') o += '\\';
+    o += ch;
+  }
+  return o;
+}
+
+std::string num(double v) {
+  if (!std::isfinite(v)) return "null";
+  char b[64];
+  std::snprintf(b, sizeof(b), "%.6g", v);
+  return b;
+}
+
+// Share of the ceiling that bounds the row: time at the ceiling over the measured time, with the
+// ceiling being FMA rate or copy bandwidth, whichever gives the longer time (F or B).
+std::pair<double, char> pct_of_ceiling(const Row& r, const Ceilings& c) {
+  const double t_f = r.flops / (c.fma_gflops * 1e3);  // us
+  const double t_b = r.bytes / (c.copy_gbs * 1e3);    // us
+  const double t = std::max(t_f, t_b);
+  return {100.0 * t / r.hand_us, t_f >= t_b ? 'F' : 'B'};
+}
+
+void report(const Ceilings& c, const cudaDeviceProp& prop, const std::string& json_path) {
+  std::printf("\n%s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount,
+              prop.l2CacheSize >> 20);
+  std::printf("ceilings: copy %.0f GB/s (read + write), fp32 FMA %.0f GFLOP/s\n", c.copy_gbs,
+              c.fma_gflops);
+  std::printf("%-10s %-26s %-38s %3s %10s %10s %7s %9s %8s %7s %9s  %s\n", "group", "name", "shape",
+              "cnt", "hand_us", "vendor_us", "v/h", "GFLOP/s", "GB/s", "%ceil", "check", "note");
+  for (const Row& r : g_rows) {
+    const auto [pct, kind] = pct_of_ceiling(r, c);
+    std::printf("%-10s %-26s %-38s %3d %10.1f %10s %7s %9.0f %8.0f %6.1f%c %9s  %s\n",
+                r.group.c_str(), r.name.c_str(), r.shape.c_str(), r.count, r.hand_us,
+                std::isfinite(r.vendor_us) ? num(r.vendor_us).c_str() : "-",
+                std::isfinite(r.vendor_us) ? num(r.vendor_us / r.hand_us).c_str() : "-",
+                r.flops / (r.hand_us * 1e3), r.bytes / (r.hand_us * 1e3), pct, kind,
+                std::isfinite(r.check) ? num(r.check).c_str() : "-", r.note.c_str());
+  }
+  if (json_path.empty()) return;
+  FILE* f = std::fopen(json_path.c_str(), "w");
+  if (!f) {
+    std::fprintf(stderr, "bench_cuda_ops: cannot write %s\n", json_path.c_str());
+    return;
+  }
+  std::fprintf(f, "{\n  \"device\": \"%s\",\n  \"sms\": %d,\n  \"copy_gbs\": %s,\n",
+               json_escape(prop.name).c_str(), prop.multiProcessorCount, num(c.copy_gbs).c_str());
+  std::fprintf(f, "  \"fma_gflops\": %s,\n  \"rows\": [\n", num(c.fma_gflops).c_str());
+  for (size_t i = 0; i < g_rows.size(); ++i) {
+    const Row& r = g_rows[i];
+    const auto [pct, kind] = pct_of_ceiling(r, c);
+    std::fprintf(f,
+                 "    {\"group\": \"%s\", \"name\": \"%s\", \"shape\": \"%s\", \"count\": %d, "
+                 "\"hand_us\": %s, \"vendor_us\": %s, \"vendor_over_hand\": %s, \"gflops\": %s, "
+                 "\"gbs\": %s, \"pct_of_ceiling\": %s, \"ceiling\": \"%s\", \"rel_err_vs_vendor\": "
+                 "%s, \"note\": \"%s\"}%s\n",
+                 json_escape(r.group).c_str(), json_escape(r.name).c_str(),
+                 json_escape(r.shape).c_str(), r.count, num(r.hand_us).c_str(),
+                 num(r.vendor_us).c_str(), num(r.vendor_us / r.hand_us).c_str(),
+                 num(r.flops / (r.hand_us * 1e3)).c_str(), num(r.bytes / (r.hand_us * 1e3)).c_str(),
+                 num(pct).c_str(), kind == 'F' ? "fma" : "copy", num(r.check).c_str(),
+                 json_escape(r.note).c_str(), i + 1 < g_rows.size() ? "," : "");
+  }
+  std::fprintf(f, "  ]\n}\n");
+  std::fclose(f);
+  std::printf("wrote %s\n", json_path.c_str());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string json_path;
+  bool quick = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a.rfind("--json=", 0) == 0) {
+      json_path = a.substr(7);
+    } else if (a == "--quick") {
+      quick = true;
+    } else {
+      std::fprintf(stderr, "usage: %s [--json=PATH] [--quick]\n", argv[0]);
+      return 2;
+    }
+  }
+  int devices = 0;
+  const cudaError_t err = cudaGetDeviceCount(&devices);
+  if (err != cudaSuccess || devices == 0) {
+    std::printf("bench_cuda_ops: no CUDA device (%s); nothing to measure\n",
+                err != cudaSuccess ? cudaGetErrorString(err) : "device count is 0");
+    return 0;
+  }
+  try {
+    cudaDeviceProp prop{};
+    CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+    if (quick) g_reps = 7;
+    const size_t l2 = size_t(prop.l2CacheSize);
+    const Ceilings ceil = measure_ceilings(prop.multiProcessorCount);
+    std::fprintf(stderr, "ceilings: copy %.0f GB/s, FMA %.0f GFLOP/s\n", ceil.copy_gbs,
+                 ceil.fma_gflops);
+
+    cublasHandle_t cb = nullptr;
+    if (cublasCreate(&cb) != CUBLAS_STATUS_SUCCESS) throw std::runtime_error("cublasCreate failed");
+    if (cublasSetMathMode(cb, CUBLAS_PEDANTIC_MATH) != CUBLAS_STATUS_SUCCESS)
+      throw std::runtime_error("cublasSetMathMode failed");
+    void* dnn = nullptr;
+#if GRAFT_HAVE_CUDNN
+    cudnnHandle_t h = nullptr;
+    if (cudnnCreate(&h) != CUDNN_STATUS_SUCCESS) throw std::runtime_error("cudnnCreate failed");
+    dnn = h;
+#endif
+    for (int batch : quick ? std::vector<int>{32} : std::vector<int>{32, 256}) {
+      bench_convs(batch, l2, batch == 32, dnn);
+      for (int classes : {10, 1000}) bench_linear(batch, classes, l2, cb);
+    }
+    bench_memory(quick);
+#if GRAFT_HAVE_CUDNN
+    cudnnDestroy(h);
+#endif
+    cublasDestroy(cb);
+    report(ceil, prop, json_path);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_cuda_ops: %s\n", e.what());
+    return 1;
+  }
+  if (g_check_failed) {
+    std::printf("FAILED: a hand kernel disagrees with the vendor result by more than 1e-4\n");
+    return 1;
+  }
+  return 0;
+}
