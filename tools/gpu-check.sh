@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# One-shot GPU check: on a machine with an NVIDIA GPU, builds graft for that GPU, runs the whole
+# test suite with GRAFT_REQUIRE_GPU=1 (a skipped CUDA test is a failure), runs the CUDA tests under
+# compute-sanitizer memcheck, runs the kernel yardsticks against cuDNN/cuBLAS, trains on the fish
+# photos on the GPU and on the CPU (same seed), runs the PyTorch baseline of the same recipe on the
+# same split, and writes OUT_DIR/summary.json plus logs. Budget: under 8 minutes on 16 cores.
+#
+#   tools/gpu-deps.sh            # on a development machine: build deps, photos, commit id
+#   tools/gpu-check.sh OUT_DIR   # on the GPU machine, with .gpudeps, models and .cache/photos
+#
+# The GPU machine may lack graft's build dependencies and cannot download them, so tools/gpu-deps.sh
+# unpacks Debian's packages into .gpudeps/root, which this script puts on CMake's search path.
+set -uo pipefail
+OUT=${1:?usage: tools/gpu-check.sh OUT_DIR}
+cd "$(dirname "$0")/.."
+mkdir -p "$OUT"
+WORK=${GPU_CHECK_WORK:-/tmp/graft-gpu-check}
+BUILD=${GPU_CHECK_BUILD:-build-gpu}
+rm -rf "$WORK" && mkdir -p "$WORK"
+T0=$(date +%s)
+step() { echo "== $* ($(($(date +%s) - T0)) s)" | tee -a "$WORK/steps.log"; }
+elapsed() { echo $(($(date +%s) - $1)); }
+
+PREFIX=$PWD/.gpudeps/root/usr
+LIBDIR=$PREFIX/lib/x86_64-linux-gnu
+export LD_LIBRARY_PATH=$LIBDIR:${LD_LIBRARY_PATH:-}
+export CMAKE_PREFIX_PATH=$PREFIX${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}
+
+# cuDNN is a yardstick only. Use the toolkit's if present, else the one PyTorch ships.
+CUDNN_ARGS=()
+if ! ls /usr/local/cuda/lib64/libcudnn.so >/dev/null 2>&1; then
+  CUDNN_PIP=$(python3 -c "import nvidia.cudnn, os; print(os.path.dirname(nvidia.cudnn.__file__))" 2>/dev/null || true)
+  if [ -n "$CUDNN_PIP" ] && [ -d "$CUDNN_PIP/lib" ]; then
+    mkdir -p "$WORK/cudnn/lib"
+    ln -sf "$CUDNN_PIP"/lib/libcudnn.so.* "$WORK/cudnn/lib/" 2>/dev/null
+    ln -sf "$(ls "$CUDNN_PIP"/lib/libcudnn.so.[0-9]* | head -1)" "$WORK/cudnn/lib/libcudnn.so"
+    ln -sfn "$CUDNN_PIP/include" "$WORK/cudnn/include"
+    CUDNN_ARGS=(-DGRAFT_CUDNN_ROOT="$WORK/cudnn")
+    export LD_LIBRARY_PATH=$CUDNN_PIP/lib:$LD_LIBRARY_PATH
+  fi
+fi
+SANITIZER=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv \
+  >"$WORK/nvidia-smi.txt" 2>&1
+cat "$WORK/nvidia-smi.txt"
+
+step build
+GEN=()
+command -v ninja >/dev/null && GEN=(-G Ninja)
+ARCH=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d '.')
+{
+  cmake -S . -B "$BUILD" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_CUDA_ARCHITECTURES="${ARCH:-90}" "${CUDNN_ARGS[@]}" &&
+    cmake --build "$BUILD" -j"$(nproc)"
+} >"$WORK/build.log" 2>&1
+BUILD_RC=$?
+[ $BUILD_RC = 0 ] || tail -40 "$WORK/build.log"
+
+step tests
+GRAFT_REQUIRE_GPU=1 ctest --test-dir "$BUILD" -j8 --timeout 300 --output-on-failure \
+  >"$WORK/tests.log" 2>&1
+tail -5 "$WORK/tests.log"
+
+step sanitizer
+for t in test_cuda_ops test_cuda_engine; do
+  [ -x "$BUILD/tests/$t" ] || continue
+  echo "### $t" >>"$WORK/sanitizer.log"
+  GRAFT_REQUIRE_GPU=1 timeout 200 "$SANITIZER" --tool memcheck --leak-check no \
+    "$BUILD/tests/$t" >>"$WORK/sanitizer.log" 2>&1
+  echo "### exit $?" >>"$WORK/sanitizer.log"
+done
+grep -E "ERROR SUMMARY|### exit" "$WORK/sanitizer.log"
+
+step yardsticks
+timeout 150 "$BUILD/bench/bench_cuda_ops" --json="$WORK/kernels.json" >"$WORK/bench.log" 2>&1
+tail -60 "$WORK/bench.log"
+
+step train
+FISH=${FISH_DIR:-.gpudeps/fish}
+[ -d "$FISH" ] || FISH=../shared/data/fish
+for dev in cuda cpu; do
+  t=$(date +%s)
+  "$BUILD/graft" train --data "$FISH" --backbone models/efficientnet_lite0.safetensors \
+    --out "$WORK/run-$dev" --epochs 20 --device $dev --no-progress >"$WORK/train-$dev.log" 2>&1
+  echo "{\"device\": \"$dev\", \"rc\": $?, \"seconds\": $(elapsed $t)}" >"$WORK/train-$dev.json"
+  tail -3 "$WORK/train-$dev.log"
+done
+if [ -f "$WORK/run-cuda/split.json" ]; then
+  timeout 120 python3 bench/pytorch_baseline.py --model models/efficientnet_lite0.safetensors \
+    --split "$WORK/run-cuda/split.json" --epochs 20 --device cuda --mode cached \
+    --json "$WORK/torch.json" >"$WORK/torch.log" 2>&1
+  tail -3 "$WORK/torch.log"
+fi
+
+step summary
+python3 tools/gpu_summary.py "$WORK" --build "$BUILD" --command "tools/gpu-check.sh $OUT" \
+  >"$OUT/summary.json"
+cat "$WORK"/train-cuda.log "$WORK"/train-cpu.log "$WORK"/torch.log >"$OUT/train.log" 2>/dev/null
+cp "$WORK/tests.log" "$WORK/sanitizer.log" "$WORK/bench.log" "$OUT/" 2>/dev/null
+[ -f "$WORK/kernels.json" ] && cp "$WORK/kernels.json" "$OUT/"
+[ -f "$WORK/run-cuda/report.html" ] && cp "$WORK/run-cuda/report.html" "$OUT/"
+tail -c 20000 "$WORK/build.log" >"$OUT/build.log"
+step done
+python3 -c "import json,sys; s=json.load(open('$OUT/summary.json')); print(json.dumps({k: s[k] for k in ('device','tests','sanitizer_errors','train')}, indent=1))"
