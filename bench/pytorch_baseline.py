@@ -59,7 +59,8 @@ def parse_args(argv=None):
     p.add_argument('--device', choices=['cpu', 'cuda'],
                    default='cuda' if torch.cuda.is_available() else 'cpu')
     p.add_argument('--mode', choices=['cached', 'standard'], default='cached')
-    p.add_argument('--workers', type=int, default=4, help='DataLoader workers (standard mode)')
+    p.add_argument('--workers', type=int, default=min(4, os.cpu_count() or 1),
+                   help='DataLoader worker processes')
     p.add_argument('--json', help='write the results here')
     p.add_argument('--self-check', action='store_true',
                    help='check the backbone against the recorded PyTorch logits and exit')
@@ -145,7 +146,8 @@ def make_loader(items, transform, args, sampler=None):
     return torch.utils.data.DataLoader(
         ds, batch_size=args.batch_size, sampler=sampler, num_workers=args.workers,
         pin_memory=args.device == 'cuda', collate_fn=collate_skipping_bad,
-        persistent_workers=args.workers > 0,
+        # Standard mode iterates the train loader every epoch: keep its workers alive.
+        persistent_workers=args.workers > 0 and args.mode == 'standard',
         generator=torch.Generator().manual_seed(args.seed + 1))
 
 

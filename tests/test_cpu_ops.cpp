@@ -4,10 +4,12 @@
 // Tolerances (relative error ||fast - ref|| / ||ref|| in double unless stated):
 //   conv2d, linear, linear_backward, pools, softmax, softmax_xent, adamw   < 1e-5
 //     (float accumulation against the reference's double accumulation, sums of up to ~1000 terms)
-//   bias_act, dropout, normalize_u8, confusion_update, max_pool2d           exact
+//   bias_act, dropout, normalize_u8, confusion_update, max_pool2d,
+//   gather_rows, relu_backward                                              exact
 //   finite differences (computed in double): |analytic - numeric| < 1e-4 absolute per element
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -616,6 +618,24 @@ TEST(Metrics, ConfusionUpdateHandCaseWithTies) {
   std::vector<int64_t> conf_ref = {5, 0, 0, 0, 0, 0, 0, 0, 1};
   cpu::ref::confusion_update(n, c, logits.data(), labels.data(), conf_ref.data());
   EXPECT_EQ(conf_ref, want);
+}
+
+TEST(HeadMisc, GatherRowsAndReluBackward) {
+  // Rows picked out of order, one twice; large enough to take the threaded branch.
+  const int rows = 7, cols = 10007;
+  const auto src = random_vec(size_t(rows) * cols, 141);
+  const std::vector<int32_t> pick = {6, 0, 3, 3, 5};
+  auto dst = poisoned(pick.size() * cols);
+  cpu::gather_rows(int(pick.size()), cols, src.data(), pick.data(), dst.data());
+  for (size_t i = 0; i < pick.size(); ++i)
+    EXPECT_TRUE(std::equal(dst.begin() + i * cols, dst.begin() + (i + 1) * cols,
+                           src.begin() + size_t(pick[i]) * cols))
+        << i;
+  // The gradient passes where the forward output was positive (y = relu(x) > 0), else 0.
+  const std::vector<float> y = {0.5f, 0.f, 2.f, 0.f, 1e-7f};
+  std::vector<float> dy = {-1.f, 3.f, 0.25f, -2.f, 4.f};
+  cpu::relu_backward(5, y.data(), dy.data());
+  EXPECT_EQ(dy, (std::vector<float>{-1.f, 0.f, 0.25f, 0.f, 4.f}));
 }
 
 }  // namespace

@@ -436,7 +436,7 @@ TEST_F(CudaOps, PointwiseAndLinearMatchCublas) {
   struct L {
     int n, in, out;
   };
-  for (const L l : {L{32, 1280, 10}, L{3, 53, 77}, L{256, 1280, 1000}}) {
+  for (const L l : {L{32, 1280, 10}, L{3, 53, 77}, L{256, 1280, 1000}, L{300, 53, 301}}) {
     std::mt19937 rng(seed++);
     const auto x = random_floats(size_t(l.n) * l.in, rng);
     const auto w = random_floats(size_t(l.out) * l.in, rng);
@@ -556,7 +556,8 @@ TEST_F(CudaOps, LinearForwardMatchesCpu) {
     bool bias;
   };
   for (const C t : {C{1, 1280, 5, true}, C{3, 53, 77, true}, C{33, 1280, 1000, false},
-                    C{32, 1280, 10, true}, C{256, 1280, 1000, true}, C{7, 1, 1, true}}) {
+                    C{32, 1280, 10, true}, C{256, 1280, 1000, true}, C{7, 1, 1, true},
+                    C{300, 53, 301, true}, C{260, 1280, 252, false}}) {  // last two: GEMM path
     const auto x = random_floats(size_t(t.n) * t.in, rng);
     const auto w = random_floats(size_t(t.out) * t.in, rng);
     const auto b = random_floats(size_t(t.out), rng);

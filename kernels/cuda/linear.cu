@@ -3,6 +3,10 @@
 //   dw[out][in]         = dy^T . x                           A = dy (kA_KM), B = x  (kB_KN)
 //   dx[n][in]           = dy . w                             A = dy (kA_MK), B = w  (kB_KN)
 //   db[out]             = sum_i dy[i][out]                   one thread per column, rows in order
+// Small forward problems (n * out <= kRowdotMax, e.g. batch 32 x 10 classes) do not fill the GPU
+// with GEMM tiles: a 64x64 tile walking K = 1280 in 80 dependent steps was latency-bound (84 us
+// for 32 x 1280 -> 10 on an H200, vs 19 us for cuBLAS). They use linear_rowdot_kernel instead:
+// one warp per (row, 4 outputs), lanes striding K with float4 loads, a fixed butterfly reduction.
 // Every output is overwritten. No split-K and no atomics: each output element is summed by one
 // thread in a fixed order, so results are bitwise reproducible run to run.
 #include "kernels/cuda/common.cuh"
@@ -31,12 +35,76 @@ __global__ void column_sum_kernel(int rows, int cols, const float* __restrict__ 
   db[j] = acc;
 }
 
+constexpr int kDotOuts = 4;
+constexpr int64_t kRowdotMax = 64 * 1024;
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+template <bool VEC>
+__global__ void linear_rowdot_kernel(int n, int in, int out, const float* __restrict__ x,
+                                     const float* __restrict__ w, const float* __restrict__ bias,
+                                     float* __restrict__ y) {
+  const int lane = threadIdx.x & 31;
+  const int64_t warp = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) >> 5;
+  const int groups = (out + kDotOuts - 1) / kDotOuts;
+  if (warp >= static_cast<int64_t>(n) * groups) return;  // warp-uniform
+  const int row = static_cast<int>(warp / groups);
+  const int o0 = static_cast<int>(warp % groups) * kDotOuts;
+  const float* xr = x + static_cast<int64_t>(row) * in;
+  const float* wr[kDotOuts];
+#pragma unroll
+  for (int j = 0; j < kDotOuts; ++j)
+    wr[j] = w + static_cast<int64_t>(o0 + j < out ? o0 + j : o0) * in;  // clamp: never read OOB
+  float acc[kDotOuts] = {};
+  if constexpr (VEC) {
+    for (int k = lane * 4; k < in; k += 128) {
+      const float4 xv = ld4(xr + k);
+#pragma unroll
+      for (int j = 0; j < kDotOuts; ++j) {
+        const float4 wv = ld4(wr[j] + k);
+        acc[j] = fmaf(xv.x, wv.x, acc[j]);
+        acc[j] = fmaf(xv.y, wv.y, acc[j]);
+        acc[j] = fmaf(xv.z, wv.z, acc[j]);
+        acc[j] = fmaf(xv.w, wv.w, acc[j]);
+      }
+    }
+  } else {
+    for (int k = lane; k < in; k += 32) {
+      const float xv = xr[k];
+#pragma unroll
+      for (int j = 0; j < kDotOuts; ++j) acc[j] = fmaf(xv, wr[j][k], acc[j]);
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < kDotOuts; ++j) acc[j] = warp_sum(acc[j]);
+  if (lane == 0) {
+#pragma unroll
+    for (int j = 0; j < kDotOuts; ++j)
+      if (o0 + j < out)
+        y[static_cast<int64_t>(row) * out + o0 + j] = acc[j] + (bias ? bias[o0 + j] : 0.f);
+  }
+}
+
 }  // namespace
 
 void linear(int n, int in, int out, const float* x, const float* w, const float* bias, float* y,
             cudaStream_t stream) {
   check_linear("linear", n, in, out);
   if (n == 0 || out == 0) return;
+  if (int64_t(n) * out <= kRowdotMax) {
+    const int64_t warps = int64_t(n) * ceil_div(out, kDotOuts);
+    const unsigned grid = static_cast<unsigned>(ceil_div(warps * 32, 256));
+    if (mult4(in) && aligned16(x) && aligned16(w))
+      linear_rowdot_kernel<true><<<grid, 256, 0, stream>>>(n, in, out, x, w, bias, y);
+    else
+      linear_rowdot_kernel<false><<<grid, 256, 0, stream>>>(n, in, out, x, w, bias, y);
+    CUDA_CHECK_LAUNCH("linear_rowdot_kernel", lin_str(n, in, out));
+    return;
+  }
   GemmArgs p{};
   p.M = n;
   p.N = out;
