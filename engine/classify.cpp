@@ -38,9 +38,8 @@ std::vector<int> top_k(const float* row, int c, int k) {
   k = std::clamp(k, 0, c);
   std::vector<int> idx(c);
   std::iota(idx.begin(), idx.end(), 0);
-  std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), [&](int a, int b) {
-    return row[a] > row[b] || (row[a] == row[b] && a < b);
-  });
+  std::partial_sort(idx.begin(), idx.begin() + k, idx.end(),
+                    [&](int a, int b) { return row[a] > row[b] || (row[a] == row[b] && a < b); });
   idx.resize(k);
   return idx;
 }

@@ -145,8 +145,9 @@ void copy_to_host(const Device& dev, void* dst, const void* src, size_t bytes) {
 }
 void copy_on_device(const Device& dev, void* dst, const void* src, size_t bytes) {
   if (bytes == 0) return;
-  GRAFT_DISPATCH(dev, std::memmove(dst, src, bytes),
-                 CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, dev.stream)));
+  GRAFT_DISPATCH(
+      dev, std::memmove(dst, src, bytes),
+      CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, dev.stream)));
 }
 void fill_zero(const Device& dev, void* dst, size_t bytes) {
   if (bytes == 0) return;
@@ -186,9 +187,9 @@ void op_bias_act(const Device& d, int64_t rows, int c, const float* x, const flo
 }
 void op_softmax_xent(const Device& d, int n, int c, const float* logits, const int32_t* labels,
                      float smoothing, float grad_scale, float* loss, float* dlogits) {
-  GRAFT_DISPATCH(d, cpu::softmax_xent(n, c, logits, labels, smoothing, grad_scale, loss, dlogits),
-                 cuda::softmax_xent(n, c, logits, labels, smoothing, grad_scale, loss, dlogits,
-                                    d.stream));
+  GRAFT_DISPATCH(
+      d, cpu::softmax_xent(n, c, logits, labels, smoothing, grad_scale, loss, dlogits),
+      cuda::softmax_xent(n, c, logits, labels, smoothing, grad_scale, loss, dlogits, d.stream));
 }
 void op_dropout(const Device& d, int64_t count, float p, uint64_t seed, uint64_t counter_base,
                 const float* x, float* y) {
@@ -207,8 +208,8 @@ void op_sgd_momentum(const Device& d, const ParamRef* params, int num, float lr,
 void op_adamw(const Device& d, const ParamRef* params, int num, const AdamWConfig& cfg) {
   GRAFT_DISPATCH(d, cpu::adamw(params, num, cfg), cuda::adamw(params, num, cfg, d.stream));
 }
-void op_confusion_update(const Device& d, int n, int c, const float* logits,
-                         const int32_t* labels, int64_t* confusion) {
+void op_confusion_update(const Device& d, int n, int c, const float* logits, const int32_t* labels,
+                         int64_t* confusion) {
   GRAFT_DISPATCH(d, cpu::confusion_update(n, c, logits, labels, confusion),
                  cuda::confusion_update(n, c, logits, labels, confusion, d.stream));
 }

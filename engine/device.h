@@ -70,8 +70,8 @@ void op_normalize_u8(const Device& d, int64_t pixels, int c, const uint8_t* x, c
                      const float* std, float* y);
 void op_sgd_momentum(const Device& d, const ParamRef* params, int num, float lr, float momentum);
 void op_adamw(const Device& d, const ParamRef* params, int num, const AdamWConfig& cfg);
-void op_confusion_update(const Device& d, int n, int c, const float* logits,
-                         const int32_t* labels, int64_t* confusion);
+void op_confusion_update(const Device& d, int n, int c, const float* logits, const int32_t* labels,
+                         int64_t* confusion);
 void op_relu_backward(const Device& d, int64_t count, const float* y, float* dy);
 void op_gather_rows(const Device& d, int n, int cols, const float* src, const int32_t* rows,
                     float* dst);

@@ -15,13 +15,13 @@ struct FeatureExtractor {
   Device dev;
   const Model* model = nullptr;
   int batch = 0;
-  Arena arena;                     // params, activations, input on the device
-  const float* params = nullptr;   // folded backbone parameters on the device
-  std::vector<float*> buffers;     // activation buffers for the largest batch
-  uint8_t* images_dev = nullptr;   // [batch][size][size][3]
-  float* input_dev = nullptr;      // normalised input
-  std::vector<uint8_t> staging;    // host side of the images
-  std::map<int, NetPlan> plans;    // by batch size (the last batch may be partial)
+  Arena arena;                    // params, activations, input on the device
+  const float* params = nullptr;  // folded backbone parameters on the device
+  std::vector<float*> buffers;    // activation buffers for the largest batch
+  uint8_t* images_dev = nullptr;  // [batch][size][size][3]
+  float* input_dev = nullptr;     // normalised input
+  std::vector<uint8_t> staging;   // host side of the images
+  std::map<int, NetPlan> plans;   // by batch size (the last batch may be partial)
   DecodeLimits limits;
 };
 

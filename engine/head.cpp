@@ -1,6 +1,8 @@
 #include "engine/head.h"
 
+#include <algorithm>
 #include <cmath>
+#include <stdexcept>
 
 #include "kernels/philox.h"
 
@@ -14,7 +16,7 @@ size_t floats_per_head(const HeadShape& s, int batch) {
   if (s.hidden) params += size_t(s.hidden) * s.in + s.hidden;
   size_t scratch = size_t(batch) * (s.in + 2 * s.classes);  // x_drop, logits, dlogits
   if (s.hidden) scratch += size_t(batch) * 3 * s.hidden;    // h, h_drop, dh
-  return params * 4 + scratch;  // weights, grads, m, v
+  return params * 4 + scratch;                              // weights, grads, m, v
 }
 
 // Glorot (Xavier) uniform, Keras Dense's default: U(-a, a), a = sqrt(6 / (fan_in + fan_out)).
@@ -113,10 +115,70 @@ void head_download(const Device& dev, const Head& head, Dense* hidden, Dense* ou
   synchronize(dev);
 }
 
+namespace {
+
+struct NamedBuffer {
+  const char* name;
+  float* ptr;
+  size_t count;
+};
+
+std::vector<NamedBuffer> state_buffers(const Head& head) {
+  const HeadShape& s = head.shape;
+  const HeadTensors& t = head.t;
+  const int in2 = s.hidden ? s.hidden : s.in;
+  std::vector<NamedBuffer> out;
+  if (s.hidden) {
+    const size_t n1 = size_t(s.hidden) * s.in;
+    out.insert(out.end(), {{"w1", t.w1, n1},
+                           {"b1", t.b1, size_t(s.hidden)},
+                           {"m.w1", t.mw1, n1},
+                           {"m.b1", t.mb1, size_t(s.hidden)},
+                           {"v.w1", t.vw1, n1},
+                           {"v.b1", t.vb1, size_t(s.hidden)}});
+  }
+  const size_t n2 = size_t(s.classes) * in2;
+  out.insert(out.end(), {{"w2", t.w2, n2},
+                         {"b2", t.b2, size_t(s.classes)},
+                         {"m.w2", t.mw2, n2},
+                         {"m.b2", t.mb2, size_t(s.classes)},
+                         {"v.w2", t.vw2, n2},
+                         {"v.b2", t.vb2, size_t(s.classes)}});
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::pair<std::string, std::vector<float>>> head_state(const Device& dev,
+                                                                   const Head& head) {
+  std::vector<std::pair<std::string, std::vector<float>>> out;
+  for (const NamedBuffer& b : state_buffers(head)) {
+    out.emplace_back(b.name, std::vector<float>(b.count));
+    copy_to_host(dev, out.back().second.data(), b.ptr, b.count * 4);
+  }
+  synchronize(dev);
+  return out;
+}
+
+void head_restore(const Device& dev, Head& head,
+                  const std::vector<std::pair<std::string, std::vector<float>>>& state,
+                  int64_t step) {
+  for (const NamedBuffer& b : state_buffers(head)) {
+    auto it =
+        std::find_if(state.begin(), state.end(), [&](const auto& e) { return e.first == b.name; });
+    if (it == state.end() || it->second.size() != b.count)
+      throw std::runtime_error(std::string("checkpoint: head tensor '") + b.name +
+                               "' is missing or has the wrong size");
+    copy_to_device(dev, b.ptr, it->second.data(), b.count * 4);
+  }
+  head.step = step;
+  synchronize(dev);
+}
+
 void head_train_step(const Device& dev, Head& head, const OptimConfig& opt, int n,
-                     const float* features, const int32_t* labels, float dropout,
-                     float smoothing, float lr, uint64_t seed, uint64_t dropout_counter,
-                     float* loss_out, int64_t* confusion) {
+                     const float* features, const int32_t* labels, float dropout, float smoothing,
+                     float lr, uint64_t seed, uint64_t dropout_counter, float* loss_out,
+                     int64_t* confusion) {
   const HeadShape& sh = head.shape;
   const HeadTensors& t = head.t;
   const HeadScratch& s = head.s;

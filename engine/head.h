@@ -13,8 +13,8 @@
 namespace graft {
 
 struct HeadShape {
-  int in = 0;       // feature size of the backbone
-  int hidden = 0;   // 0: no hidden layer
+  int in = 0;      // feature size of the backbone
+  int hidden = 0;  // 0: no hidden layer
   int classes = 0;
 };
 
@@ -60,14 +60,24 @@ void head_create(Head& head, Arena& arena, const HeadShape& shape, int batch, ui
 // per-row loss to loss_out [n] and accumulates the (dropout-on) predictions into confusion.
 // dropout_counter makes the masks depend on (seed, global step) only.
 void head_train_step(const Device& dev, Head& head, const OptimConfig& opt, int n,
-                     const float* features, const int32_t* labels, float dropout,
-                     float smoothing, float lr, uint64_t seed, uint64_t dropout_counter,
-                     float* loss_out, int64_t* confusion);
+                     const float* features, const int32_t* labels, float dropout, float smoothing,
+                     float lr, uint64_t seed, uint64_t dropout_counter, float* loss_out,
+                     int64_t* confusion);
 
 // Inference: logits [n][classes] into head.s.logits; with labels, also the per-row loss and,
 // when confusion is not null, the confusion counts.
 void head_eval(const Device& dev, const Head& head, int n, const float* features,
                const int32_t* labels, float smoothing, float* loss_out, int64_t* confusion);
+
+// Every tensor of the head's training state (weights and optimiser moments) by name, on the
+// host: what a checkpoint must hold to continue a run exactly. Names: "w1", "b1" (hidden layer,
+// when present), "w2", "b2", each also with an "m." and "v." prefix.
+std::vector<std::pair<std::string, std::vector<float>>> head_state(const Device& dev,
+                                                                   const Head& head);
+// Restores what head_state returned (the names and sizes must match the head's shape).
+void head_restore(const Device& dev, Head& head,
+                  const std::vector<std::pair<std::string, std::vector<float>>>& state,
+                  int64_t step);
 
 // Host copies of the head's weights, as Dense layers (for checkpoints and export).
 void head_download(const Device& dev, const Head& head, Dense* hidden, Dense* out);

@@ -9,8 +9,8 @@ Net build_mobilenet_v2() {
   struct Stage {
     int expand, out_c, repeats, stride;
   };
-  const Stage stages[] = {{1, 16, 1, 1},  {6, 24, 2, 2},  {6, 32, 3, 2},  {6, 64, 4, 2},
-                          {6, 96, 3, 1},  {6, 160, 3, 2}, {6, 320, 1, 1}};
+  const Stage stages[] = {{1, 16, 1, 1}, {6, 24, 2, 2},  {6, 32, 3, 2}, {6, 64, 4, 2},
+                          {6, 96, 3, 1}, {6, 160, 3, 2}, {6, 320, 1, 1}};
   Net net;
   net.arch = "mobilenet_v2";
   net.padding = PadMode::symmetric;

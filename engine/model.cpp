@@ -58,8 +58,8 @@ void parse_preprocess(Model& m) {
   if (m.metadata.count("resize_mode")) {
     p.resize_mode = meta(m, "resize_mode");
     if (p.resize_mode != "center_crop" && p.resize_mode != "squash")
-      fail(m.path, "metadata 'resize_mode' must be center_crop or squash, not '" + p.resize_mode +
-                       "'");
+      fail(m.path,
+           "metadata 'resize_mode' must be center_crop or squash, not '" + p.resize_mode + "'");
   }
   if (m.metadata.count("crop_fraction")) {
     p.crop_fraction = float(parse_number(m, "crop_fraction", meta(m, "crop_fraction")));
@@ -172,7 +172,8 @@ Model load_model(const std::string& path) {
     if (net.ops[i].kind != OpKind::conv) continue;
     const ConvSpec& c = net.ops[i].conv;
     const int ipg = c.in_c / c.groups;
-    auto w = to_f32(m, require(m, file, c.name + ".conv.weight", expected[c.name + ".conv.weight"]));
+    auto w =
+        to_f32(m, require(m, file, c.name + ".conv.weight", expected[c.name + ".conv.weight"]));
     auto gamma = to_f32(m, require(m, file, c.name + ".bn.weight", {c.out_c}));
     auto beta = to_f32(m, require(m, file, c.name + ".bn.bias", {c.out_c}));
     auto mean = to_f32(m, require(m, file, c.name + ".bn.running_mean", {c.out_c}));

@@ -24,7 +24,7 @@ enum class OpKind { conv, max_pool, global_avg_pool };
 
 struct NetOp {
   OpKind kind = OpKind::conv;
-  ConvSpec conv;                 // kind == conv
+  ConvSpec conv;                    // kind == conv
   int pool_k = 0, pool_stride = 0;  // kind == max_pool (padding follows the net's PadMode)
   int input = 0;
   int residual = -1;  // value added before the activation, or -1

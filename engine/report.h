@@ -10,8 +10,7 @@ namespace graft {
 
 struct ReportEpoch {
   int epoch = 0;
-  double loss = 0, accuracy = 0, val_loss = 0, val_accuracy = 0, seconds = 0,
-         images_per_second = 0;
+  double loss = 0, accuracy = 0, val_loss = 0, val_accuracy = 0, seconds = 0, images_per_second = 0;
   bool has_val = false;
 };
 

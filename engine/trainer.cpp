@@ -138,8 +138,8 @@ EvalResult evaluate_split(Job& job, SplitData& split) {
     if (valid.empty()) continue;
     upload_labels(job, split, valid);
     const int m = int(valid.size());
-    head_eval(job.dev, job.head, m, job.buf.batch_features, job.buf.labels,
-              job.cfg.label_smoothing, job.buf.losses, nullptr);
+    head_eval(job.dev, job.head, m, job.buf.batch_features, job.buf.labels, job.cfg.label_smoothing,
+              job.buf.losses, nullptr);
     copy_to_host(job.dev, logits.data(), job.head.s.logits, size_t(m) * classes * 4);
     copy_to_host(job.dev, losses.data(), job.buf.losses, size_t(m) * 4);
     synchronize(job.dev);
@@ -195,9 +195,13 @@ void export_model(Job& job, const std::string& path, const Dense& hidden, const 
     tensors.push_back({t.name, t.dtype, t.shape, t.data, t.nbytes});
   }
   if (hidden.out) {
-    tensors.push_back({"hidden.weight", DType::f32, {hidden.out, hidden.in}, hidden.w.data(),
+    tensors.push_back({"hidden.weight",
+                       DType::f32,
+                       {hidden.out, hidden.in},
+                       hidden.w.data(),
                        hidden.w.size() * 4});
-    tensors.push_back({"hidden.bias", DType::f32, {hidden.out}, hidden.b.data(), hidden.b.size() * 4});
+    tensors.push_back(
+        {"hidden.bias", DType::f32, {hidden.out}, hidden.b.data(), hidden.b.size() * 4});
   }
   tensors.push_back({"fc.weight", DType::f32, {out.out, out.in}, out.w.data(), out.w.size() * 4});
   tensors.push_back({"fc.bias", DType::f32, {out.out}, out.b.data(), out.b.size() * 4});
@@ -276,9 +280,159 @@ std::string eval_json(const std::string& split, const EvalResult& r,
   return j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
 }
 
-TrainResult train(const TrainConfig& cfg) {
-  if (cfg.epochs < 1 || cfg.batch_size < 1) throw std::invalid_argument("--epochs and --batch-size must be >= 1");
-  if (!(cfg.dropout >= 0.f && cfg.dropout < 1.f)) throw std::invalid_argument("--dropout must be in [0, 1)");
+void save_config(const TrainConfig& c, const std::string& path) {
+  nlohmann::ordered_json j = {{"data", c.data},
+                              {"val_data", c.val_data},
+                              {"test_data", c.test_data},
+                              {"backbone", c.backbone},
+                              {"out_dir", c.out_dir},
+                              {"device", c.device},
+                              {"epochs", c.epochs},
+                              {"batch_size", c.batch_size},
+                              {"hidden", c.hidden},
+                              {"early_stop", c.early_stop},
+                              {"learning_rate", c.learning_rate},
+                              {"dropout", c.dropout},
+                              {"label_smoothing", c.label_smoothing},
+                              {"lr_schedule", c.lr_schedule},
+                              {"warmup_epochs", c.warmup_epochs},
+                              {"optimizer", c.opt.optimizer},
+                              {"momentum", c.opt.momentum},
+                              {"l2", c.opt.l2},
+                              {"weight_decay", c.opt.weight_decay},
+                              {"val_split", c.val_split},
+                              {"test_split", c.test_split},
+                              {"seed", c.seed},
+                              {"cache", c.cache},
+                              {"augment", c.augment}};
+  const std::string tmp = path + ".tmp";
+  std::ofstream(tmp) << j.dump(1) << "\n";
+  fs::rename(tmp, path);
+}
+
+TrainConfig load_config(const std::string& path) {
+  std::ifstream f(path);
+  if (!f) throw std::runtime_error(path + ": cannot be read (is this a graft run folder?)");
+  nlohmann::json j = nlohmann::json::parse(f, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) throw std::runtime_error(path + ": not a JSON object");
+  TrainConfig c;
+  try {
+    c.data = j.at("data"), c.val_data = j.at("val_data"), c.test_data = j.at("test_data");
+    c.backbone = j.at("backbone"), c.out_dir = j.at("out_dir"), c.device = j.at("device");
+    c.epochs = j.at("epochs"), c.batch_size = j.at("batch_size"), c.hidden = j.at("hidden");
+    c.early_stop = j.at("early_stop"), c.learning_rate = j.at("learning_rate");
+    c.dropout = j.at("dropout"), c.label_smoothing = j.at("label_smoothing");
+    c.lr_schedule = j.at("lr_schedule"), c.warmup_epochs = j.at("warmup_epochs");
+    c.opt.optimizer = j.at("optimizer"), c.opt.momentum = j.at("momentum");
+    c.opt.l2 = j.at("l2"), c.opt.weight_decay = j.at("weight_decay");
+    c.val_split = j.at("val_split"), c.test_split = j.at("test_split"), c.seed = j.at("seed");
+    c.cache = j.at("cache"), c.augment = j.at("augment");
+  } catch (const nlohmann::json::exception& e) {
+    throw std::runtime_error(path + ": " + e.what());
+  }
+  return c;
+}
+
+namespace {
+
+// Everything a run needs to continue exactly after the last finished epoch.
+struct Checkpoint {
+  int epoch = 0;
+  int64_t head_step = 0;
+  double best_val_loss = INFINITY;
+  int since_best = 0, overfit_epochs = 0;
+  bool overfit_warned = false;
+  std::vector<std::pair<std::string, std::vector<float>>> state;
+  Dense best_hidden, best_out;
+};
+
+std::string hex_double(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%a", v);  // exact: resumed comparisons must not drift
+  return buf;
+}
+
+void write_checkpoint(const std::string& path, const Checkpoint& c) {
+  std::vector<TensorToWrite> t;
+  for (const auto& [name, v] : c.state)
+    t.push_back({"head." + name, DType::f32, {int64_t(v.size())}, v.data(), v.size() * 4});
+  auto add = [&](const std::string& name, const std::vector<float>& v) {
+    if (!v.empty()) t.push_back({name, DType::f32, {int64_t(v.size())}, v.data(), v.size() * 4});
+  };
+  add("best.hidden.w", c.best_hidden.w);
+  add("best.hidden.b", c.best_hidden.b);
+  add("best.fc.w", c.best_out.w);
+  add("best.fc.b", c.best_out.b);
+  write_weights(path, t,
+                {{"format", "graft-checkpoint"},
+                 {"epoch", std::to_string(c.epoch)},
+                 {"head_step", std::to_string(c.head_step)},
+                 {"best_val_loss", hex_double(c.best_val_loss)},
+                 {"since_best", std::to_string(c.since_best)},
+                 {"overfit_epochs", std::to_string(c.overfit_epochs)},
+                 {"overfit_warned", c.overfit_warned ? "1" : "0"}});
+}
+
+Checkpoint read_checkpoint(const std::string& path, const HeadShape& shape) {
+  WeightFile f = open_weights(path);
+  auto meta = [&](const std::string& k) {
+    auto it = f.metadata.find(k);
+    if (it == f.metadata.end()) throw std::runtime_error(path + ": checkpoint has no '" + k + "'");
+    return it->second;
+  };
+  Checkpoint c;
+  try {
+    c.epoch = std::stoi(meta("epoch"));
+    c.head_step = std::stoll(meta("head_step"));
+    c.best_val_loss = std::strtod(meta("best_val_loss").c_str(), nullptr);
+    c.since_best = std::stoi(meta("since_best"));
+    c.overfit_epochs = std::stoi(meta("overfit_epochs"));
+    c.overfit_warned = meta("overfit_warned") == "1";
+  } catch (const std::logic_error&) {
+    throw std::runtime_error(path + ": checkpoint metadata is malformed");
+  }
+  for (const TensorView& t : f.tensors) {
+    if (t.name.rfind("head.", 0) == 0) c.state.emplace_back(t.name.substr(5), tensor_to_f32(t));
+  }
+  auto get = [&](const std::string& name) {
+    const TensorView* t = find_tensor(f, name);
+    return t ? tensor_to_f32(*t) : std::vector<float>{};
+  };
+  const int in2 = shape.hidden ? shape.hidden : shape.in;
+  if (shape.hidden) {
+    c.best_hidden = Dense{shape.in, shape.hidden, get("best.hidden.w"), get("best.hidden.b")};
+    if (c.best_hidden.w.size() != size_t(shape.hidden) * shape.in)
+      throw std::runtime_error(path + ": checkpoint does not match the run's head");
+  }
+  c.best_out = Dense{in2, shape.classes, get("best.fc.w"), get("best.fc.b")};
+  if (c.best_out.w.size() != size_t(shape.classes) * in2)
+    throw std::runtime_error(path + ": checkpoint does not match the run's head");
+  return c;
+}
+
+// Keeps the first `epochs` epoch lines of metrics.jsonl (a killed run may have written one more
+// than its last checkpoint covers, and a finished one also the test line).
+void truncate_metrics(const std::string& path, int epochs) {
+  std::ifstream in(path);
+  std::string out, line;
+  int kept = 0;
+  while (kept < epochs && std::getline(in, line)) {
+    out += line + "\n";
+    ++kept;
+  }
+  in.close();
+  const std::string tmp = path + ".tmp";
+  std::ofstream(tmp, std::ios::trunc) << out;
+  fs::rename(tmp, path);
+}
+
+}  // namespace
+
+TrainResult train(const TrainConfig& cfg, bool resume) {
+  if (cfg.epochs < 1 || cfg.batch_size < 1)
+    throw std::invalid_argument("--epochs and --batch-size must be >= 1");
+  if (!(cfg.dropout >= 0.f && cfg.dropout < 1.f))
+    throw std::invalid_argument("--dropout must be in [0, 1)");
   if (!(cfg.label_smoothing >= 0.f && cfg.label_smoothing < 1.f))
     throw std::invalid_argument("--label-smoothing must be in [0, 1)");
   if (cfg.opt.optimizer != "sgd" && cfg.opt.optimizer != "adamw")
@@ -291,6 +445,7 @@ TrainResult train(const TrainConfig& cfg) {
     throw std::invalid_argument("--cache-features on cannot be combined with --augment");
 
   fs::create_directories(cfg.out_dir);
+  if (!resume) save_config(cfg, cfg.out_dir + "/config.json");
   Job job{cfg};
   job.train.name = "train";
   job.val.name = "val";
@@ -315,13 +470,13 @@ TrainResult train(const TrainConfig& cfg) {
                                    : "");
 
   extractor_create(job.fe, job.dev, job.backbone, batch);
-  const size_t largest = std::max({job.train.items.size(), job.val.items.size(),
-                                   job.test.items.size(), size_t(batch)});
+  const size_t largest = std::max(
+      {job.train.items.size(), job.val.items.size(), job.test.items.size(), size_t(batch)});
   size_t bytes = size_t(batch) * dim * 4 + size_t(batch) * 8 + largest * 4 +
                  size_t(classes) * classes * 8 + 6 * 64;
   if (job.cache)
-    bytes += (job.train.items.size() + job.val.items.size() + job.test.items.size()) * dim * 4 +
-             3 * 64;
+    bytes +=
+        (job.train.items.size() + job.val.items.size() + job.test.items.size()) * dim * 4 + 3 * 64;
   arena_reserve(job.buf.arena, job.dev, bytes);
   job.buf.batch_features = arena_alloc<float>(job.buf.arena, size_t(batch) * dim);
   job.buf.labels = arena_alloc<int32_t>(job.buf.arena, batch);
@@ -338,7 +493,18 @@ TrainResult train(const TrainConfig& cfg) {
   head_create(job.head, job.head_arena, hs, batch, cfg.seed);
 
   const std::string metrics_path = cfg.out_dir + "/metrics.jsonl";
-  std::ofstream metrics(metrics_path, std::ios::trunc);
+  const std::string checkpoint_path = cfg.out_dir + "/checkpoint.safetensors";
+  Checkpoint ck;
+  if (resume && fs::exists(checkpoint_path)) {
+    ck = read_checkpoint(checkpoint_path, hs);
+    head_restore(job.dev, job.head, ck.state, ck.head_step);
+    truncate_metrics(metrics_path, ck.epoch);
+    std::fprintf(stderr, "graft: resuming %s after epoch %d\n", cfg.out_dir.c_str(), ck.epoch);
+  } else if (resume) {
+    std::fprintf(stderr, "graft: %s has no checkpoint yet; starting from epoch 1\n",
+                 cfg.out_dir.c_str());
+  }
+  std::ofstream metrics(metrics_path, ck.epoch > 0 ? std::ios::app : std::ios::trunc);
   const int ntrain = int(job.train.items.size());
   const int steps = (ntrain + batch - 1) / batch;
   const int64_t total_steps = int64_t(steps) * cfg.epochs;
@@ -348,12 +514,25 @@ TrainResult train(const TrainConfig& cfg) {
   TrainResult result;
   result.cache_used = job.cache;
   result.model_path = cfg.out_dir + "/model.safetensors";
-  Dense best_hidden, best_out;
-  double best_val_loss = INFINITY;
-  int since_best = 0, overfit_epochs = 0;
-  bool overfit_warned = false;
+  Dense best_hidden = ck.best_hidden, best_out = ck.best_out;
+  double best_val_loss = ck.best_val_loss;
+  int since_best = ck.since_best, overfit_epochs = ck.overfit_epochs;
+  bool overfit_warned = ck.overfit_warned;
+  if (ck.epoch > 0) {  // the finished epochs' metrics, for the report
+    std::ifstream in(metrics_path);
+    for (std::string line; std::getline(in, line);) {
+      auto j = nlohmann::json::parse(line);
+      EpochMetrics e;
+      e.epoch = j["epoch"], e.loss = j["loss"], e.accuracy = j["accuracy"];
+      e.has_val = !j["val_loss"].is_null();
+      if (e.has_val) e.val_loss = j["val_loss"], e.val_accuracy = j["val_accuracy"];
+      e.seconds = j["seconds"], e.images_per_second = j["images_per_second"];
+      result.epochs.push_back(e);
+    }
+  }
+  const bool stopped_early = cfg.early_stop > 0 && since_best >= cfg.early_stop;
 
-  for (int epoch = 1; epoch <= cfg.epochs; ++epoch) {
+  for (int epoch = ck.epoch + 1; epoch <= cfg.epochs && !stopped_early; ++epoch) {
     const auto t0 = Clock::now();
     // The epoch's order depends only on (seed, epoch).
     std::vector<int> order(ntrain);
@@ -403,14 +582,15 @@ TrainResult train(const TrainConfig& cfg) {
     em.seconds = seconds_since(t0);
     result.epochs.push_back(em);
 
-    nlohmann::ordered_json line = {{"epoch", epoch},
-                           {"loss", em.loss},
-                           {"accuracy", em.accuracy},
-                           {"val_loss", em.has_val ? nlohmann::ordered_json(em.val_loss) : nlohmann::ordered_json()},
-                           {"val_accuracy",
-                            em.has_val ? nlohmann::ordered_json(em.val_accuracy) : nlohmann::ordered_json()},
-                           {"seconds", em.seconds},
-                           {"images_per_second", em.images_per_second}};
+    nlohmann::ordered_json line = {
+        {"epoch", epoch},
+        {"loss", em.loss},
+        {"accuracy", em.accuracy},
+        {"val_loss", em.has_val ? nlohmann::ordered_json(em.val_loss) : nlohmann::ordered_json()},
+        {"val_accuracy",
+         em.has_val ? nlohmann::ordered_json(em.val_accuracy) : nlohmann::ordered_json()},
+        {"seconds", em.seconds},
+        {"images_per_second", em.images_per_second}};
     metrics << line.dump() << "\n" << std::flush;
     if (tty) std::fprintf(stderr, "\r\033[K");
     std::printf("epoch %d/%d  loss %.4f  accuracy %.4f", epoch, cfg.epochs, em.loss, em.accuracy);
@@ -424,8 +604,9 @@ TrainResult train(const TrainConfig& cfg) {
     else
       overfit_epochs = 0;
     if (overfit_epochs >= 2 && !overfit_warned) {
-      warn(job, "training accuracy is well above validation accuracy (overfitting); consider "
-                "--augment, more --dropout, fewer --epochs or --early-stop");
+      warn(job,
+           "training accuracy is well above validation accuracy (overfitting); consider "
+           "--augment, more --dropout, fewer --epochs or --early-stop");
       overfit_warned = true;
     }
 
@@ -445,8 +626,22 @@ TrainResult train(const TrainConfig& cfg) {
       best_out = out;
       export_model(job, result.model_path, best_hidden, best_out);
     }
+    // Written last: a run killed before this point redoes the epoch, after it continues.
+    Checkpoint now;
+    now.epoch = epoch;
+    now.head_step = job.head.step;
+    now.best_val_loss = best_val_loss;
+    now.since_best = since_best;
+    now.overfit_epochs = overfit_epochs;
+    now.overfit_warned = overfit_warned;
+    now.state = head_state(job.dev, job.head);
+    now.best_hidden = best_hidden;
+    now.best_out = best_out;
+    write_checkpoint(checkpoint_path, now);
     if (cfg.early_stop > 0 && since_best >= cfg.early_stop) {
-      std::fprintf(stderr, "graft: early stop after epoch %d: val_loss has not improved for %d epochs; keeping epoch %d\n",
+      std::fprintf(stderr,
+                   "graft: early stop after epoch %d: val_loss has not improved for %d epochs; "
+                   "keeping epoch %d\n",
                    epoch, cfg.early_stop, epoch - since_best);
       break;
     }
@@ -474,7 +669,8 @@ TrainResult train(const TrainConfig& cfg) {
     rd.test_accuracy = result.test.accuracy;
     std::vector<size_t> wrong;
     for (size_t i = 0; i < result.test.item.size(); ++i)
-      if (result.test.predicted[i] != job.test.items[result.test.item[i]]->label) wrong.push_back(i);
+      if (result.test.predicted[i] != job.test.items[result.test.item[i]]->label)
+        wrong.push_back(i);
     std::stable_sort(wrong.begin(), wrong.end(), [&](size_t a, size_t b) {
       return result.test.prob_predicted[a] > result.test.prob_predicted[b];
     });

@@ -35,10 +35,14 @@ struct TrainConfig {
   bool progress = true;  // a live bar on a terminal
 };
 
+// RUN_DIR/config.json: the whole configuration, written when a run starts, so `graft train
+// --resume RUN_DIR` continues with exactly the same settings.
+void save_config(const TrainConfig& cfg, const std::string& path);
+TrainConfig load_config(const std::string& path);
+
 struct EpochMetrics {
   int epoch = 0;
-  double loss = 0, accuracy = 0, val_loss = 0, val_accuracy = 0, seconds = 0,
-         images_per_second = 0;
+  double loss = 0, accuracy = 0, val_loss = 0, val_accuracy = 0, seconds = 0, images_per_second = 0;
   bool has_val = false;
 };
 
@@ -61,7 +65,10 @@ struct TrainResult {
   std::string model_path, report_path;
 };
 
-TrainResult train(const TrainConfig& cfg);
+// Runs the job. With resume, continues from RUN_DIR/checkpoint.safetensors (written atomically
+// after every epoch): the finished run's metrics.jsonl is then the one an uninterrupted run
+// writes, wall-clock fields aside.
+TrainResult train(const TrainConfig& cfg, bool resume = false);
 
 // The JSON object of a test or eval result:
 // {"split": ..., "loss": ..., "accuracy": ..., "per_class": {label: {precision, recall, f1,

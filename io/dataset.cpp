@@ -78,7 +78,8 @@ Dataset scan_dataset(const std::string& root, const std::vector<std::string>* cl
   for (const auto& cls : folders) {
     std::vector<std::string> files;
     const fs::path dir = fs::path(root) / cls;
-    fs::recursive_directory_iterator it(dir, fs::directory_options::skip_permission_denied, ec), end;
+    fs::recursive_directory_iterator it(dir, fs::directory_options::skip_permission_denied, ec),
+        end;
     for (; !ec && it != end; it.increment(ec)) {
       if (hidden(it->path())) {
         if (it->is_directory(ec)) it.disable_recursion_pending();
@@ -134,7 +135,10 @@ Split split_dataset(const Dataset& ds, double val_fraction, double test_fraction
     int n_test = int(std::lround(n * test_fraction));
     int n_val = int(std::lround(n * val_fraction));
     while (n_test + n_val > n - 1 && (n_test > 0 || n_val > 0)) {
-      if (n_val >= n_test && n_val > 0) --n_val; else --n_test;
+      if (n_val >= n_test && n_val > 0)
+        --n_val;
+      else
+        --n_test;
     }
     s.test.insert(s.test.end(), idx.begin(), idx.begin() + n_test);
     s.val.insert(s.val.end(), idx.begin() + n_test, idx.begin() + n_test + n_val);

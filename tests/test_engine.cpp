@@ -98,7 +98,8 @@ TEST(Plan, BufferSharingNeverClobbersLiveValues) {
   }
 }
 
-// ---- Loader --------------------------------------------------------------------------------------
+// ---- Loader
+// --------------------------------------------------------------------------------------
 
 struct FileTensor {
   std::string name;
@@ -119,7 +120,9 @@ std::vector<FileTensor> synthetic_tensors(const Net& net, int classes, uint32_t 
     out.push_back(std::move(t));
   }
   if (classes > 0) {
-    FileTensor w{"fc.weight", {classes, net.feature_dim}, std::vector<float>(size_t(classes) * net.feature_dim)};
+    FileTensor w{"fc.weight",
+                 {classes, net.feature_dim},
+                 std::vector<float>(size_t(classes) * net.feature_dim)};
     for (float& x : w.data) x = 0.05f * u(rng);
     FileTensor b{"fc.bias", {classes}, std::vector<float>(classes, 0.01f)};
     out.push_back(std::move(w));
@@ -129,8 +132,12 @@ std::vector<FileTensor> synthetic_tensors(const Net& net, int classes, uint32_t 
 }
 
 std::map<std::string, std::string> base_metadata(const std::string& arch) {
-  return {{"format", "graft"}, {"format_version", "1"}, {"arch", arch},
-          {"padding", "symmetric"}, {"bn_eps", "1e-05"}, {"input_size", "224"},
+  return {{"format", "graft"},
+          {"format_version", "1"},
+          {"arch", arch},
+          {"padding", "symmetric"},
+          {"bn_eps", "1e-05"},
+          {"input_size", "224"},
           {"labels", "[\"a\", \"b\", \"c\"]"}};
 }
 

@@ -1,14 +1,20 @@
 // The training workflow on the CPU: head gradients against finite differences, the feature cache
 // against recomputation, determinism, splits, and bad input in the photo folder.
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <turbojpeg.h>
+#include <unistd.h>
 
+#include <chrono>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
+#include <thread>
 
 #include "engine/head.h"
 #include "engine/trainer.h"
@@ -19,7 +25,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// ---- Head gradients ------------------------------------------------------------------------------
+// ---- Head gradients
+// ------------------------------------------------------------------------------
 
 // Mean loss of one training step with learning rate 0: the step computes loss and gradients but
 // leaves the weights as they are, so the same call serves as the function for finite differences.
@@ -84,7 +91,8 @@ TEST(Head, GradientsMatchFiniteDifferences) {
   }
 }
 
-// ---- A small photo folder and a small backbone ---------------------------------------------------
+// ---- A small photo folder and a small backbone
+// ---------------------------------------------------
 
 void write_jpeg(const std::string& path, int w, int h, uint8_t r, uint8_t g, uint8_t b,
                 uint32_t seed) {
@@ -144,14 +152,18 @@ std::string make_backbone() {
     const bool var = name.find("running_var") != std::string::npos;
     const bool weight = name.find("conv.weight") != std::string::npos;
     for (float& x : v)
-      x = var ? 1.f + 0.5f * std::abs(u(rng))
-              : weight ? u(rng) * std::sqrt(6.f / float(fan_in)) : 0.1f * u(rng);
+      x = var      ? 1.f + 0.5f * std::abs(u(rng))
+          : weight ? u(rng) * std::sqrt(6.f / float(fan_in))
+                   : 0.1f * u(rng);
     data.push_back(std::move(v));
     tensors.push_back({name, DType::f32, shape, data.back().data(), data.back().size() * 4});
   }
   write_weights(path, tensors,
-                {{"arch", "mobilenet_v2"}, {"padding", "symmetric"}, {"bn_eps", "1e-05"},
-                 {"input_size", "48"}, {"resize_mode", "squash"}});
+                {{"arch", "mobilenet_v2"},
+                 {"padding", "symmetric"},
+                 {"bn_eps", "1e-05"},
+                 {"input_size", "48"},
+                 {"resize_mode", "squash"}});
   return path;
 }
 
@@ -245,7 +257,8 @@ TEST(Trainer, SameSeedSameRunAndOutputsAreComplete) {
 
 // With the real pretrained backbone (random weights wash the colours out of the features).
 TEST(Trainer, LearnsSeparableClasses) {
-  const std::string pretrained = std::string(GRAFT_SOURCE_DIR) + "/models/efficientnet_lite0.safetensors";
+  const std::string pretrained =
+      std::string(GRAFT_SOURCE_DIR) + "/models/efficientnet_lite0.safetensors";
   if (!fs::exists(pretrained)) GTEST_SKIP() << pretrained << " is absent: run scripts/setup.sh";
   const std::string data = make_dataset("learn_ds", 10);
   TrainConfig c = small_config(data, "run_learn");
@@ -279,6 +292,53 @@ TEST(Trainer, BadFilesAreSkippedAndCounted) {
   EXPECT_GE(r.skipped_images, 3);  // empty.jpg, notes.txt, empty_class (+ corrupt.jpg if drawn)
   Model m = load_model(r.model_path);
   EXPECT_EQ(m.labels.size(), 3u) << "the empty class folder is left out";
+}
+
+// Killed with SIGKILL mid-run and resumed, a run ends with the metrics of an uninterrupted one.
+TEST(Trainer, ResumeAfterSigkillMatchesAnUninterruptedRun) {
+  const std::string graft = std::string(GRAFT_BINARY_DIR) + "/graft";
+  if (!fs::exists(graft)) GTEST_SKIP() << graft << " is not built";
+  const std::string data = make_dataset("resume_ds", 10);
+  TrainConfig ref = small_config(data, "run_resume_ref");
+  ref.epochs = 60;
+  ref.cache = "off";  // slower epochs: room to kill in the middle
+  train(ref);
+
+  const std::string out = testing::TempDir() + "/run_resume_killed";
+  fs::remove_all(out);
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    const std::string epochs = std::to_string(ref.epochs);
+    execl(graft.c_str(), graft.c_str(), "train", "--data", data.c_str(), "--backbone",
+          ref.backbone.c_str(), "--out", out.c_str(), "--device", "cpu", "--epochs", epochs.c_str(),
+          "--batch-size", "5", "--learning-rate", "0.05", "--hidden", "6", "--cache-features",
+          "off", "--no-progress", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  // Kill it once a few epochs are on disk: wherever it is, mid-epoch or mid-write.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (std::chrono::steady_clock::now() < deadline &&
+         read_lines(out + "/metrics.jsonl").size() < 7)
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  ASSERT_EQ(kill(pid, SIGKILL), 0);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFSIGNALED(status)) << "the run finished before it could be killed";
+  const size_t done = read_lines(out + "/metrics.jsonl").size();
+  ASSERT_LT(done, size_t(ref.epochs));
+
+  TrainConfig saved = load_config(out + "/config.json");
+  saved.progress = false;
+  train(saved, true);
+  EXPECT_EQ(metrics_without_timing(out), metrics_without_timing(ref.out_dir))
+      << "killed after " << done << " epochs";
+  WeightFile a = open_weights(out + "/model.safetensors"),
+             b = open_weights(ref.out_dir + "/model.safetensors");
+  for (const char* t : {"fc.weight", "hidden.weight"})
+    EXPECT_EQ(
+        0, std::memcmp(find_tensor(a, t)->data, find_tensor(b, t)->data, find_tensor(a, t)->nbytes))
+        << t;
 }
 
 TEST(Dataset, UnusableFoldersStopWithOneClearMessage) {

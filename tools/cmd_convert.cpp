@@ -24,7 +24,8 @@ std::string converter_path() {
 
 Command add_convert_command(CLI::App& app) {
   auto* cmd = app.add_subcommand(
-      "convert", "Convert a PyTorch/timm/torchvision checkpoint or safetensors file to a graft file");
+      "convert",
+      "Convert a PyTorch/timm/torchvision checkpoint or safetensors file to a graft file");
   struct Args {
     std::string in, out, arch, labels;
   };
@@ -51,7 +52,8 @@ Command add_convert_command(CLI::App& app) {
       _exit(127);
     }
     int status = 0;
-    if (waitpid(pid, &status, 0) < 0) throw std::runtime_error("convert: lost the converter process");
+    if (waitpid(pid, &status, 0) < 0)
+      throw std::runtime_error("convert: lost the converter process");
     return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
   };
 }

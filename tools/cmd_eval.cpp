@@ -17,9 +17,11 @@ Command add_eval_command(CLI::App& app) {
   cmd->add_option("--data", a->data, "folder with one sub-folder per class (the model's classes)")
       ->required();
   cmd->add_option("--batch-size", a->batch, "images per forward pass")
-      ->check(CLI::Range(1, 65536))->capture_default_str();
+      ->check(CLI::Range(1, 65536))
+      ->capture_default_str();
   cmd->add_option("--device", a->device, "auto, cpu or cuda")
-      ->check(CLI::IsMember({"auto", "cpu", "cuda"}))->capture_default_str();
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
+      ->capture_default_str();
   return [a] {
     std::vector<std::string> classes;
     int skipped = 0;

@@ -7,7 +7,8 @@
 namespace graft {
 
 Command add_inspect_command(CLI::App& app) {
-  auto* cmd = app.add_subcommand("inspect", "Print a model file's arch, tensors, metadata and labels");
+  auto* cmd =
+      app.add_subcommand("inspect", "Print a model file's arch, tensors, metadata and labels");
   auto path = std::make_shared<std::string>();
   cmd->add_option("file", *path, "graft weight file (.safetensors)")->required();
   return [path] {

@@ -23,7 +23,8 @@ std::vector<std::string> expand_paths(const std::vector<std::string>& paths) {
       continue;
     }
     std::vector<std::string> found;
-    for (auto it = fs::recursive_directory_iterator(p, fs::directory_options::skip_permission_denied, ec);
+    for (auto it =
+             fs::recursive_directory_iterator(p, fs::directory_options::skip_permission_denied, ec);
          it != fs::recursive_directory_iterator(); it.increment(ec)) {
       if (ec) break;
       const std::string name = it->path().filename().string();
@@ -58,7 +59,8 @@ Command add_predict_command(CLI::App& app) {
   return [a] {
     Model model = load_model(a->model);
     if (model.fc.out == 0)
-      throw std::runtime_error(a->model + ": holds a backbone without a classifier; train one first");
+      throw std::runtime_error(a->model +
+                               ": holds a backbone without a classifier; train one first");
     const Preprocess& p = model.preprocess;
     const size_t image_bytes = size_t(p.size) * p.size * 3;
     std::vector<std::string> paths = expand_paths(a->paths);
@@ -78,11 +80,13 @@ Command add_predict_command(CLI::App& app) {
         const float* row = probs.data() + size_t(i) * model.fc.out;
         nlohmann::json top = nlohmann::json::array();
         for (int idx : top_k(row, model.fc.out, a->top)) {
-          std::string label = idx < int(model.labels.size()) ? model.labels[idx] : std::to_string(idx);
+          std::string label =
+              idx < int(model.labels.size()) ? model.labels[idx] : std::to_string(idx);
           top.push_back({{"index", idx}, {"label", label}, {"prob", row[idx]}});
         }
         nlohmann::json line = {{"path", batch_paths[i]}, {"top", top}};
-        std::printf("%s\n", line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+        std::printf("%s\n",
+                    line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
       }
       std::fflush(stdout);
       batch_paths.clear();
