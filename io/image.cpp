@@ -27,7 +27,8 @@ void check_pixel_cap(int64_t width, int64_t height, const DecodeLimits& limits,
   if (width <= 0 || height <= 0)
     image_fail(name, "header declares an empty image (" + std::to_string(width) + "x" +
                          std::to_string(height) + ")");
-  if (width * height > limits.max_pixels)
+  // Divided, not multiplied: a PNG header's two 32-bit sizes can overflow a 64-bit product.
+  if (width > limits.max_pixels / height)
     image_fail(name, "image " + std::to_string(width) + "x" + std::to_string(height) +
                          " exceeds the pixel cap of " + std::to_string(limits.max_pixels));
 }

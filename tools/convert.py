@@ -112,9 +112,14 @@ _ALLOWED = {
 }
 
 
-class _Unpickler(pickle.Unpickler):
+class _Unpickler(pickle._Unpickler):
     """Resolves only the names a tensor checkpoint needs; anything else is refused, so a
-    crafted file cannot make us import or call arbitrary code (os.system and friends)."""
+    crafted file cannot make us import or call arbitrary code (os.system and friends).
+
+    Built on the pure-Python unpickler: the C one sizes its memo table from the index in a
+    PUT opcode, so a few bytes (LONG_BINPUT 174417761) make it allocate gigabytes. Here the memo
+    is a dict. The pickle holds only the structure (tensor bytes are read separately), so the
+    slower unpickler costs nothing noticeable."""
 
     def __init__(self, f, persistent_load=None):
         super().__init__(f)
@@ -179,19 +184,31 @@ def _materialise(obj, storages, big_endian):
     return obj
 
 
+def _zip_read(z, name):
+    """A member's bytes. zipfile reports a damaged member in many types (BadZipFile, zlib.error,
+    NotImplementedError for an unknown compression method, RuntimeError when encrypted, KeyError
+    when missing, ...); all of them mean the same thing here."""
+    try:
+        return z.read(name)
+    except Exception as e:
+        raise GraftError(f'zip checkpoint is damaged: cannot read {name} '
+                         f'({type(e).__name__}: {e})')
+
+
 def _load_zip(path):
     try:
         z = zipfile.ZipFile(path)
         names = z.namelist()
-    except (zipfile.BadZipFile, OSError) as e:
-        raise GraftError(f'not a readable zip archive, truncated or corrupt ({e})')
+    except Exception as e:  # BadZipFile, OSError, NotImplementedError (zip version), ...
+        raise GraftError(f'not a readable zip archive, truncated or corrupt '
+                         f'({type(e).__name__}: {e})')
     pkls = [n for n in names if n.endswith('data.pkl')]
     if not pkls:
         raise GraftError('zip archive has no data.pkl: not a torch.save checkpoint')
     root = pkls[0][:-len('data.pkl')]
     big_endian = False
     if root + 'byteorder' in names:
-        big_endian = z.read(root + 'byteorder').strip() == b'big'
+        big_endian = _zip_read(z, root + 'byteorder').strip() == b'big'
     dtypes = {}
 
     def persistent_load(pid):
@@ -200,10 +217,10 @@ def _load_zip(path):
         return _StorageRef(key, dtype)
 
     try:
-        obj = _Unpickler(io.BytesIO(z.read(pkls[0])), persistent_load).load()
+        obj = _Unpickler(io.BytesIO(_zip_read(z, pkls[0])), persistent_load).load()
         storages = {}
         for key in dtypes:
-            blob = z.read(f'{root}data/{key}')
+            blob = _zip_read(z, f'{root}data/{key}')
             storages[key] = np.frombuffer(blob, dtype=np.uint8)
     except (zipfile.BadZipFile, KeyError, EOFError, OSError) as e:
         raise GraftError(f'zip checkpoint is damaged ({e})')
@@ -246,9 +263,10 @@ def _load_legacy(data):
             raise GraftError(f'legacy checkpoint truncated before storage {key!r}')
         (numel,) = struct.unpack('>q' if big_endian else '<q', head)
         nbytes = numel * _np_dtype(dtypes[key]).itemsize
-        blob = f.read(nbytes)
-        if numel < 0 or len(blob) != nbytes:
+        # Checked before reading: a corrupt count can be negative or too large for read().
+        if numel < 0 or nbytes > len(data) - f.tell():
             raise GraftError(f'legacy checkpoint truncated inside storage {key!r}')
+        blob = f.read(nbytes)
         storages[key] = np.frombuffer(blob, dtype=np.uint8)
     missing = set(dtypes) - set(storages)
     if missing:

@@ -18,7 +18,22 @@ WORK=${GPU_CHECK_WORK:-/tmp/graft-gpu-check}
 BUILD=${GPU_CHECK_BUILD:-build-gpu}
 rm -rf "$WORK" && mkdir -p "$WORK"
 T0=$(date +%s)
-step() { echo "== $* ($(($(date +%s) - T0)) s)" | tee -a "$WORK/steps.log"; }
+# Each step also refreshes OUT_DIR/summary.json, so a run cut short still reports what it did.
+summarize() {
+  python3 tools/gpu_summary.py "$WORK" --build "$BUILD" --command "tools/gpu-check.sh $OUT" \
+    >"$OUT/summary.json.tmp" 2>"$WORK/summary.err" && mv "$OUT/summary.json.tmp" "$OUT/summary.json"
+  for f in tests.log sanitizer.log bench.log kernels.json; do
+    [ -f "$WORK/$f" ] && cp "$WORK/$f" "$OUT/"
+  done
+  cat "$WORK"/train-cuda.log "$WORK"/train-cpu.log "$WORK"/torch.log >"$OUT/train.log" 2>/dev/null
+  [ -f "$WORK/run-cuda/report.html" ] && cp "$WORK/run-cuda/report.html" "$OUT/"
+  [ -f "$WORK/build.log" ] && tail -c 20000 "$WORK/build.log" >"$OUT/build.log"
+  return 0
+}
+step() {
+  [ -d "$WORK" ] && summarize
+  echo "== $* ($(($(date +%s) - T0)) s)" | tee -a "$WORK/steps.log"
+}
 elapsed() { echo $(($(date +%s) - $1)); }
 
 PREFIX=$PWD/.gpudeps/root/usr
@@ -29,7 +44,7 @@ export CMAKE_PREFIX_PATH=$PREFIX${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}
 # cuDNN is a yardstick only. Use the toolkit's if present, else the one PyTorch ships.
 CUDNN_ARGS=()
 if ! ls /usr/local/cuda/lib64/libcudnn.so >/dev/null 2>&1; then
-  CUDNN_PIP=$(python3 -c "import nvidia.cudnn, os; print(os.path.dirname(nvidia.cudnn.__file__))" 2>/dev/null || true)
+  CUDNN_PIP=$(python3 -c "import nvidia.cudnn as m; print(list(m.__path__)[0])" 2>/dev/null || true)
   if [ -n "$CUDNN_PIP" ] && [ -d "$CUDNN_PIP/lib" ]; then
     mkdir -p "$WORK/cudnn/lib"
     ln -sf "$CUDNN_PIP"/lib/libcudnn.so.* "$WORK/cudnn/lib/" 2>/dev/null
@@ -62,16 +77,6 @@ GRAFT_REQUIRE_GPU=1 ctest --test-dir "$BUILD" -j8 --timeout 300 --output-on-fail
   >"$WORK/tests.log" 2>&1
 tail -5 "$WORK/tests.log"
 
-step sanitizer
-for t in test_cuda_ops test_cuda_engine; do
-  [ -x "$BUILD/tests/$t" ] || continue
-  echo "### $t" >>"$WORK/sanitizer.log"
-  GRAFT_REQUIRE_GPU=1 timeout 200 "$SANITIZER" --tool memcheck --leak-check no \
-    "$BUILD/tests/$t" >>"$WORK/sanitizer.log" 2>&1
-  echo "### exit $?" >>"$WORK/sanitizer.log"
-done
-grep -E "ERROR SUMMARY|### exit" "$WORK/sanitizer.log"
-
 step yardsticks
 timeout 150 "$BUILD/bench/bench_cuda_ops" --json="$WORK/kernels.json" >"$WORK/bench.log" 2>&1
 tail -60 "$WORK/bench.log"
@@ -93,13 +98,16 @@ if [ -f "$WORK/run-cuda/split.json" ]; then
   tail -3 "$WORK/torch.log"
 fi
 
-step summary
-python3 tools/gpu_summary.py "$WORK" --build "$BUILD" --command "tools/gpu-check.sh $OUT" \
-  >"$OUT/summary.json"
-cat "$WORK"/train-cuda.log "$WORK"/train-cpu.log "$WORK"/torch.log >"$OUT/train.log" 2>/dev/null
-cp "$WORK/tests.log" "$WORK/sanitizer.log" "$WORK/bench.log" "$OUT/" 2>/dev/null
-[ -f "$WORK/kernels.json" ] && cp "$WORK/kernels.json" "$OUT/"
-[ -f "$WORK/run-cuda/report.html" ] && cp "$WORK/run-cuda/report.html" "$OUT/"
-tail -c 20000 "$WORK/build.log" >"$OUT/build.log"
+step sanitizer
+for t in test_cuda_ops test_cuda_engine; do
+  [ -x "$BUILD/tests/$t" ] || continue
+  echo "### $t" >>"$WORK/sanitizer.log"
+  GRAFT_REQUIRE_GPU=1 timeout "${SANITIZER_SECONDS:-120}" "$SANITIZER" --tool memcheck --leak-check no \
+    "$BUILD/tests/$t" >>"$WORK/sanitizer.log" 2>&1
+  echo "### exit $?" >>"$WORK/sanitizer.log"
+done
+grep -E "ERROR SUMMARY|### exit" "$WORK/sanitizer.log"
+
+
 step done
 python3 -c "import json,sys; s=json.load(open('$OUT/summary.json')); print(json.dumps({k: s[k] for k in ('device','tests','sanitizer_errors','train')}, indent=1))"

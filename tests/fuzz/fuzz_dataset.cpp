@@ -106,13 +106,18 @@ void build_tree(const fs::path& root, FuzzedDataProvider& in) {
   }
 }
 
-void check_scan(const graft::Dataset& ds) {
+void check_scan(const graft::Dataset& ds, bool labels_given) {
   for (size_t i = 0; i < ds.items.size(); ++i) {
     check(ds.items[i].label >= 0 && size_t(ds.items[i].label) < ds.classes.size(), "label range");
+    // "Sorted by class, then path": by folder name, which is label order only when the labels
+    // came from the folders (a model's labels may be in any order).
     if (i > 0) {
       const auto& a = ds.items[i - 1];
       const auto& b = ds.items[i];
-      check(a.label < b.label || (a.label == b.label && a.path < b.path), "item order");
+      const auto& ca = ds.classes[a.label];
+      const auto& cb = ds.classes[b.label];
+      check(ca < cb || (ca == cb && a.path < b.path), "item order");
+      if (!labels_given) check(a.label <= b.label, "label order");
     }
   }
 }
@@ -129,7 +134,7 @@ void scan_and_split(const fs::path& root, const std::vector<std::string>* classe
                     FuzzedDataProvider& in) {
   try {
     const graft::Dataset ds = graft::scan_dataset(root.string(), classes);
-    check_scan(ds);
+    check_scan(ds, classes != nullptr);
     const double val = in.ConsumeIntegralInRange(0, 10) / 20.0;
     const double test = in.ConsumeIntegralInRange(0, 10) / 20.0;
     const uint64_t seed = in.ConsumeIntegral<uint64_t>();
