@@ -22,8 +22,9 @@ build=${FUZZ_BUILD_DIR:-build-fuzz}
 
 generator=()
 command -v ninja >/dev/null && [ ! -f "$build/Makefile" ] && generator=(-G Ninja)
+mkdir -p "$build"
 cmake -S tests/fuzz -B "$build" "${generator[@]}" -DCMAKE_CXX_COMPILER="${CXX:-clang++}" \
-  >"$build.configure.log" 2>&1 || { cat "$build.configure.log"; exit 1; }
+  >"$build/configure.log" 2>&1 || { cat "$build/configure.log"; exit 1; }
 cmake --build "$build" -j"$(nproc)" || exit 1
 
 seeds_of() {

@@ -127,8 +127,13 @@ TEST_F(CudaEngine, HeadTrainingStepsMatchTheCpu) {
     Dense chid, cout, ghid, gout;
     head_download(cpu_dev, ch, &chid, &cout);
     head_download(gpu_dev, gh, &ghid, &gout);
-    EXPECT_LT(relative_error(gout.w, cout.w), 1e-5) << optimizer;
-    EXPECT_LT(relative_error(ghid.w, chid.w), 1e-5) << optimizer;
+    // SGD keeps the last-bit differences of the two devices' summation orders at ~1e-7. AdamW
+    // divides each gradient by its own running magnitude, so a gradient that is tiny on both
+    // devices still moves its weight by ~lr per step and rounding differences in it are amplified;
+    // measured on an H200: 7.7e-5 after 20 steps for the hidden layer, hence the looser bound.
+    const double tol = std::string(optimizer) == "sgd" ? 1e-5 : 1e-3;
+    EXPECT_LT(relative_error(gout.w, cout.w), tol) << optimizer;
+    EXPECT_LT(relative_error(ghid.w, chid.w), tol) << optimizer;
     EXPECT_LT(relative_error(loss_g, loss_c), 1e-5) << optimizer;
     EXPECT_EQ(conf_g, conf_c) << optimizer;
     arena_release(ca);

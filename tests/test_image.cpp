@@ -1,6 +1,8 @@
 // Image decoding, resizing and preprocessing geometry. Every image is made here: JPEGs with
 // TurboJPEG's compressor, PNGs with libpng's writer, in every colour type and bit depth.
 #include <gtest/gtest.h>
+
+#include <cstdlib>
 #include <png.h>
 #include <stdlib.h>
 #include <turbojpeg.h>
@@ -893,7 +895,9 @@ TEST(Preprocess, AwkwardSizesAndModes) {
 }
 
 TEST(Preprocess, RealPhotos) {
-  const fs::path root = fs::path(GRAFT_SOURCE_DIR) / ".." / "shared" / "data" / "fish";
+  // GRAFT_FISH_DIR points at a copy where ../shared is not beside the checkout (GPU machines).
+  const char* env = std::getenv("GRAFT_FISH_DIR");
+  const fs::path root = env ? fs::path(env) : fs::path(GRAFT_SOURCE_DIR) / ".." / "shared" / "data" / "fish";
   if (!fs::is_directory(root)) GTEST_SKIP() << "no photos at " << root.string();
   int count = 0;
   std::vector<uint8_t> out(224 * 224 * 3);

@@ -121,6 +121,14 @@ class _Unpickler(pickle._Unpickler):
     is a dict. The pickle holds only the structure (tensor bytes are read separately), so the
     slower unpickler costs nothing noticeable."""
 
+    def _refuse_bytearray8(self):
+        # It would allocate the claimed length before reading it. torch.save writes protocol 2,
+        # and this opcode (protocol 5) never appears in a checkpoint.
+        raise GraftError('pickle uses BYTEARRAY8, which no torch.save checkpoint does')
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+    dispatch[pickle.BYTEARRAY8[0]] = _refuse_bytearray8
+
     def __init__(self, f, persistent_load=None):
         super().__init__(f)
         self._persistent = persistent_load
@@ -515,7 +523,9 @@ def main(argv=None):
     try:
         meta, count = convert(args)
     except GraftError as e:
-        print(f'{prog}: {args.input}: {e}', file=sys.stderr)
+        # One line even when the message quotes the file's own bytes (a pickled string).
+        message = str(e).replace('\r', '\\r').replace('\n', '\\n')
+        print(f'{prog}: {args.input}: {message}', file=sys.stderr)
         return 2
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
             IndexError, KeyError, struct.error, OSError, MemoryError) as e:

@@ -34,7 +34,8 @@ step() {
   [ -d "$WORK" ] && summarize
   echo "== $* ($(($(date +%s) - T0)) s)" | tee -a "$WORK/steps.log"
 }
-elapsed() { echo $(($(date +%s) - $1)); }
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
 
 PREFIX=$PWD/.gpudeps/root/usr
 LIBDIR=$PREFIX/lib/x86_64-linux-gnu
@@ -73,7 +74,11 @@ BUILD_RC=$?
 [ $BUILD_RC = 0 ] || tail -40 "$WORK/build.log"
 
 step tests
-GRAFT_REQUIRE_GPU=1 ctest --test-dir "$BUILD" -j8 --timeout 300 --output-on-failure \
+FISH=${FISH_DIR:-.gpudeps/fish}
+[ -d "$FISH" ] || FISH=../shared/data/fish
+export GRAFT_FISH_DIR=$(cd "$FISH" && pwd)
+# Eight test processes on 16 cores: two OpenMP threads each, or they oversubscribe the cores.
+GRAFT_REQUIRE_GPU=1 OMP_NUM_THREADS=2 ctest --test-dir "$BUILD" -j8 --timeout 300 --output-on-failure \
   >"$WORK/tests.log" 2>&1
 tail -5 "$WORK/tests.log"
 
@@ -82,10 +87,8 @@ timeout 150 "$BUILD/bench/bench_cuda_ops" --json="$WORK/kernels.json" >"$WORK/be
 tail -60 "$WORK/bench.log"
 
 step train
-FISH=${FISH_DIR:-.gpudeps/fish}
-[ -d "$FISH" ] || FISH=../shared/data/fish
 for dev in cuda cpu; do
-  t=$(date +%s)
+  t=$(now)
   "$BUILD/graft" train --data "$FISH" --backbone models/efficientnet_lite0.safetensors \
     --out "$WORK/run-$dev" --epochs 20 --device $dev --no-progress >"$WORK/train-$dev.log" 2>&1
   echo "{\"device\": \"$dev\", \"rc\": $?, \"seconds\": $(elapsed $t)}" >"$WORK/train-$dev.json"
