@@ -19,10 +19,11 @@ def read(path):
 
 def ctest_counts(log):
     """ctest's closing lines: 'N% tests passed, F tests failed out of T' and the skipped list."""
-    m = re.search(r"(\d+)% tests passed, (\d+) tests? failed out of (\d+)", log)
+    # Newer ctest drops the ", 0 tests failed" part when nothing failed.
+    m = re.search(r"(\d+)% tests passed(?:, (\d+) tests? failed)? out of (\d+)", log)
     if not m:
         return {"passed": 0, "failed": None, "skipped": None, "total": 0, "parsed": False}
-    failed, total = int(m.group(2)), int(m.group(3))
+    failed, total = int(m.group(2) or 0), int(m.group(3))
     skipped = len(re.findall(r"\*\*\*Skipped|\bSkipped\b\s+[\d.]+ sec", log))
     return {"passed": total - failed - skipped, "failed": failed, "skipped": skipped,
             "total": total, "parsed": True}
