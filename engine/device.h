@@ -43,7 +43,10 @@ T* arena_alloc(Arena& a, size_t count) {
 }
 
 // Copies between host and the device's memory, ordered on the device's stream (plain memcpy on
-// cpu). Host buffers may be pageable; the streaming loader uses pinned ones.
+// cpu). From pageable host memory (a std::vector) CUDA has read the source by the time
+// copy_to_device returns (it stages it, and may wait for the stream to do so), so the source can
+// be reused at once; a pinned source must stay untouched until the copy has run, which is what the
+// streaming loader's events are for. copy_to_host needs synchronize() before the host reads.
 void copy_to_device(const Device& dev, void* dst, const void* src, size_t bytes);
 void copy_to_host(const Device& dev, void* dst, const void* src, size_t bytes);
 void copy_on_device(const Device& dev, void* dst, const void* src, size_t bytes);

@@ -54,8 +54,8 @@ int extract_features(FeatureExtractor& fe, const std::vector<const std::string*>
   const size_t image_bytes = size_t(p.size) * p.size * 3;
   ok.assign(n, 0);
   std::vector<std::string> messages(n);
-  // The staging buffer must not be rewritten while a previous copy from it may be in flight.
-  synchronize(fe.dev);
+  // The staging buffer is pageable memory: the previous batch's copy_to_device read it before
+  // returning, so it can be rewritten now.
 #pragma omp parallel for schedule(dynamic, 1)
   for (int i = 0; i < n; ++i) {
     try {

@@ -80,7 +80,6 @@ std::vector<int> batch_features(Job& job, SplitData& split, const int* pos, int 
     copy_to_device(job.dev, job.buf.rows, rows.data(), rows.size() * 4);
     op_gather_rows(job.dev, int(rows.size()), dim, split.cache, job.buf.rows,
                    job.buf.batch_features);
-    synchronize(job.dev);  // `rows` is a host temporary
     return want;
   }
   std::vector<const std::string*> paths;
@@ -118,7 +117,6 @@ void upload_labels(Job& job, const SplitData& split, const std::vector<int>& pos
   std::vector<int32_t> labels;
   for (int p : pos) labels.push_back(split.items[p]->label);
   copy_to_device(job.dev, job.buf.labels, labels.data(), labels.size() * 4);
-  synchronize(job.dev);  // `labels` is a host temporary
 }
 
 // Loss, accuracy and confusion of the current head on a split (no dropout).
@@ -610,8 +608,7 @@ TrainResult train(const TrainConfig& cfg, bool resume) {
       overfit_warned = true;
     }
 
-    // Keep the best (by val_loss) head when early stopping, else the latest; either way the
-    // file on disk is always a complete model.
+    // Keep the best (by val_loss) head when early stopping, else the latest.
     Dense hidden, out;
     head_download(job.dev, job.head, &hidden, &out);
     const bool improved = !em.has_val || em.val_loss < best_val_loss;
@@ -624,7 +621,6 @@ TrainResult train(const TrainConfig& cfg, bool resume) {
     if (cfg.early_stop == 0 || improved) {
       best_hidden = hidden;
       best_out = out;
-      export_model(job, result.model_path, best_hidden, best_out);
     }
     // Written last: a run killed before this point redoes the epoch, after it continues.
     Checkpoint now;
@@ -647,6 +643,9 @@ TrainResult train(const TrainConfig& cfg, bool resume) {
     }
   }
 
+  // The model file is written once, from the kept head; until then the per-epoch checkpoint
+  // (small: the head and its optimiser state) is what protects finished work.
+  export_model(job, result.model_path, best_hidden, best_out);
   head_upload(job.dev, job.head, best_hidden, best_out);
   if (!job.test.items.empty()) {
     result.test = evaluate_split(job, job.test);

@@ -1,8 +1,9 @@
 // Pooling over NHWC. One thread per output element (or per float4 of channels when c % 4 == 0),
-// channels fastest so a warp's loads coalesce. Same arithmetic as the CPU twin: max starts at -inf
-// and keeps the old value unless the new one is strictly greater (padded taps are skipped, never
-// compared); avg sums the in-bounds taps and multiplies by 1/taps (k_h*k_w with count_pad, else the
-// in-bounds count; 0 when no tap is in bounds).
+// channels fastest so a warp's loads coalesce; 3x3 windows have their own kernel with the taps
+// unrolled, other windows loop over their taps at run time. Same arithmetic as the CPU twin: max
+// starts at -inf and keeps the old value unless the new one is strictly greater (padded taps are
+// skipped, never compared); avg sums the in-bounds taps and multiplies by 1/taps (k_h*k_w with
+// count_pad, else the in-bounds count; 0 when no tap is in bounds).
 #include <cmath>
 
 #include "kernels/cuda/common.cuh"
@@ -68,6 +69,100 @@ __global__ void pool2d_kernel(const PoolArgs a, bool count_pad, const float* __r
   }
 }
 
+// The 3x3 window (ResNet's stem max pool, most pooling layers) with its taps unrolled: the nine
+// loads of a thread are issued before the first compare, instead of one load per trip of a
+// run-time loop (in-order issue would wait on each load before the next). Taps outside the input
+// are predicated off and skipped in the reduction, which visits the in-bounds taps in the CPU
+// twin's order (ky, then kx), so max and sum are bit-identical to it. Indexing is 32-bit (the
+// caller checks that the item count fits); input offsets stay 64-bit.
+template <int V, bool MAX>
+__global__ void pool3x3_kernel(const PoolArgs a, bool count_pad, const float* __restrict__ x,
+                               float* __restrict__ y) {
+  const uint32_t cv = static_cast<uint32_t>(a.c / V);
+  const uint32_t total = static_cast<uint32_t>(a.n) * a.out_h * a.out_w * cv;
+  const int64_t row_stride = static_cast<int64_t>(a.in_w) * a.c;
+  for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < total;
+       i += gridDim.x * blockDim.x) {
+    const uint32_t pix = i / cv;
+    const int ch = static_cast<int>(i - pix * cv) * V;
+    const uint32_t row = pix / static_cast<uint32_t>(a.out_w);
+    const int ox = static_cast<int>(pix - row * static_cast<uint32_t>(a.out_w));
+    const uint32_t b = row / static_cast<uint32_t>(a.out_h);
+    const int oy = static_cast<int>(row - b * static_cast<uint32_t>(a.out_h));
+    const int iy0 = oy * a.stride_h - a.pad_top, ix0 = ox * a.stride_w - a.pad_left;
+    const int ky0 = max(0, -iy0), ky1 = min(3, a.in_h - iy0);
+    const int kx0 = max(0, -ix0), kx1 = min(3, a.in_w - ix0);
+    // Offset of tap (0, 0); may be negative or past the end, but only in-bounds taps use it.
+    const int64_t base =
+        ((static_cast<int64_t>(b) * a.in_h + iy0) * a.in_w + ix0) * a.c + ch;
+    float v[9][V];
+#pragma unroll
+    for (int ky = 0; ky < 3; ++ky) {
+#pragma unroll
+      for (int kx = 0; kx < 3; ++kx) {
+        float* t = v[ky * 3 + kx];
+#pragma unroll
+        for (int j = 0; j < V; ++j) t[j] = 0.f;
+        if (ky >= ky0 && ky < ky1 && kx >= kx0 && kx < kx1) {
+          const float* xp = x + (base + ky * row_stride + static_cast<int64_t>(kx) * a.c);
+          if constexpr (V == 4) {
+            const float4 q = ld4(xp);
+            t[0] = q.x, t[1] = q.y, t[2] = q.z, t[3] = q.w;
+          } else {
+            t[0] = xp[0];
+          }
+        }
+      }
+    }
+    float acc[V];
+#pragma unroll
+    for (int j = 0; j < V; ++j) acc[j] = MAX ? -INFINITY : 0.f;
+#pragma unroll
+    for (int ky = 0; ky < 3; ++ky) {
+#pragma unroll
+      for (int kx = 0; kx < 3; ++kx) {
+        if (ky >= ky0 && ky < ky1 && kx >= kx0 && kx < kx1) {
+          const float* t = v[ky * 3 + kx];
+#pragma unroll
+          for (int j = 0; j < V; ++j) {
+            if constexpr (MAX)
+              acc[j] = t[j] > acc[j] ? t[j] : acc[j];
+            else
+              acc[j] += t[j];
+          }
+        }
+      }
+    }
+    if constexpr (!MAX) {
+      const int taps = count_pad ? 9 : max(0, ky1 - ky0) * max(0, kx1 - kx0);
+      const float inv = taps > 0 ? 1.f / static_cast<float>(taps) : 0.f;
+#pragma unroll
+      for (int j = 0; j < V; ++j) acc[j] *= inv;
+    }
+    float* yp = y + static_cast<int64_t>(pix) * a.c + ch;
+    if constexpr (V == 4)
+      st4(yp, make_float4(acc[0], acc[1], acc[2], acc[3]));
+    else
+      yp[0] = acc[0];
+  }
+}
+
+template <bool MAX>
+void launch_pool(const PoolArgs& a, bool vec, bool k3, bool count_pad, unsigned grid,
+                 const float* x, float* y, cudaStream_t stream) {
+  if (k3) {
+    if (vec)
+      pool3x3_kernel<4, MAX><<<grid, 256, 0, stream>>>(a, count_pad, x, y);
+    else
+      pool3x3_kernel<1, MAX><<<grid, 256, 0, stream>>>(a, count_pad, x, y);
+  } else {
+    if (vec)
+      pool2d_kernel<4, MAX><<<grid, 256, 0, stream>>>(a, count_pad, x, y);
+    else
+      pool2d_kernel<1, MAX><<<grid, 256, 0, stream>>>(a, count_pad, x, y);
+  }
+}
+
 void pool2d(const char* op, bool is_max, const PoolShape& s, bool count_pad, const float* x,
             float* y, cudaStream_t stream) {
   if (s.n < 0 || s.in_h < 0 || s.in_w < 0 || s.c < 0 || s.out_h < 0 || s.out_w < 0 || s.k_h <= 0 ||
@@ -80,26 +175,26 @@ void pool2d(const char* op, bool is_max, const PoolShape& s, bool count_pad, con
   const bool vec = mult4(s.c) && aligned16(x) && aligned16(y);
   const int64_t total = int64_t(s.n) * s.out_h * s.out_w * (vec ? s.c / 4 : s.c);
   const unsigned grid = grid_for(total, 256);
+  // 32-bit item indices in the 3x3 kernel: total plus one grid stride must stay below 2^32.
+  const bool k3 = s.k_h == 3 && s.k_w == 3 && total < (int64_t(1) << 31);
   const std::string detail = pool_shape_str(s);
   if (is_max) {
-    if (vec)
-      pool2d_kernel<4, true><<<grid, 256, 0, stream>>>(a, count_pad, x, y);
-    else
-      pool2d_kernel<1, true><<<grid, 256, 0, stream>>>(a, count_pad, x, y);
+    launch_pool<true>(a, vec, k3, count_pad, grid, x, y, stream);
     CUDA_CHECK_LAUNCH("max_pool2d_kernel", detail);
   } else {
-    if (vec)
-      pool2d_kernel<4, false><<<grid, 256, 0, stream>>>(a, count_pad, x, y);
-    else
-      pool2d_kernel<1, false><<<grid, 256, 0, stream>>>(a, count_pad, x, y);
+    launch_pool<false>(a, vec, k3, count_pad, grid, x, y, stream);
     CUDA_CHECK_LAUNCH("avg_pool2d_kernel", detail);
   }
 }
 
 // x [n][hw][c] -> y [n][c]. Thread per (image, float4 of channels): consecutive threads read
 // consecutive channels of the same pixel (coalesced), each walks the hw pixels with 16-byte loads.
-// Same summation order as the CPU twin (pixel by pixel), times 1/hw.
-template <int V>
+// Same summation order as the CPU twin (pixel by pixel, from +0), times 1/hw, so the result is
+// bit-identical. The pixels go in batches of U: all U loads of a batch are issued before the first
+// add, so each thread keeps U x 16 bytes in flight (U = 4 reached 64% of copy bandwidth at
+// n=256, hw=49, c=1280: 82K threads with 13 dependent rounds of loads each were latency-bound).
+// Splitting hw across threads would give more parallelism but change the summation order.
+template <int V, int U>
 __global__ void global_avg_pool_kernel(int n, int hw, int c, float inv, const float* __restrict__ x,
                                        float* __restrict__ y) {
   const int cv = c / V;
@@ -112,13 +207,29 @@ __global__ void global_avg_pool_kernel(int n, int hw, int c, float inv, const fl
     float acc[V];
 #pragma unroll
     for (int j = 0; j < V; ++j) acc[j] = 0.f;
-#pragma unroll 4
-    for (int p = 0; p < hw; ++p) {
-      if constexpr (V == 4) {
-        float4 t = ld4(xp + static_cast<int64_t>(p) * c);
-        acc[0] += t.x, acc[1] += t.y, acc[2] += t.z, acc[3] += t.w;
-      } else {
-        acc[0] += xp[static_cast<int64_t>(p) * c];
+    for (int p0 = 0; p0 < hw; p0 += U) {
+      float v[U][V];
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+#pragma unroll
+        for (int j = 0; j < V; ++j) v[u][j] = 0.f;
+        if (p0 + u < hw) {
+          const float* q = xp + static_cast<int64_t>(p0 + u) * c;
+          if constexpr (V == 4) {
+            const float4 t = ld4(q);
+            v[u][0] = t.x, v[u][1] = t.y, v[u][2] = t.z, v[u][3] = t.w;
+          } else {
+            v[u][0] = q[0];
+          }
+        }
+      }
+      // In pixel order; taps past hw are skipped, not added as zero (x + 0 turns -0 into +0).
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        if (p0 + u < hw) {
+#pragma unroll
+          for (int j = 0; j < V; ++j) acc[j] += v[u][j];
+        }
       }
     }
     float* yp = y + static_cast<int64_t>(b) * c + ch;
@@ -149,9 +260,9 @@ void global_avg_pool(int n, int hw, int c, const float* x, float* y, cudaStream_
   const int64_t total = int64_t(n) * (vec ? c / 4 : c);
   // Small blocks: n*c/4 threads is only a few hundred at batch 1, so spread them over more SMs.
   if (vec)
-    global_avg_pool_kernel<4><<<grid_for(total, 128), 128, 0, stream>>>(n, hw, c, inv, x, y);
+    global_avg_pool_kernel<4, 8><<<grid_for(total, 128), 128, 0, stream>>>(n, hw, c, inv, x, y);
   else
-    global_avg_pool_kernel<1><<<grid_for(total, 128), 128, 0, stream>>>(n, hw, c, inv, x, y);
+    global_avg_pool_kernel<1, 8><<<grid_for(total, 128), 128, 0, stream>>>(n, hw, c, inv, x, y);
   CUDA_CHECK_LAUNCH("global_avg_pool_kernel", detail);
 }
 
