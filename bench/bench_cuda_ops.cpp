@@ -553,9 +553,49 @@ void bench_memory(bool quick) {
     add_row(r);
   }
   {
+    // ResNet's stem max pool, 3x3 stride 2 pad 1 at 112x112x64 (822 MB in at batch 256), and the
+    // same window as an average. Minimum bytes: input read once (the windows overlap by one row
+    // and column; the overlap is served from L1/L2) and output written once.
+    const int n = 256 / scale;
+    PoolShape s{};
+    s.n = n, s.in_h = 112, s.in_w = 112, s.c = 64, s.k_h = 3, s.k_w = 3;
+    s.stride_h = s.stride_w = 2, s.pad_top = s.pad_left = 1;
+    s.out_h = conv_out_size(112, 3, 2, 1, 1), s.out_w = conv_out_size(112, 3, 2, 1, 1);
+    const size_t xs = size_t(n) * 112 * 112 * 64, ys = size_t(n) * s.out_h * s.out_w * 64;
+    std::vector<std::unique_ptr<DevBuf>> xb;
+    for (int i = 0; i < 2; ++i) xb.push_back(std::make_unique<DevBuf>(xs * 4));
+    {
+      // A cheap generator: 200M values through mt19937 would add seconds to the run.
+      std::vector<float> h(xs);
+      uint32_t st = 777u;
+      for (auto& v : h) v = float(int32_t(st = st * 1664525u + 1013904223u)) * (1.f / 2147483648.f);
+      for (auto& b : xb) CUDA_CHECK(cudaMemcpy(b->p, h.data(), xs * 4, cudaMemcpyHostToDevice));
+    }
+    DevBuf y(ys * 4);
+    Row r;
+    r.group = "memory";
+    r.name = "max_pool2d 3x3 s2";
+    r.shape = std::to_string(n) + "x112x112x64 pad 1";
+    r.bytes = 4.0 * (xs + ys);
+    r.hand_us = time_us([&](int i) { cuda::max_pool2d(s, xb[i % 2]->f(), y.f(), nullptr); });
+    add_row(r);
+    Row a = r;
+    a.name = "avg_pool2d 3x3 s2";
+    a.note = "count_pad";
+    a.hand_us = time_us([&](int i) { cuda::avg_pool2d(s, true, xb[i % 2]->f(), y.f(), nullptr); });
+    add_row(a);
+  }
+  {
     const int64_t pixels = int64_t(256 / scale) * 224 * 224;
     DevBuf x(size_t(pixels) * 3), y(size_t(pixels) * 3 * 4);
-    CUDA_CHECK(cudaMemset(x.p, 0x5a, x.bytes));
+    {
+      // Random bytes, not a constant: the kernel looks values up in a shared-memory table, and a
+      // constant image would make every lookup a broadcast (no bank conflicts).
+      std::vector<uint8_t> h(x.bytes);
+      uint32_t st = 12345u;
+      for (auto& v : h) v = uint8_t((st = st * 1664525u + 1013904223u) >> 24);
+      CUDA_CHECK(cudaMemcpy(x.p, h.data(), h.size(), cudaMemcpyHostToDevice));
+    }
     const float mean[3] = {0.5f, 0.5f, 0.5f}, sd[3] = {0.5f, 0.5f, 0.5f};
     Row r;
     r.group = "memory";

@@ -51,7 +51,8 @@ struct LoaderConfig {
   void (*release)(void* ptr) = nullptr;
   // Optional flag owned by the caller, e.g. set by a SIGINT handler (a plain store of true, which
   // is async-signal-safe for a lock-free atomic). Once it reads true, workers stop taking images
-  // and loader_next returns nullptr; it is polled every few milliseconds while anyone waits.
+  // and loader_next returns nullptr; it is polled every few milliseconds while anyone waits. The
+  // flag is the caller's to clear: an epoch started while it is still true ends at once.
   const std::atomic<bool>* cancel = nullptr;
 };
 

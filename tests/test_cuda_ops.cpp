@@ -497,32 +497,55 @@ PoolShape pool_pad(int n, int h, int w, int c, int k, int s, int pt, int pb, int
 
 TEST_F(CudaOps, PoolingMatchesCpu) {
   std::mt19937 rng(900);
-  const std::vector<PoolShape> shapes = {
-      pool_pad(3, 7, 11, 37, 3, 2, 1, 1, 1, 1),     // c=37 scalar path
-      pool_pad(1, 13, 9, 64, 3, 2, 0, 1, 1, 0),     // asymmetric padding, float4 path
-      pool_pad(2, 112, 112, 64, 3, 2, 1, 1, 1, 1),  // ResNet max pool
-      pool_pad(1, 14, 14, 3, 5, 1, 2, 2, 2, 2),
-      pool_pad(1, 7, 7, 1280, 7, 1, 0, 0, 0, 0),  // global as a window
-      pool_pad(1, 5, 6, 8, 3, 1, 2, 2, 2, 2),     // windows entirely in the padding at corners
+  struct C {
+    PoolShape s;
+    bool misalign;  // x and y one float off 16-byte alignment: the scalar path even when c % 4 == 0
   };
-  for (const PoolShape& s : shapes) {
+  const std::vector<C> cases = {
+      {pool_pad(3, 7, 11, 37, 3, 2, 1, 1, 1, 1), false},     // c=37 scalar path
+      {pool_pad(1, 13, 9, 64, 3, 2, 0, 1, 1, 0), false},     // asymmetric padding, float4 path
+      {pool_pad(2, 112, 112, 64, 3, 2, 1, 1, 1, 1), false},  // ResNet max pool
+      {pool_pad(1, 14, 14, 3, 5, 1, 2, 2, 2, 2), false},
+      {pool_pad(1, 7, 7, 1280, 7, 1, 0, 0, 0, 0), false},  // global as a window
+      {pool_pad(1, 5, 6, 8, 3, 1, 2, 2, 2, 2),
+       false},  // windows entirely in the padding at corners
+      // 3x3 kernel: stride 1 with borders on every side, odd c, misaligned float4-able c, and
+      // more items than one grid covers (grid-stride loop), 2x2 and 3x2 windows on the run-time
+      // loop kernel.
+      {pool_pad(2, 9, 10, 12, 3, 1, 1, 1, 1, 1), false},
+      {pool_pad(1, 17, 15, 5, 3, 2, 1, 1, 1, 1), false},
+      {pool_pad(2, 23, 19, 64, 3, 2, 1, 1, 1, 1), true},
+      {pool_pad(12, 112, 112, 64, 3, 2, 1, 1, 1, 1), false},
+      {pool_pad(2, 12, 13, 16, 2, 2, 0, 0, 0, 1), false},
+  };
+  std::vector<C> all = cases;
+  {
+    PoolShape r = pool_pad(2, 11, 12, 8, 3, 2, 1, 1, 1, 1);  // k 3x2: not the 3x3 kernel
+    r.k_w = 2;
+    r.out_w = conv_out_size(r.in_w, 2, 2, 1, 0);
+    all.push_back({r, false});
+  }
+  for (const C& t : all) {
+    const PoolShape& s = t.s;
     const size_t xs = size_t(s.n) * s.in_h * s.in_w * s.c;
     const size_t ys = size_t(s.n) * s.out_h * s.out_w * s.c;
     const auto x = random_floats(xs, rng);
-    DeviceBuffer<float> dx(x), dy(ys);
-    const std::string shape = "n=" + std::to_string(s.n) + " " + std::to_string(s.in_h) + "x" +
-                              std::to_string(s.in_w) + "x" + std::to_string(s.c) +
-                              " k=" + std::to_string(s.k_h) + " s=" + std::to_string(s.stride_h);
+    DeviceBuffer<float> dx(x, t.misalign ? 1 : 0), dy(ys, t.misalign ? 1 : 0);
+    const std::string shape =
+        "n=" + std::to_string(s.n) + " " + std::to_string(s.in_h) + "x" + std::to_string(s.in_w) +
+        "x" + std::to_string(s.c) + " k=" + std::to_string(s.k_h) + "x" + std::to_string(s.k_w) +
+        " s=" + std::to_string(s.stride_h) + (t.misalign ? " misaligned" : "");
     std::vector<float> want(ys);
     cpu::max_pool2d(s, x.data(), want.data());
     dy.poison();
     cuda::max_pool2d(s, dx.get(), dy.get(), stream_);
     GRAFT_EXPECT_CLOSE(dy.download(), want, 0.0, "max_pool2d " + shape);
+    // The kernels add the in-bounds taps in the CPU twin's order: the same float result.
     for (bool count_pad : {false, true}) {
       cpu::avg_pool2d(s, count_pad, x.data(), want.data());
       dy.poison();
       cuda::avg_pool2d(s, count_pad, dx.get(), dy.get(), stream_);
-      GRAFT_EXPECT_CLOSE(dy.download(), want, kTol,
+      GRAFT_EXPECT_CLOSE(dy.download(), want, 0.0,
                          "avg_pool2d count_pad=" + std::to_string(count_pad) + " " + shape);
     }
   }
@@ -532,17 +555,23 @@ TEST_F(CudaOps, GlobalAvgPoolMatchesCpu) {
   std::mt19937 rng(1000);
   struct C {
     int n, hw, c;
+    bool misalign;
   };
-  for (const C t : {C{3, 49, 1280}, C{1, 49, 37}, C{2, 143, 3}, C{5, 1, 8}, C{1, 3136, 144}}) {
+  // hw values walk the kernel's batches of 8, then 4, then singles; n=1024 c=1280 has more
+  // (image, float4) items than one grid covers. Same summation order as the CPU twin: exact.
+  for (const C t :
+       {C{3, 49, 1280, false}, C{1, 49, 37, false}, C{2, 143, 3, false}, C{5, 1, 8, false},
+        C{1, 3136, 144, false}, C{2, 8, 64, false}, C{2, 12, 64, false}, C{3, 15, 20, false},
+        C{2, 4, 8, false}, C{2, 3, 12, false}, C{2, 17, 64, true}, C{1024, 2, 1280, false}}) {
     const auto x = random_floats(size_t(t.n) * t.hw * t.c, rng);
     std::vector<float> want(size_t(t.n) * t.c);
     cpu::global_avg_pool(t.n, t.hw, t.c, x.data(), want.data());
-    DeviceBuffer<float> dx(x), dy(want.size());
+    DeviceBuffer<float> dx(x, t.misalign ? 1 : 0), dy(want.size(), t.misalign ? 1 : 0);
     dy.poison();
     cuda::global_avg_pool(t.n, t.hw, t.c, dx.get(), dy.get(), stream_);
-    GRAFT_EXPECT_CLOSE(dy.download(), want, kTol,
+    GRAFT_EXPECT_CLOSE(dy.download(), want, 0.0,
                        "global_avg_pool n=" + std::to_string(t.n) + " hw=" + std::to_string(t.hw) +
-                           " c=" + std::to_string(t.c));
+                           " c=" + std::to_string(t.c) + (t.misalign ? " misaligned" : ""));
   }
 }
 
@@ -698,22 +727,29 @@ TEST_F(CudaOps, NormalizeU8BitIdenticalToCpu) {
   struct C {
     int64_t pixels;
     int c;
-    bool misalign;
+    bool misalign;     // x one byte off: the scalar path
+    size_t x_off = 0;  // x offset in bytes (4: the vector path, which needs 4-byte alignment)
+    size_t y_off = 0;  // y offset in floats (1: not 16-byte aligned, the scalar path)
   };
   const float mean[4] = {0.485f, 0.456f, 0.406f, 0.5f}, sd[4] = {0.229f, 0.224f, 0.225f, 0.25f};
+  // Vector path: groups of 4 elements plus a scalar tail of total % 4; channel of a group for
+  // c = 3 stepped per group. The 4M-pixel case needs more than one trip of the grid-stride loop.
   for (const C t : {C{224 * 224 * 3, 3, false}, C{1, 3, false}, C{13 * 9, 1, false},
-                    C{1001, 4, false}, C{7 * 11, 3, true}, C{5, 2, false}}) {
+                    C{1001, 4, false}, C{7 * 11, 3, true}, C{5, 2, false}, C{333, 3, false},
+                    C{7 * 11, 3, false, 4}, C{1001, 3, false, 0, 1}, C{3, 1, false},
+                    C{4'000'007, 3, false}, C{20'011, 2, false, 4}, C{9'999, 1, false}}) {
     std::vector<uint8_t> x(size_t(t.pixels) * t.c);
     for (auto& v : x) v = uint8_t(byte(rng));
     std::vector<float> want(x.size());
     cpu::normalize_u8(t.pixels, t.c, x.data(), mean, sd, want.data());
-    DeviceBuffer<uint8_t> dx(x, t.misalign ? 1 : 0);
-    DeviceBuffer<float> dy(x.size());
+    DeviceBuffer<uint8_t> dx(x, t.misalign ? 1 : t.x_off);
+    DeviceBuffer<float> dy(x.size(), t.y_off);
     dy.poison();
     cuda::normalize_u8(t.pixels, t.c, dx.get(), mean, sd, dy.get(), stream_);
     const auto got = dy.download();
     EXPECT_EQ(0, std::memcmp(got.data(), want.data(), got.size() * sizeof(float)))
-        << "normalize_u8 pixels=" << t.pixels << " c=" << t.c;
+        << "normalize_u8 pixels=" << t.pixels << " c=" << t.c << " x_off=" << t.x_off
+        << " y_off=" << t.y_off << (t.misalign ? " misaligned" : "");
   }
 }
 

@@ -142,10 +142,6 @@ int run_checked_epoch(Loader& ld, const LoaderConfig& cfg, const std::vector<Loa
   return b;
 }
 
-int batches_for(size_t n, int batch) {
-  return int((n + size_t(batch) - 1) / size_t(batch));
-}
-
 #ifdef __linux__
 int thread_count() {
   int n = 0;
@@ -448,6 +444,8 @@ void counting_release(void* p) {
 
 TEST(Loader, UsesTheGivenAllocatorOncePerSlot) {
   const std::vector<std::string> paths = make_photos("loader_alloc", 10);
+  g_allocs = 0;
+  g_frees = 0;
   LoaderConfig cfg = small_config(3, 2, 3);
   cfg.alloc = counting_alloc;
   cfg.release = counting_release;

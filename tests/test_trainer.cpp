@@ -94,6 +94,17 @@ TEST(Head, GradientsMatchFiniteDifferences) {
 // ---- A small photo folder and a small backbone
 // ---------------------------------------------------
 
+// A folder of this test process's own: two runs of the suite at once (ctest -j, or a developer's
+// run beside CI) must not write into each other's datasets and run folders.
+std::string scratch_dir() {
+  static const std::string dir = [] {
+    std::string d = testing::TempDir() + "/graft-trainer-" + std::to_string(getpid());
+    fs::create_directories(d);
+    return d;
+  }();
+  return dir;
+}
+
 void write_jpeg(const std::string& path, int w, int h, uint8_t r, uint8_t g, uint8_t b,
                 uint32_t seed) {
   std::vector<uint8_t> px(size_t(w) * h * 3);
@@ -118,7 +129,7 @@ void write_jpeg(const std::string& path, int w, int h, uint8_t r, uint8_t g, uin
 
 // Three colour classes, `per_class` photos each, plus whatever `extra` adds.
 std::string make_dataset(const std::string& name, int per_class) {
-  const std::string root = testing::TempDir() + "/" + name;
+  const std::string root = scratch_dir() + "/" + name;
   fs::remove_all(root);
   const struct {
     const char* cls;
@@ -137,7 +148,7 @@ std::string make_dataset(const std::string& name, int per_class) {
 // MobileNetV2 with random weights at a 48x48 input: small enough for fast CPU tests, and a real
 // architecture through the real loader.
 std::string make_backbone() {
-  const std::string path = testing::TempDir() + "/tiny_backbone.safetensors";
+  const std::string path = scratch_dir() + "/tiny_backbone.safetensors";
   if (fs::exists(path)) return path;
   Net net = build_arch("mobilenet_v2");
   std::mt19937 rng(3);
@@ -190,7 +201,7 @@ TrainConfig small_config(const std::string& data, const std::string& out) {
   TrainConfig c;
   c.data = data;
   c.backbone = make_backbone();
-  c.out_dir = testing::TempDir() + "/" + out;
+  c.out_dir = scratch_dir() + "/" + out;
   c.device = "cpu";
   c.epochs = 4;
   c.batch_size = 5;  // 3 classes x 10 photos, 80/10/10: 24 train -> a partial last batch
@@ -304,7 +315,7 @@ TEST(Trainer, ResumeAfterSigkillMatchesAnUninterruptedRun) {
   ref.cache = "off";  // slower epochs: room to kill in the middle, even on a loaded machine
   train(ref);
 
-  const std::string out = testing::TempDir() + "/run_resume_killed";
+  const std::string out = scratch_dir() + "/run_resume_killed";
   fs::remove_all(out);
   const pid_t pid = fork();
   ASSERT_GE(pid, 0);
@@ -342,7 +353,7 @@ TEST(Trainer, ResumeAfterSigkillMatchesAnUninterruptedRun) {
 }
 
 TEST(Dataset, UnusableFoldersStopWithOneClearMessage) {
-  const std::string root = testing::TempDir() + "/one_class";
+  const std::string root = scratch_dir() + "/one_class";
   fs::remove_all(root);
   fs::create_directories(root + "/only");
   write_jpeg(root + "/only/a.jpg", 20, 20, 1, 2, 3, 1);

@@ -46,23 +46,28 @@ __global__ void __launch_bounds__(kThreads)
 
   int64_t done = 0;  // elements covered by the vector loop
   if constexpr (VEC) {
+    // Launched with kThreads threads per block; the strides below use the constant.
     const int64_t groups = total / 4;
     const uint32_t* __restrict__ xw = reinterpret_cast<const uint32_t*>(x);
     float4* __restrict__ y4 = reinterpret_cast<float4*>(y);
-    const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x * kUnroll;
-    for (int64_t g0 = static_cast<int64_t>(blockIdx.x) * blockDim.x * kUnroll + threadIdx.x;
+    const int64_t step = static_cast<int64_t>(gridDim.x) * (kThreads * kUnroll);
+    for (int64_t g0 = static_cast<int64_t>(blockIdx.x) * (kThreads * kUnroll) + threadIdx.x;
          g0 < groups; g0 += step) {
       uint32_t w[kUnroll];
 #pragma unroll
       for (int k = 0; k < kUnroll; ++k) {
-        const int64_t g = g0 + static_cast<int64_t>(k) * blockDim.x;
+        const int64_t g = g0 + k * kThreads;
         w[k] = g < groups ? xw[g] : 0u;
       }
+      // Group g0 + k*kThreads starts on channel (g0 + k*kThreads) % 3 = (g0 % 3 + k) % 3 for c = 3,
+      // since kThreads % 3 == 1: one 64-bit modulo per trip instead of one per group.
+      static_assert(kThreads % 3 == 1, "channel stepping below assumes kThreads % 3 == 1");
+      int ch0 = C == 3 ? static_cast<int>(static_cast<uint64_t>(g0) % 3u) : 0;
 #pragma unroll
       for (int k = 0; k < kUnroll; ++k) {
-        const int64_t g = g0 + static_cast<int64_t>(k) * blockDim.x;
+        const int64_t g = g0 + k * kThreads;
         if (g < groups) {
-          int ch = C == 3 ? static_cast<int>(static_cast<uint64_t>(g) % 3u) : 0;
+          int ch = ch0;
           float o[4];
 #pragma unroll
           for (int b = 0; b < 4; ++b) {
@@ -71,6 +76,7 @@ __global__ void __launch_bounds__(kThreads)
           }
           y4[g] = make_float4(o[0], o[1], o[2], o[3]);
         }
+        if constexpr (C == 3) ch0 = ch0 == 2 ? 0 : ch0 + 1;
       }
     }
     done = groups * 4;
@@ -85,8 +91,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 template <int C>
-void launch(int64_t total, const NormParams& np, const uint8_t* x, float* y,
-            cudaStream_t stream) {
+void launch(int64_t total, const NormParams& np, const uint8_t* x, float* y, cudaStream_t stream) {
   // One thread covers kUnroll groups of 4 elements per trip; grid_for caps the grid at a few
   // waves and the loop strides over the rest.
   const unsigned grid = grid_for(ceil_div(total, 4 * kUnroll), kThreads);
@@ -112,10 +117,18 @@ void normalize_u8(int64_t pixels, int c, const uint8_t* x, const float* mean, co
   }
   const int64_t total = pixels * c;
   switch (c) {
-    case 1: launch<1>(total, np, x, y, stream); break;
-    case 2: launch<2>(total, np, x, y, stream); break;
-    case 3: launch<3>(total, np, x, y, stream); break;
-    default: launch<4>(total, np, x, y, stream); break;
+    case 1:
+      launch<1>(total, np, x, y, stream);
+      break;
+    case 2:
+      launch<2>(total, np, x, y, stream);
+      break;
+    case 3:
+      launch<3>(total, np, x, y, stream);
+      break;
+    default:
+      launch<4>(total, np, x, y, stream);
+      break;
   }
   CUDA_CHECK_LAUNCH("normalize_u8_kernel", detail);
 }

@@ -69,20 +69,64 @@ __global__ void pool2d_kernel(const PoolArgs a, bool count_pad, const float* __r
   }
 }
 
-// The 3x3 window (ResNet's stem max pool, most pooling layers) with its taps unrolled: the nine
-// loads of a thread are issued before the first compare, instead of one load per trip of a
-// run-time loop (in-order issue would wait on each load before the next). Taps outside the input
-// are predicated off and skipped in the reduction, which visits the in-bounds taps in the CPU
-// twin's order (ky, then kx), so max and sum are bit-identical to it. Indexing is 32-bit (the
-// caller checks that the item count fits); input offsets stay 64-bit.
+// One output of the 3x3 window: the taps (ky, kx) with ky in [ky0, ky1) and kx in [kx0, kx1) are
+// loaded first, then reduced in the CPU twin's order (ky, then kx). FULL (all nine in bounds, the
+// interior of the image) drops the guards: ptxas then issues five loads up front and the rest as
+// registers free up, where guarded loads went two at a time between the compares.
+template <int V, bool MAX, bool FULL>
+__device__ __forceinline__ void pool3x3_window(const float* x, int64_t base, int64_t row_stride,
+                                               int c, int ky0, int ky1, int kx0, int kx1,
+                                               float* acc) {
+  float v[9][V];
+#pragma unroll
+  for (int ky = 0; ky < 3; ++ky) {
+#pragma unroll
+    for (int kx = 0; kx < 3; ++kx) {
+      float* t = v[ky * 3 + kx];
+#pragma unroll
+      for (int j = 0; j < V; ++j) t[j] = 0.f;
+      if (FULL || (ky >= ky0 && ky < ky1 && kx >= kx0 && kx < kx1)) {
+        const float* xp = x + (base + ky * row_stride + static_cast<int64_t>(kx) * c);
+        if constexpr (V == 4) {
+          const float4 q = ld4(xp);
+          t[0] = q.x, t[1] = q.y, t[2] = q.z, t[3] = q.w;
+        } else {
+          t[0] = xp[0];
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int ky = 0; ky < 3; ++ky) {
+#pragma unroll
+    for (int kx = 0; kx < 3; ++kx) {
+      if (FULL || (ky >= ky0 && ky < ky1 && kx >= kx0 && kx < kx1)) {
+        const float* t = v[ky * 3 + kx];
+#pragma unroll
+        for (int j = 0; j < V; ++j) {
+          if constexpr (MAX)
+            acc[j] = t[j] > acc[j] ? t[j] : acc[j];
+          else
+            acc[j] += t[j];
+        }
+      }
+    }
+  }
+}
+
+// The 3x3 window (ResNet's stem max pool, most pooling layers) with its taps unrolled, so several
+// of a thread's loads are in flight together instead of one per trip of a run-time loop (in-order
+// issue waits on each load before the next trip). Taps outside the input are skipped, as in the
+// CPU twin, so max and sum are bit-identical to it. Item indexing is 32-bit, three 32-bit divisions
+// per item instead of 64-bit ones (the caller checks that the item count fits); input offsets stay
+// 64-bit.
 template <int V, bool MAX>
 __global__ void pool3x3_kernel(const PoolArgs a, bool count_pad, const float* __restrict__ x,
                                float* __restrict__ y) {
   const uint32_t cv = static_cast<uint32_t>(a.c / V);
   const uint32_t total = static_cast<uint32_t>(a.n) * a.out_h * a.out_w * cv;
   const int64_t row_stride = static_cast<int64_t>(a.in_w) * a.c;
-  for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < total;
-       i += gridDim.x * blockDim.x) {
+  for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
     const uint32_t pix = i / cv;
     const int ch = static_cast<int>(i - pix * cv) * V;
     const uint32_t row = pix / static_cast<uint32_t>(a.out_w);
@@ -92,47 +136,15 @@ __global__ void pool3x3_kernel(const PoolArgs a, bool count_pad, const float* __
     const int iy0 = oy * a.stride_h - a.pad_top, ix0 = ox * a.stride_w - a.pad_left;
     const int ky0 = max(0, -iy0), ky1 = min(3, a.in_h - iy0);
     const int kx0 = max(0, -ix0), kx1 = min(3, a.in_w - ix0);
-    // Offset of tap (0, 0); may be negative or past the end, but only in-bounds taps use it.
-    const int64_t base =
-        ((static_cast<int64_t>(b) * a.in_h + iy0) * a.in_w + ix0) * a.c + ch;
-    float v[9][V];
-#pragma unroll
-    for (int ky = 0; ky < 3; ++ky) {
-#pragma unroll
-      for (int kx = 0; kx < 3; ++kx) {
-        float* t = v[ky * 3 + kx];
-#pragma unroll
-        for (int j = 0; j < V; ++j) t[j] = 0.f;
-        if (ky >= ky0 && ky < ky1 && kx >= kx0 && kx < kx1) {
-          const float* xp = x + (base + ky * row_stride + static_cast<int64_t>(kx) * a.c);
-          if constexpr (V == 4) {
-            const float4 q = ld4(xp);
-            t[0] = q.x, t[1] = q.y, t[2] = q.z, t[3] = q.w;
-          } else {
-            t[0] = xp[0];
-          }
-        }
-      }
-    }
+    // Offset of tap (0, 0); may lie outside x, but only in-bounds taps are read.
+    const int64_t base = ((static_cast<int64_t>(b) * a.in_h + iy0) * a.in_w + ix0) * a.c + ch;
     float acc[V];
 #pragma unroll
     for (int j = 0; j < V; ++j) acc[j] = MAX ? -INFINITY : 0.f;
-#pragma unroll
-    for (int ky = 0; ky < 3; ++ky) {
-#pragma unroll
-      for (int kx = 0; kx < 3; ++kx) {
-        if (ky >= ky0 && ky < ky1 && kx >= kx0 && kx < kx1) {
-          const float* t = v[ky * 3 + kx];
-#pragma unroll
-          for (int j = 0; j < V; ++j) {
-            if constexpr (MAX)
-              acc[j] = t[j] > acc[j] ? t[j] : acc[j];
-            else
-              acc[j] += t[j];
-          }
-        }
-      }
-    }
+    if (ky0 == 0 && ky1 == 3 && kx0 == 0 && kx1 == 3)
+      pool3x3_window<V, MAX, true>(x, base, row_stride, a.c, 0, 3, 0, 3, acc);
+    else
+      pool3x3_window<V, MAX, false>(x, base, row_stride, a.c, ky0, ky1, kx0, kx1, acc);
     if constexpr (!MAX) {
       const int taps = count_pad ? 9 : max(0, ky1 - ky0) * max(0, kx1 - kx0);
       const float inv = taps > 0 ? 1.f / static_cast<float>(taps) : 0.f;
@@ -187,14 +199,47 @@ void pool2d(const char* op, bool is_max, const PoolShape& s, bool count_pad, con
   }
 }
 
+// U consecutive pixels of one thread's float4 (V = 4) or channel (V = 1) column, added to acc in
+// pixel order. The loads are unconditional (a guard per pixel made ptxas issue each load just
+// before its add); ptxas still interleaves them with the adds, about 3 in flight per thread.
+template <int V, int U>
+__device__ __forceinline__ void gap_batch(const float* xp, int64_t c, float* acc) {
+  float v[U][V];
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    if constexpr (V == 4) {
+      // __ldg: the asm prefetch in the caller hides the read-only path from the compiler.
+      const float4 t = __ldg(reinterpret_cast<const float4*>(xp + u * c));
+      v[u][0] = t.x, v[u][1] = t.y, v[u][2] = t.z, v[u][3] = t.w;
+    } else {
+      v[u][0] = __ldg(xp + u * c);
+    }
+  }
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+#pragma unroll
+    for (int j = 0; j < V; ++j) acc[j] += v[u][j];
+  }
+}
+
+// Asks the L2 to fetch the sector holding p; a hint with no destination register, so ptxas issues
+// it at once (the same form as CUTLASS's prefetch).
+__device__ __forceinline__ void prefetch_l2(const float* p) {
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+}
+
 // x [n][hw][c] -> y [n][c]. Thread per (image, float4 of channels): consecutive threads read
 // consecutive channels of the same pixel (coalesced), each walks the hw pixels with 16-byte loads.
 // Same summation order as the CPU twin (pixel by pixel, from +0), times 1/hw, so the result is
-// bit-identical. The pixels go in batches of U: all U loads of a batch are issued before the first
-// add, so each thread keeps U x 16 bytes in flight (U = 4 reached 64% of copy bandwidth at
-// n=256, hw=49, c=1280: 82K threads with 13 dependent rounds of loads each were latency-bound).
-// Splitting hw across threads would give more parallelism but change the summation order.
-template <int V, int U>
+// bit-identical. At n=256, hw=49, c=1280 there are only 82K threads (under a third of the chip's
+// resident capacity) and ptxas keeps about 3 of a thread's loads in flight whatever the unroll
+// (it interleaves loads and adds to save registers), so the kernel was latency-bound at 64% of
+// copy bandwidth. Each batch of 8 pixels therefore first asks the L2 for the next batch
+// (prefetch.global.L2, no register held), so DRAM sees up to 8 outstanding requests per thread and
+// the loads mostly hit L2. The look-ahead is one batch: at most 82K x 8 x 16 B = 10.5 MB
+// prefetched and not yet read, well inside the L2. Splitting hw across threads would give more
+// parallelism but change the summation order.
+template <int V>
 __global__ void global_avg_pool_kernel(int n, int hw, int c, float inv, const float* __restrict__ x,
                                        float* __restrict__ y) {
   const int cv = c / V;
@@ -207,31 +252,21 @@ __global__ void global_avg_pool_kernel(int n, int hw, int c, float inv, const fl
     float acc[V];
 #pragma unroll
     for (int j = 0; j < V; ++j) acc[j] = 0.f;
-    for (int p0 = 0; p0 < hw; p0 += U) {
-      float v[U][V];
 #pragma unroll
-      for (int u = 0; u < U; ++u) {
+    for (int u = 0; u < 8; ++u)
+      if (u < hw) prefetch_l2(xp + static_cast<int64_t>(u) * c);
+    int p = 0;
+    for (; p + 8 <= hw; p += 8) {
 #pragma unroll
-        for (int j = 0; j < V; ++j) v[u][j] = 0.f;
-        if (p0 + u < hw) {
-          const float* q = xp + static_cast<int64_t>(p0 + u) * c;
-          if constexpr (V == 4) {
-            const float4 t = ld4(q);
-            v[u][0] = t.x, v[u][1] = t.y, v[u][2] = t.z, v[u][3] = t.w;
-          } else {
-            v[u][0] = q[0];
-          }
-        }
-      }
-      // In pixel order; taps past hw are skipped, not added as zero (x + 0 turns -0 into +0).
-#pragma unroll
-      for (int u = 0; u < U; ++u) {
-        if (p0 + u < hw) {
-#pragma unroll
-          for (int j = 0; j < V; ++j) acc[j] += v[u][j];
-        }
-      }
+      for (int u = 0; u < 8; ++u)
+        if (p + 8 + u < hw) prefetch_l2(xp + static_cast<int64_t>(p + 8 + u) * c);
+      gap_batch<V, 8>(xp + static_cast<int64_t>(p) * c, c, acc);
     }
+    if (p + 4 <= hw) {
+      gap_batch<V, 4>(xp + static_cast<int64_t>(p) * c, c, acc);
+      p += 4;
+    }
+    for (; p < hw; ++p) gap_batch<V, 1>(xp + static_cast<int64_t>(p) * c, c, acc);
     float* yp = y + static_cast<int64_t>(b) * c + ch;
     if constexpr (V == 4)
       st4(yp, make_float4(acc[0] * inv, acc[1] * inv, acc[2] * inv, acc[3] * inv));
@@ -260,9 +295,9 @@ void global_avg_pool(int n, int hw, int c, const float* x, float* y, cudaStream_
   const int64_t total = int64_t(n) * (vec ? c / 4 : c);
   // Small blocks: n*c/4 threads is only a few hundred at batch 1, so spread them over more SMs.
   if (vec)
-    global_avg_pool_kernel<4, 8><<<grid_for(total, 128), 128, 0, stream>>>(n, hw, c, inv, x, y);
+    global_avg_pool_kernel<4><<<grid_for(total, 128), 128, 0, stream>>>(n, hw, c, inv, x, y);
   else
-    global_avg_pool_kernel<1, 8><<<grid_for(total, 128), 128, 0, stream>>>(n, hw, c, inv, x, y);
+    global_avg_pool_kernel<1><<<grid_for(total, 128), 128, 0, stream>>>(n, hw, c, inv, x, y);
   CUDA_CHECK_LAUNCH("global_avg_pool_kernel", detail);
 }
 
