@@ -45,6 +45,7 @@ Device make_device(const std::string& name) {
   dev.kind = DeviceKind::cuda;
   CUDA_CHECK(cudaSetDevice(0));
   CUDA_CHECK(cudaStreamCreateWithFlags(&dev.stream, cudaStreamNonBlocking));
+  CUDA_CHECK(cudaStreamCreateWithFlags(&dev.copy_stream, cudaStreamNonBlocking));
 #endif
   return dev;
 }
@@ -52,8 +53,9 @@ Device make_device(const std::string& name) {
 void destroy_device(Device& dev) {
 #ifdef GRAFT_HAVE_CUDA
   if (dev.is_cuda() && dev.stream) cudaStreamDestroy(dev.stream);
+  if (dev.is_cuda() && dev.copy_stream) cudaStreamDestroy(dev.copy_stream);
 #endif
-  dev.stream = nullptr;
+  dev.stream = dev.copy_stream = nullptr;
 }
 
 std::string device_name(const Device& dev) {
@@ -156,6 +158,66 @@ void fill_zero(const Device& dev, void* dst, size_t bytes) {
 }
 void synchronize(const Device& dev) {
   GRAFT_DISPATCH(dev, (void)0, CUDA_CHECK(cudaStreamSynchronize(dev.stream)));
+}
+
+void* pinned_alloc(size_t bytes) {
+#ifdef GRAFT_HAVE_CUDA
+  void* p = nullptr;
+  if (cudaHostAlloc(&p, bytes, cudaHostAllocDefault) == cudaSuccess) return p;
+  cudaGetLastError();
+  return nullptr;  // the loader reports the failed allocation
+#else
+  return std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+#endif
+}
+
+void pinned_free(void* p) {
+#ifdef GRAFT_HAVE_CUDA
+  if (p) cudaFreeHost(p);
+#else
+  std::free(p);
+#endif
+}
+
+void event_create(const Device& dev, Event& e) {
+  GRAFT_DISPATCH(dev, e.handle = nullptr, {
+    cudaEvent_t h;
+    CUDA_CHECK(cudaEventCreateWithFlags(&h, cudaEventDisableTiming));
+    e.handle = h;
+  });
+}
+
+void event_destroy(Event& e) {
+#ifdef GRAFT_HAVE_CUDA
+  if (e.handle) cudaEventDestroy(static_cast<cudaEvent_t>(e.handle));
+#endif
+  e.handle = nullptr;
+}
+
+void event_record(const Device& dev, Event& e, [[maybe_unused]] Lane lane) {
+  GRAFT_DISPATCH(dev, (void)e,
+                 CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(e.handle),
+                                            lane == Lane::copy ? dev.copy_stream : dev.stream)));
+}
+
+void stream_wait(const Device& dev, const Event& e, [[maybe_unused]] Lane waiting_lane) {
+  GRAFT_DISPATCH(
+      dev, (void)e,
+      CUDA_CHECK(cudaStreamWaitEvent(waiting_lane == Lane::copy ? dev.copy_stream : dev.stream,
+                                     static_cast<cudaEvent_t>(e.handle), 0)));
+}
+
+void event_synchronize(const Device& dev, const Event& e) {
+  GRAFT_DISPATCH(dev, (void)e,
+                 CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(e.handle))));
+}
+
+void copy_to_device_async(const Device& dev, [[maybe_unused]] Lane lane, void* dst, const void* src,
+                          size_t bytes) {
+  if (bytes == 0) return;
+  GRAFT_DISPATCH(dev, std::memcpy(dst, src, bytes),
+                 CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice,
+                                            lane == Lane::copy ? dev.copy_stream : dev.stream)));
 }
 
 void op_conv2d(const Device& d, const ConvShape& s, const float* x, const float* w,

@@ -15,7 +15,8 @@ enum class DeviceKind { cpu, cuda };
 
 struct Device {
   DeviceKind kind = DeviceKind::cpu;
-  cudaStream_t stream = nullptr;  // compute stream (cuda only)
+  cudaStream_t stream = nullptr;       // compute stream (cuda only)
+  cudaStream_t copy_stream = nullptr;  // host-to-device copies of input batches (cuda only)
   bool is_cuda() const { return kind == DeviceKind::cuda; }
 };
 
@@ -53,6 +54,27 @@ void copy_on_device(const Device& dev, void* dst, const void* src, size_t bytes)
 void fill_zero(const Device& dev, void* dst, size_t bytes);
 // Waits for the device's stream (no-op on cpu).
 void synchronize(const Device& dev);
+
+// Page-locked host memory for the streaming loader's batch slots, so their copies to the GPU are
+// true asynchronous DMA. Plain functions, to fit LoaderConfig's allocator hooks.
+void* pinned_alloc(size_t bytes);
+void pinned_free(void* p);
+
+// Events order the two streams without host syncs: an input batch is copied on the copy stream,
+// the compute stream waits for that copy's event, and the copy stream waits for the compute
+// stream's "input consumed" event before overwriting the device buffer. The host waits on an
+// event only before it reuses a pinned source buffer. On cpu all of these are no-ops (and the
+// copy a memcpy).
+struct Event {
+  void* handle = nullptr;  // cudaEvent_t
+};
+enum class Lane { compute, copy };
+void event_create(const Device& dev, Event& e);
+void event_destroy(Event& e);
+void event_record(const Device& dev, Event& e, Lane lane);
+void stream_wait(const Device& dev, const Event& e, Lane waiting_lane);
+void event_synchronize(const Device& dev, const Event& e);  // the host blocks
+void copy_to_device_async(const Device& dev, Lane lane, void* dst, const void* src, size_t bytes);
 
 // ---- op dispatch: the ops.h signatures with a Device in front ----------------------------------
 void op_conv2d(const Device& d, const ConvShape& s, const float* x, const float* w,

@@ -2,15 +2,20 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <thread>
 
+#include "engine/augment.h"
 #include "engine/features.h"
 #include "engine/report.h"
+#include "io/loader.h"
 #include "io/safetensors.h"
 
 namespace graft {
@@ -43,7 +48,15 @@ struct Buffers {
   int64_t* confusion = nullptr;     // [classes][classes]
 };
 
+void loader_teardown(struct Job& job);
+
+// Owns every resource of a run; the destructor releases them in order on every exit, an
+// exception or an interrupt included.
 struct Job {
+  explicit Job(const TrainConfig& c) : cfg(c) {}
+  ~Job();
+  Job(const Job&) = delete;
+  Job& operator=(const Job&) = delete;
   const TrainConfig& cfg;
   Device dev;
   Model backbone;
@@ -51,6 +64,9 @@ struct Job {
   std::vector<std::string> classes;
   SplitData train, val, test;
   FeatureExtractor fe;
+  Loader loader;
+  LoaderConfig loader_cfg;
+  std::vector<Event> slot_copied;  // per loader slot: its pixels have reached the device
   Head head;
   Arena head_arena;
   Buffers buf;
@@ -59,57 +75,131 @@ struct Job {
   std::vector<std::string> warnings;
 };
 
+// Set by SIGINT/SIGTERM; the loop stops after the step in flight, keeping the last checkpoint.
+std::atomic<bool> g_stop{false};
+extern "C" void on_stop_signal(int) {
+  g_stop.store(true);
+}
+
 void warn(Job& job, const std::string& msg) {
   std::fprintf(stderr, "graft: warning: %s\n", msg.c_str());
   job.warnings.push_back(msg);
 }
 
-// Features of up to one batch of a split's items (positions into split.items), into
-// buf.batch_features rows [0, valid); returns the valid positions (bad images dropped).
-// With augment, each image's crop and flip come from a key of (aug_base, its position).
-std::vector<int> batch_features(Job& job, SplitData& split, const int* pos, int n, bool augment,
-                                uint64_t aug_base) {
+void loader_setup(Job& job) {
+  LoaderConfig& lc = job.loader_cfg;
+  lc.batch = job.cfg.batch_size;
+  lc.threads = int(std::max(1u, std::thread::hardware_concurrency()));
+  lc.slots = 3;
+  lc.pre = job.backbone.preprocess;
+  lc.augment = job.cfg.augment ? augment_image : nullptr;
+  if (job.dev.is_cuda()) {  // pinned slots: their copies are real asynchronous DMA
+    lc.alloc = pinned_alloc;
+    lc.release = pinned_free;
+  }
+  lc.cancel = &g_stop;
+  loader_create(job.loader, lc);
+  job.slot_copied.resize(lc.slots);
+  for (Event& e : job.slot_copied) event_create(job.dev, e);
+}
+
+void loader_teardown(Job& job) {
+  loader_stop(job.loader);
+  if (job.slot_copied.empty()) return;
+  synchronize(job.dev);
+  for (Event& e : job.slot_copied) event_destroy(e);
+  job.slot_copied.clear();
+}
+
+Job::~Job() {
+  loader_teardown(*this);
+  extractor_destroy(fe);
+  arena_release(buf.arena);
+  arena_release(head_arena);
+  destroy_device(dev);
+}
+
+// One pass over a split in a given order, one batch at a time: from the feature cache when every
+// image's features are there, else decoded by the streaming loader and run through the backbone.
+struct Pass {
+  SplitData* split = nullptr;
+  bool decode = false, augment = false;
+  const LoaderBatch* held = nullptr;  // the slot to hand back once its copy has landed
+};
+
+struct Interrupted : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+Pass pass_begin(Job& job, SplitData& split, const std::vector<int>& order, bool augment,
+                uint64_t aug_base) {
+  Pass pass;
+  pass.split = &split;
+  pass.augment = augment;
+  pass.decode = augment || split.cache == nullptr;
+  for (int p : order) pass.decode = pass.decode || (!split.bad[p] && !split.cached[p]);
+  if (!pass.decode) return pass;
+  std::vector<LoaderItem> items;
+  items.reserve(order.size());
+  for (int p : order) {
+    // Each image's crop and flip depend only on (seed, epoch, the image), never on timing.
+    SplitMix64 key{aug_base ^ (uint64_t(p) * 0xD1B54A32D192ED03ull)};
+    items.push_back({&split.items[p]->path, key.next(), p});
+  }
+  loader_start_epoch(job.loader, std::move(items));
+  return pass;
+}
+
+void pass_release_held(Job& job, Pass& pass) {
+  if (!pass.held) return;
+  event_synchronize(job.dev, job.slot_copied[pass.held->index % job.loader_cfg.slots]);
+  loader_release(job.loader, pass.held);
+  pass.held = nullptr;
+}
+
+void pass_end(Job& job, Pass& pass) {
+  pass_release_held(job, pass);
+}
+
+// The next batch (positions pos[0..n) of the pass's order) into buf.batch_features rows
+// [0, valid); returns the valid positions (unreadable images dropped, and remembered as bad).
+std::vector<int> pass_next(Job& job, Pass& pass, const int* pos, int n) {
+  SplitData& split = *pass.split;
   const int dim = job.backbone.net.feature_dim;
-  std::vector<int> want;
-  for (int i = 0; i < n; ++i)
-    if (!split.bad[pos[i]]) want.push_back(pos[i]);
-  bool all_cached = split.cache != nullptr && !augment;
-  for (int p : want) all_cached = all_cached && split.cached[p];
-  if (all_cached) {
-    std::vector<int32_t> rows(want.begin(), want.end());
+  if (!pass.decode) {
+    std::vector<int32_t> rows;
+    for (int i = 0; i < n; ++i)
+      if (!split.bad[pos[i]]) rows.push_back(pos[i]);
     copy_to_device(job.dev, job.buf.rows, rows.data(), rows.size() * 4);
     op_gather_rows(job.dev, int(rows.size()), dim, split.cache, job.buf.rows,
                    job.buf.batch_features);
-    return want;
+    return std::vector<int>(rows.begin(), rows.end());
   }
-  std::vector<const std::string*> paths;
-  std::vector<uint64_t> keys;
-  for (size_t i = 0; i < want.size(); ++i) {
-    paths.push_back(&split.items[want[i]]->path);
-    SplitMix64 k{aug_base ^ (uint64_t(want[i]) * 0xD1B54A32D192ED03ull)};
-    keys.push_back(k.next());
-  }
-  std::vector<char> ok;
-  std::vector<std::string> errors;
-  extract_features(job.fe, paths, job.buf.batch_features, ok, errors,
-                   augment ? keys.data() : nullptr);
-  for (const auto& e : errors) {
+  const LoaderBatch* b = loader_next(job.loader);
+  if (!b) throw Interrupted("interrupted");
+  pass_release_held(job, pass);
+  for (const auto& e : b->errors) {
     warn(job, e + "; skipped");
     ++job.skipped;
   }
-  std::vector<int> valid;
-  for (size_t i = 0; i < want.size(); ++i) {
-    if (!ok[i]) {
-      split.bad[want[i]] = 1;
-      continue;
-    }
-    if (split.cache && !augment) {
-      copy_on_device(job.dev, split.cache + size_t(want[i]) * dim,
-                     job.buf.batch_features + valid.size() * dim, size_t(dim) * 4);
-      split.cached[want[i]] = 1;
-    }
-    valid.push_back(want[i]);
+  std::vector<int> valid(b->ids.begin(), b->ids.end());
+  for (int i = 0, j = 0; i < n; ++i) {  // ids keep the pass's order: the missing ones failed
+    if (j < int(valid.size()) && valid[j] == pos[i])
+      ++j;
+    else
+      split.bad[pos[i]] = 1;
   }
+  if (b->n_valid > 0) {
+    extract_from_slot(job.fe, b->pixels, b->n_valid, job.buf.batch_features,
+                      job.slot_copied[b->index % job.loader_cfg.slots]);
+    if (split.cache && !pass.augment)
+      for (size_t i = 0; i < valid.size(); ++i) {
+        copy_on_device(job.dev, split.cache + size_t(valid[i]) * dim,
+                       job.buf.batch_features + i * dim, size_t(dim) * 4);
+        split.cached[valid[i]] = 1;
+      }
+  }
+  pass.held = b;
   return valid;
 }
 
@@ -128,11 +218,12 @@ EvalResult evaluate_split(Job& job, SplitData& split) {
   r.confusion.assign(size_t(classes) * classes, 0);
   std::vector<float> logits(size_t(batch) * classes), losses(batch);
   double loss_sum = 0;
+  std::vector<int> order(split.items.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = int(i);
+  Pass pass = pass_begin(job, split, order, false, 0);
   for (int start = 0; start < int(split.items.size()); start += batch) {
     const int n = std::min<int>(batch, int(split.items.size()) - start);
-    std::vector<int> pos(n);
-    for (int i = 0; i < n; ++i) pos[i] = start + i;
-    std::vector<int> valid = batch_features(job, split, pos.data(), n, false, 0);
+    std::vector<int> valid = pass_next(job, pass, order.data() + start, n);
     if (valid.empty()) continue;
     upload_labels(job, split, valid);
     const int m = int(valid.size());
@@ -158,6 +249,7 @@ EvalResult evaluate_split(Job& job, SplitData& split) {
     }
     r.n += m;
   }
+  pass_end(job, pass);
   int64_t correct = 0;
   for (int c = 0; c < classes; ++c) correct += r.confusion[size_t(c) * classes + c];
   r.loss = r.n ? loss_sum / double(r.n) : 0.0;
@@ -426,7 +518,9 @@ void truncate_metrics(const std::string& path, int epochs) {
 
 }  // namespace
 
-TrainResult train(const TrainConfig& cfg, bool resume) {
+namespace {
+
+TrainResult train_impl(const TrainConfig& cfg, bool resume) {
   if (cfg.epochs < 1 || cfg.batch_size < 1)
     throw std::invalid_argument("--epochs and --batch-size must be >= 1");
   if (!(cfg.dropout >= 0.f && cfg.dropout < 1.f))
@@ -444,7 +538,7 @@ TrainResult train(const TrainConfig& cfg, bool resume) {
 
   fs::create_directories(cfg.out_dir);
   if (!resume) save_config(cfg, cfg.out_dir + "/config.json");
-  Job job{cfg};
+  Job job(cfg);
   job.train.name = "train";
   job.val.name = "val";
   job.test.name = "test";
@@ -468,6 +562,7 @@ TrainResult train(const TrainConfig& cfg, bool resume) {
                                    : "");
 
   extractor_create(job.fe, job.dev, job.backbone, batch);
+  loader_setup(job);
   const size_t largest = std::max(
       {job.train.items.size(), job.val.items.size(), job.test.items.size(), size_t(batch)});
   size_t bytes = size_t(batch) * dim * 4 + size_t(batch) * 8 + largest * 4 +
@@ -539,10 +634,11 @@ TrainResult train(const TrainConfig& cfg, bool resume) {
     shuffle_with(order, g);
     fill_zero(job.dev, job.buf.confusion, size_t(classes) * classes * 8);
     int offset = 0;
+    Pass pass = pass_begin(job, job.train, order, cfg.augment, cfg.seed ^ (uint64_t(epoch) << 40));
     for (int s = 0; s < steps; ++s) {
+      if (g_stop.load()) throw Interrupted("interrupted");
       const int n = std::min(batch, ntrain - s * batch);
-      std::vector<int> valid = batch_features(job, job.train, order.data() + s * batch, n,
-                                              cfg.augment, cfg.seed ^ (uint64_t(epoch) << 40));
+      std::vector<int> valid = pass_next(job, pass, order.data() + s * batch, n);
       if (!valid.empty()) {
         upload_labels(job, job.train, valid);
         const int64_t step = int64_t(epoch - 1) * steps + s;
@@ -554,6 +650,7 @@ TrainResult train(const TrainConfig& cfg, bool resume) {
       }
       if (tty) progress_bar(epoch, cfg.epochs, s + 1, steps, seconds_since(t0));
     }
+    pass_end(job, pass);
     std::vector<float> losses(offset);
     std::vector<int64_t> conf(size_t(classes) * classes);
     copy_to_host(job.dev, losses.data(), job.buf.losses, size_t(offset) * 4);
@@ -690,11 +787,31 @@ TrainResult train(const TrainConfig& cfg, bool resume) {
   if (job.skipped) std::fprintf(stderr, "graft: %d files skipped\n", job.skipped);
   std::fprintf(stderr, "graft: model %s\ngraft: report %s\n", result.model_path.c_str(),
                result.report_path.c_str());
-  extractor_destroy(job.fe);
-  arena_release(job.buf.arena);
-  arena_release(job.head_arena);
-  destroy_device(job.dev);
   return result;
+}
+
+}  // namespace
+
+TrainResult train(const TrainConfig& cfg, bool resume) {
+  // Ctrl-C or a TERM stops after the step in flight: the loader shuts down, every resource is
+  // released, and the run folder keeps its last finished epoch for --resume.
+  g_stop.store(false);
+  auto old_int = std::signal(SIGINT, on_stop_signal);
+  auto old_term = std::signal(SIGTERM, on_stop_signal);
+  struct RestoreSignals {
+    decltype(old_int) i, t;
+    ~RestoreSignals() {
+      std::signal(SIGINT, i);
+      std::signal(SIGTERM, t);
+    }
+  } restore{old_int, old_term};
+  try {
+    return train_impl(cfg, resume);
+  } catch (const Interrupted&) {
+    throw std::runtime_error("interrupted; " + cfg.out_dir +
+                             " keeps every finished epoch: continue with graft train --resume " +
+                             cfg.out_dir);
+  }
 }
 
 EvalResult evaluate_folder(const std::string& model_path, const std::string& data_dir,
@@ -702,7 +819,7 @@ EvalResult evaluate_folder(const std::string& model_path, const std::string& dat
                            std::vector<std::string>* classes, int* skipped) {
   TrainConfig cfg;
   cfg.batch_size = batch_size;
-  Job job{cfg};
+  Job job(cfg);
   job.backbone = load_model(model_path);
   if (job.backbone.fc.out == 0)
     throw std::runtime_error(model_path + ": holds a backbone without a classifier");
@@ -719,6 +836,7 @@ EvalResult evaluate_folder(const std::string& model_path, const std::string& dat
   job.dev = make_device(device);
   const int dim = job.backbone.net.feature_dim, n_classes = int(job.classes.size());
   extractor_create(job.fe, job.dev, job.backbone, batch_size);
+  loader_setup(job);
   arena_reserve(job.buf.arena, job.dev, size_t(batch_size) * (dim * 4 + 12) + 4 * 64);
   job.buf.batch_features = arena_alloc<float>(job.buf.arena, size_t(batch_size) * dim);
   job.buf.labels = arena_alloc<int32_t>(job.buf.arena, batch_size);
@@ -738,10 +856,6 @@ EvalResult evaluate_folder(const std::string& model_path, const std::string& dat
   EvalResult r = evaluate_split(job, job.test);
   *skipped = job.skipped;
   *classes = job.classes;
-  extractor_destroy(job.fe);
-  arena_release(job.buf.arena);
-  arena_release(job.head_arena);
-  destroy_device(job.dev);
   return r;
 }
 
