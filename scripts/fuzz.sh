@@ -12,7 +12,7 @@
 # Needs clang with libFuzzer (CXX=clang++ by default); fuzz_convert needs `pip install atheris`
 # and is reported as skipped without it.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 
 seconds=${1:-30}
 shift || true
