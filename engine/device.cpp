@@ -1,6 +1,7 @@
 #include "engine/device.h"
 
 #include <omp.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -68,6 +69,18 @@ std::string device_name(const Device& dev) {
 #endif
   (void)dev;
   return "cpu (" + std::to_string(omp_get_max_threads()) + " threads)";
+}
+
+size_t device_free_memory(const Device& dev) {
+#ifdef GRAFT_HAVE_CUDA
+  if (dev.is_cuda()) {
+    size_t free = 0, total = 0;
+    CUDA_CHECK(cudaMemGetInfo(&free, &total));
+    return free;
+  }
+#endif
+  (void)dev;
+  return size_t(sysconf(_SC_AVPHYS_PAGES)) * size_t(sysconf(_SC_PAGESIZE));
 }
 
 void arena_reserve(Arena& a, const Device& dev, size_t bytes) {

@@ -26,6 +26,8 @@ bool cuda_available(std::string* why);
 Device make_device(const std::string& name);
 void destroy_device(Device& dev);
 std::string device_name(const Device& dev);  // "cpu (2 threads)" or the GPU's name
+// Memory available for new allocations on the device (GPU memory, or free RAM on cpu).
+size_t device_free_memory(const Device& dev);
 
 // One allocation per run, carved up front: no malloc/cudaMalloc inside the step loop.
 // Device memory on cuda, 64-byte aligned host memory on cpu.

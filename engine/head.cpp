@@ -128,22 +128,17 @@ std::vector<NamedBuffer> state_buffers(const Head& head) {
   const HeadTensors& t = head.t;
   const int in2 = s.hidden ? s.hidden : s.in;
   std::vector<NamedBuffer> out;
+  auto add = [&](const char* name, float* ptr, size_t count) { out.push_back({name, ptr, count}); };
   if (s.hidden) {
     const size_t n1 = size_t(s.hidden) * s.in;
-    out.insert(out.end(), {{"w1", t.w1, n1},
-                           {"b1", t.b1, size_t(s.hidden)},
-                           {"m.w1", t.mw1, n1},
-                           {"m.b1", t.mb1, size_t(s.hidden)},
-                           {"v.w1", t.vw1, n1},
-                           {"v.b1", t.vb1, size_t(s.hidden)}});
+    add("w1", t.w1, n1), add("b1", t.b1, s.hidden);
+    add("m.w1", t.mw1, n1), add("m.b1", t.mb1, s.hidden);
+    add("v.w1", t.vw1, n1), add("v.b1", t.vb1, s.hidden);
   }
   const size_t n2 = size_t(s.classes) * in2;
-  out.insert(out.end(), {{"w2", t.w2, n2},
-                         {"b2", t.b2, size_t(s.classes)},
-                         {"m.w2", t.mw2, n2},
-                         {"m.b2", t.mb2, size_t(s.classes)},
-                         {"v.w2", t.vw2, n2},
-                         {"v.b2", t.vb2, size_t(s.classes)}});
+  add("w2", t.w2, n2), add("b2", t.b2, s.classes);
+  add("m.w2", t.mw2, n2), add("m.b2", t.mb2, s.classes);
+  add("v.w2", t.vw2, n2), add("v.b2", t.vb2, s.classes);
   return out;
 }
 

@@ -549,17 +549,22 @@ TrainResult train_impl(const TrainConfig& cfg, bool resume) {
   const int batch = cfg.batch_size;
 
   job.dev = make_device(cfg.device);
-  job.cache = cfg.cache == "on" || (cfg.cache == "auto" && !cfg.augment);
+  // The cache holds one feature vector per image on the device; a data set too large for half of
+  // the free memory streams every epoch instead.
+  const size_t cache_bytes =
+      (job.train.items.size() + job.val.items.size() + job.test.items.size()) * dim * 4;
+  const bool cache_fits = cache_bytes < device_free_memory(job.dev) / 2;
+  job.cache = cfg.cache == "on" || (cfg.cache == "auto" && !cfg.augment && cache_fits);
+  const char* why = cfg.cache != "auto" ? ""
+                    : cfg.augment       ? " (auto: augmentation changes every epoch's features)"
+                    : !cache_fits       ? " (auto: the features would not fit in memory)"
+                                        : " (auto: frozen backbone, no augmentation)";
   std::fprintf(stderr,
                "graft: %s on %s: %zu classes, %zu train / %zu val / %zu test images; feature "
                "cache %s%s\n",
                job.backbone.net.arch.c_str(), device_name(job.dev).c_str(), job.classes.size(),
                job.train.items.size(), job.val.items.size(), job.test.items.size(),
-               job.cache ? "on" : "off",
-               cfg.cache == "auto" ? (cfg.augment ? " (auto: augmentation changes every epoch's "
-                                                    "features)"
-                                                  : " (auto: frozen backbone, no augmentation)")
-                                   : "");
+               job.cache ? "on" : "off", why);
 
   extractor_create(job.fe, job.dev, job.backbone, batch);
   loader_setup(job);
@@ -567,9 +572,7 @@ TrainResult train_impl(const TrainConfig& cfg, bool resume) {
       {job.train.items.size(), job.val.items.size(), job.test.items.size(), size_t(batch)});
   size_t bytes = size_t(batch) * dim * 4 + size_t(batch) * 8 + largest * 4 +
                  size_t(classes) * classes * 8 + 6 * 64;
-  if (job.cache)
-    bytes +=
-        (job.train.items.size() + job.val.items.size() + job.test.items.size()) * dim * 4 + 3 * 64;
+  if (job.cache) bytes += cache_bytes + 3 * 64;
   arena_reserve(job.buf.arena, job.dev, bytes);
   job.buf.batch_features = arena_alloc<float>(job.buf.arena, size_t(batch) * dim);
   job.buf.labels = arena_alloc<int32_t>(job.buf.arena, batch);
