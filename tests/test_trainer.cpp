@@ -6,6 +6,8 @@
 #include <turbojpeg.h>
 #include <unistd.h>
 
+#include <omp.h>
+
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -264,6 +266,24 @@ TEST(Trainer, SameSeedSameRunAndOutputsAreComplete) {
   EvalResult ev = evaluate_folder(r.model_path, data, "cpu", 7, &classes, &skipped);
   EXPECT_EQ(ev.n, 30);
   EXPECT_EQ(skipped, 0);
+}
+
+// Bitwise the same run whatever the number of CPU threads: no reduction's order depends on how
+// work is split between threads.
+TEST(Trainer, SameRunAcrossThreadCounts) {
+  const std::string data = make_dataset("threads_ds", 10);
+  const int threads = omp_get_max_threads();
+  std::vector<std::vector<std::string>> runs;
+  for (int t : {1, 2, 3}) {
+    omp_set_num_threads(t);
+    TrainConfig c = small_config(data, "run_threads_" + std::to_string(t));
+    c.epochs = 3;
+    train(c);
+    runs.push_back(metrics_without_timing(c.out_dir));
+  }
+  omp_set_num_threads(threads);
+  EXPECT_EQ(runs[0], runs[1]);
+  EXPECT_EQ(runs[0], runs[2]);
 }
 
 // With the real pretrained backbone (random weights wash the colours out of the features).
