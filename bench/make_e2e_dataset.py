@@ -3,6 +3,7 @@
 sub-folder per class, from a small folder of real photos (one sub-folder per class).
 
     python3 bench/make_e2e_dataset.py SRC OUT [--count 6000] [--seed 1] [--workers N]
+    python3 bench/make_e2e_dataset.py --bench-sample DATA DIR
 
 Each output image takes a source photo of its class (classes in turn, the photo at random), a
 random crop of 50-100% of each side (so the aspect ratio jitters too), brightness and contrast
@@ -14,10 +15,15 @@ large as a camera's (a flat upscale compresses to a fraction of that).
 The output depends only on SRC, --count and --seed, never on the number of workers. Files
 already in OUT with the expected name are kept (a run that was cut short resumes), so remove
 OUT to regenerate. Needs numpy and Pillow.
+
+--bench-sample copies photos of DATA into DIR in the layout bench/bench_loader.cpp reads from
+$GRAFT_BENCH_PHOTOS (16 photos each of 1080x1440 and 3024x4032, either orientation, as
+SIZE/photoN.jpg), so that bench_loader and bench/pil_decode.py time the same files.
 """
 import argparse
 import multiprocessing
 import os
+import shutil
 import sys
 import time
 
@@ -97,6 +103,39 @@ def make_one(job):
     return os.path.getsize(out_path)
 
 
+# bench_loader's sub-folders and how many photos it reads from each (kSizes, kPerSize).
+BENCH_SIZES = {'1080x1440': {(1080, 1440), (1440, 1080)}, '3024x4032': {(3024, 4032), (4032, 3024)}}
+BENCH_PER_SIZE = 16
+
+
+def bench_sample(data, out):
+    """The first photos of DATA (sorted by path) of each bench_loader size, copied into OUT."""
+    picked = {name: [] for name in BENCH_SIZES}
+    for root, dirs, files in sorted(os.walk(data)):
+        dirs.sort()
+        for f in sorted(files):
+            if not f.lower().endswith(('.jpg', '.jpeg')):
+                continue
+            path = os.path.join(root, f)
+            with Image.open(path) as im:  # reads the header only
+                size = im.size
+            for name, sizes in BENCH_SIZES.items():
+                if size in sizes and len(picked[name]) < BENCH_PER_SIZE:
+                    picked[name].append(path)
+        if all(len(p) == BENCH_PER_SIZE for p in picked.values()):
+            break
+    for name, paths in picked.items():
+        os.makedirs(os.path.join(out, name), exist_ok=True)
+        for i, p in enumerate(paths):
+            shutil.copyfile(p, os.path.join(out, name, f'photo{i}.jpg'))
+        if len(paths) < BENCH_PER_SIZE:
+            # bench_loader would fill the gap with its synthetic photos: say so.
+            print(f'make_e2e_dataset: only {len(paths)} photos of {name} in {data}', file=sys.stderr)
+    total = sum(len(p) for p in picked.values())
+    print(f'make_e2e_dataset: decode sample of {total} photos in {out} '
+          f'({", ".join(f"{len(p)} of {n}" for n, p in picked.items())})')
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('src', help='folder of real photos, one sub-folder per class')
@@ -104,7 +143,11 @@ def main():
     ap.add_argument('--count', type=int, default=6000)
     ap.add_argument('--seed', type=int, default=1)
     ap.add_argument('--workers', type=int, default=os.cpu_count() or 1)
+    ap.add_argument('--bench-sample', action='store_true',
+                    help='copy a decode sample of SRC into OUT in bench_loader\'s layout')
     args = ap.parse_args()
+    if args.bench_sample:
+        return bench_sample(args.src, args.out)
 
     sources = list_sources(args.src)
     if not sources:

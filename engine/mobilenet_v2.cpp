@@ -22,12 +22,7 @@ Net build_mobilenet_v2() {
       c = st.out_c;
     }
   x = add_conv(net, "head", x, c, 1280, 1, 1, 1, Act::relu6);
-  NetOp pool;
-  pool.kind = OpKind::global_avg_pool;
-  pool.input = x;
-  pool.output = net.num_values++;
-  net.ops.push_back(pool);
-  net.feature_dim = 1280;
+  add_global_avg_pool(net, x, 1280);
   return net;
 }
 

@@ -17,6 +17,15 @@ int add_conv(Net& net, const std::string& name, int input, int in_c, int out_c, 
   return op.output;
 }
 
+void add_global_avg_pool(Net& net, int input, int channels) {
+  NetOp pool;
+  pool.kind = OpKind::global_avg_pool;
+  pool.input = input;
+  pool.output = net.num_values++;
+  net.ops.push_back(pool);
+  net.feature_dim = channels;
+}
+
 const std::vector<std::string>& known_archs() {
   static const std::vector<std::string> names = {
       "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "efficientnet_lite3",

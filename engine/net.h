@@ -47,6 +47,10 @@ struct Net {
 int add_conv(Net& net, const std::string& name, int input, int in_c, int out_c, int k, int stride,
              int groups, Act act, int residual = -1);
 
+// Appends the global average pool that ends every backbone; its output, [n][channels], is the
+// feature vector (sets net.feature_dim).
+void add_global_avg_pool(Net& net, int input, int channels);
+
 // Architecture builders. Each returns the op list with no parameters yet.
 Net build_efficientnet_lite(int variant);  // 0..4
 Net build_mobilenet_v2();

@@ -48,12 +48,7 @@ Net build_resnet(int depth) {
       c = out_c;
     }
   }
-  NetOp gap;
-  gap.kind = OpKind::global_avg_pool;
-  gap.input = x;
-  gap.output = net.num_values++;
-  net.ops.push_back(gap);
-  net.feature_dim = c;
+  add_global_avg_pool(net, x, c);
   return net;
 }
 
