@@ -21,6 +21,7 @@ import subprocess
 TARGETS = {'first_epoch': 2.0, 'whole_job': 10.0, 'decode_per_core': 2.0}
 EPOCH_LINE = re.compile(r'epoch (\d+)/(\d+)\s+loss .*?\s([\d.]+)s\s+(\d+) img/s')
 SPLIT_LINE = re.compile(r'(\d+) classes, (\d+) train / (\d+) val / (\d+) test images')
+STAMP = re.compile(r'(\d{9,}\.\d+) ')  # seconds since 1970, as bash's $EPOCHREALTIME
 PIL_LINE = re.compile(r'(\S+):\s+(\d+) files\s+([\d.]+) images/s\s+([\d.]+) images/cpu_s')
 
 
@@ -43,11 +44,8 @@ def stamped(text):
     """(time, line) for each line of a log written through e2e.sh's `stamp`."""
     rows = []
     for line in text.splitlines():
-        t, _, rest = line.partition(' ')
-        try:
-            rows.append((float(t), rest))
-        except ValueError:
-            rows.append((None, line))
+        m = STAMP.match(line)
+        rows.append((float(m.group(1)), line[m.end():]) if m else (None, line))
     return rows
 
 
@@ -218,7 +216,8 @@ def decode(out):
 
 
 def first_line(text, needle):
-    return next((line for line in text.splitlines() if needle in line), None)
+    """The first line containing needle, without e2e.sh's timestamp if it has one."""
+    return next((line for _, line in stamped(text) if needle in line), None)
 
 
 def ratio(a, b):

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "engine/augment.h"
+#include "engine/checkpoint.h"
 #include "engine/features.h"
 #include "engine/report.h"
 #include "io/loader.h"
@@ -178,16 +179,21 @@ std::vector<int> pass_next(Job& job, Pass& pass, const int* pos, int n) {
   const LoaderBatch* b = loader_next(job.loader);
   if (!b) throw Interrupted("interrupted");
   pass_release_held(job, pass);
-  for (const auto& e : b->errors) {
-    warn(job, e + "; skipped");
-    ++job.skipped;
-  }
+  // ids keep the pass's order, and errors the order of the files that failed: a file is
+  // reported (and counted) the first time only, not again every epoch.
   std::vector<int> valid(b->ids.begin(), b->ids.end());
-  for (int i = 0, j = 0; i < n; ++i) {  // ids keep the pass's order: the missing ones failed
-    if (j < int(valid.size()) && valid[j] == pos[i])
+  for (int i = 0, j = 0, e = 0; i < n; ++i) {
+    if (j < int(valid.size()) && valid[j] == pos[i]) {
       ++j;
-    else
-      split.bad[pos[i]] = 1;
+      continue;
+    }
+    if (!split.bad[pos[i]]) {
+      warn(job,
+           (e < int(b->errors.size()) ? b->errors[e] : split.items[pos[i]]->path) + "; skipped");
+      ++job.skipped;
+    }
+    ++e;
+    split.bad[pos[i]] = 1;
   }
   if (b->n_valid > 0) {
     extract_from_slot(job.fe, b->pixels, b->n_valid, job.buf.batch_features,
@@ -422,101 +428,6 @@ TrainConfig load_config(const std::string& path) {
   }
   return c;
 }
-
-namespace {
-
-// Everything a run needs to continue exactly after the last finished epoch.
-struct Checkpoint {
-  int epoch = 0;
-  int64_t head_step = 0;
-  double best_val_loss = INFINITY;
-  int since_best = 0, overfit_epochs = 0;
-  bool overfit_warned = false;
-  std::vector<std::pair<std::string, std::vector<float>>> state;
-  Dense best_hidden, best_out;
-};
-
-std::string hex_double(double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof(buf), "%a", v);  // exact: resumed comparisons must not drift
-  return buf;
-}
-
-void write_checkpoint(const std::string& path, const Checkpoint& c) {
-  std::vector<TensorToWrite> t;
-  for (const auto& [name, v] : c.state)
-    t.push_back({"head." + name, DType::f32, {int64_t(v.size())}, v.data(), v.size() * 4});
-  auto add = [&](const std::string& name, const std::vector<float>& v) {
-    if (!v.empty()) t.push_back({name, DType::f32, {int64_t(v.size())}, v.data(), v.size() * 4});
-  };
-  add("best.hidden.w", c.best_hidden.w);
-  add("best.hidden.b", c.best_hidden.b);
-  add("best.fc.w", c.best_out.w);
-  add("best.fc.b", c.best_out.b);
-  write_weights(path, t,
-                {{"format", "graft-checkpoint"},
-                 {"epoch", std::to_string(c.epoch)},
-                 {"head_step", std::to_string(c.head_step)},
-                 {"best_val_loss", hex_double(c.best_val_loss)},
-                 {"since_best", std::to_string(c.since_best)},
-                 {"overfit_epochs", std::to_string(c.overfit_epochs)},
-                 {"overfit_warned", c.overfit_warned ? "1" : "0"}});
-}
-
-Checkpoint read_checkpoint(const std::string& path, const HeadShape& shape) {
-  WeightFile f = open_weights(path);
-  auto meta = [&](const std::string& k) {
-    auto it = f.metadata.find(k);
-    if (it == f.metadata.end()) throw std::runtime_error(path + ": checkpoint has no '" + k + "'");
-    return it->second;
-  };
-  Checkpoint c;
-  try {
-    c.epoch = std::stoi(meta("epoch"));
-    c.head_step = std::stoll(meta("head_step"));
-    c.best_val_loss = std::strtod(meta("best_val_loss").c_str(), nullptr);
-    c.since_best = std::stoi(meta("since_best"));
-    c.overfit_epochs = std::stoi(meta("overfit_epochs"));
-    c.overfit_warned = meta("overfit_warned") == "1";
-  } catch (const std::logic_error&) {
-    throw std::runtime_error(path + ": checkpoint metadata is malformed");
-  }
-  for (const TensorView& t : f.tensors) {
-    if (t.name.rfind("head.", 0) == 0) c.state.emplace_back(t.name.substr(5), tensor_to_f32(t));
-  }
-  auto get = [&](const std::string& name) {
-    const TensorView* t = find_tensor(f, name);
-    return t ? tensor_to_f32(*t) : std::vector<float>{};
-  };
-  const int in2 = shape.hidden ? shape.hidden : shape.in;
-  if (shape.hidden) {
-    c.best_hidden = Dense{shape.in, shape.hidden, get("best.hidden.w"), get("best.hidden.b")};
-    if (c.best_hidden.w.size() != size_t(shape.hidden) * shape.in)
-      throw std::runtime_error(path + ": checkpoint does not match the run's head");
-  }
-  c.best_out = Dense{in2, shape.classes, get("best.fc.w"), get("best.fc.b")};
-  if (c.best_out.w.size() != size_t(shape.classes) * in2)
-    throw std::runtime_error(path + ": checkpoint does not match the run's head");
-  return c;
-}
-
-// Keeps the first `epochs` epoch lines of metrics.jsonl (a killed run may have written one more
-// than its last checkpoint covers, and a finished one also the test line).
-void truncate_metrics(const std::string& path, int epochs) {
-  std::ifstream in(path);
-  std::string out, line;
-  int kept = 0;
-  while (kept < epochs && std::getline(in, line)) {
-    out += line + "\n";
-    ++kept;
-  }
-  in.close();
-  const std::string tmp = path + ".tmp";
-  std::ofstream(tmp, std::ios::trunc) << out;
-  fs::rename(tmp, path);
-}
-
-}  // namespace
 
 namespace {
 

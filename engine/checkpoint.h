@@ -1,0 +1,33 @@
+#pragma once
+// RUN_DIR/checkpoint.safetensors: everything a run needs to continue exactly after its last
+// finished epoch (the head and its optimiser state, the kept head, the early-stopping and
+// overfitting counters), written atomically after every epoch.
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "engine/head.h"
+
+namespace graft {
+
+struct Checkpoint {
+  int epoch = 0;  // finished epochs; 0 = nothing to resume
+  int64_t head_step = 0;
+  double best_val_loss = std::numeric_limits<double>::infinity();
+  int since_best = 0, overfit_epochs = 0;
+  bool overfit_warned = false;
+  std::vector<std::pair<std::string, std::vector<float>>> state;  // head_state()
+  Dense best_hidden, best_out;
+};
+
+void write_checkpoint(const std::string& path, const Checkpoint& c);
+// Throws std::runtime_error naming the file when it does not fit `shape`.
+Checkpoint read_checkpoint(const std::string& path, const HeadShape& shape);
+
+// Keeps the first `epochs` lines of metrics.jsonl: a killed run may have written one more than
+// its last checkpoint covers, and a finished one also the test line.
+void truncate_metrics(const std::string& path, int epochs);
+
+}  // namespace graft
