@@ -9,7 +9,7 @@
 # DATA_DIR that exists is used as it is; otherwise bench/make_e2e_dataset.py makes N (6000) photos
 # there (default $E2E_WORK/photos) from $FISH_DIR (.gpudeps/fish, else ../shared/data/fish).
 # PyTorch's standard loop decodes every photo every epoch, so its 20 epochs can outlast the
-# budget: it runs at most --torch-epochs (20) epochs and at most --torch-seconds (240) seconds,
+# budget: it runs at most --torch-epochs (20) epochs and at most --torch-seconds (180) seconds,
 # and the summary extrapolates whatever it did not finish to 20 epochs, labelled as such.
 #
 # Environment: BUILD (build-gpu; built here if it has no graft), E2E_WORK (/tmp/graft-e2e: the
@@ -19,7 +19,7 @@ set -uo pipefail
 
 ARGS=("$@")
 POS=()
-COUNT=6000 TORCH_EPOCHS=20 TORCH_SECONDS=240
+COUNT=6000 TORCH_EPOCHS=20 TORCH_SECONDS=180
 while [ $# -gt 0 ]; do
   case $1 in
     --count) COUNT=$2; shift 2 ;;
@@ -31,7 +31,7 @@ while [ $# -gt 0 ]; do
 done
 OUT=${POS[0]:?usage: bench/e2e.sh OUT_DIR [DATA_DIR] [--count N] [--torch-epochs N] [--torch-seconds S]}
 mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 WORK=${E2E_WORK:-/tmp/graft-e2e}
 DATA=${POS[1]:-$WORK/photos}
 BUILD=${BUILD:-build-gpu}
@@ -40,8 +40,13 @@ WORKERS=${E2E_WORKERS:-$(nproc)}
 EPOCHS=20
 RUN=$WORK/run
 mkdir -p "$WORK"
+# A reused OUT_DIR must not lend a failed step the numbers of an earlier run.
+for f in command.txt steps.log nvidia-smi.txt cpu.txt versions.txt dataset.log graft_train.log \
+  graft_metrics.jsonl torch_e2e.log torch_e2e.json bench_loader.log bench_loader.json pil_decode.log \
+  gpu_util_graft.csv gpu_util_torch.csv build.log e2e.json summary.err; do
+  rm -f "$OUT/$f" "$OUT/${f%.*}.time.json"
+done
 echo "bench/e2e.sh ${ARGS[*]}" >"$OUT/command.txt"
-: >"$OUT/steps.log"
 
 # The GPU machine has graft's libraries only under .gpudeps (tools/gpu-deps.sh).
 PREFIX=$PWD/.gpudeps/root/usr
@@ -50,10 +55,18 @@ export CMAKE_PREFIX_PATH=$PREFIX${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}
 export PYTHONUNBUFFERED=1  # the timestamps of the log lines are the epoch boundaries
 
 T0=${EPOCHREALTIME:-$(date +%s.%N)}
-now() { if [ -n "${EPOCHREALTIME:-}" ]; then echo "$EPOCHREALTIME"; else date +%s.%N; fi; }
-step() { echo "== $* ($(awk -v a="$T0" -v b="$(now)" 'BEGIN { printf "%.0f", b - a }') s)" | tee -a "$OUT/steps.log"; }
+now() { echo "${EPOCHREALTIME:-$(date +%s.%N)}"; }
+# Each step refreshes OUT_DIR/e2e.json first, so a run cut short still reports what it finished.
+summarize() {
+  python3 bench/e2e_summary.py "$OUT" --epochs $EPOCHS >"$OUT/e2e.json.tmp" 2>"$OUT/summary.err" &&
+    mv "$OUT/e2e.json.tmp" "$OUT/e2e.json"
+}
+step() {
+  summarize
+  echo "== $* ($(awk -v a="$T0" -v b="$(now)" 'BEGIN { printf "%.0f", b - a }') s)" | tee -a "$OUT/steps.log"
+}
 # Prefixes each line with the time it arrived: the summary reads epoch wall times from them.
-stamp() { while IFS= read -r line; do printf '%s %s\n' "$(now)" "$line"; done; }
+stamp() { while IFS= read -r line; do printf '%s %s\n' "${EPOCHREALTIME:-$(date +%s.%N)}" "$line"; done; }
 # run_timed NAME SECONDS CMD...: runs CMD under timeout, log in OUT/NAME.log, times in NAME.time.json
 run_timed() {
   local name=$1 limit=$2; shift 2
@@ -78,7 +91,9 @@ stop_sampling() { [ -n "$SAMPLER" ] && kill "$SAMPLER" 2>/dev/null; wait "$SAMPL
 
 { nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1 || true; } \
   >"$OUT/nvidia-smi.txt"
-{ echo "cores $(nproc)"; lscpu 2>/dev/null | grep -m1 "Model name" | sed 's/^Model name: *//'; } \
+# DataLoader workers pass batches through /dev/shm: a small one (containers) makes them crash.
+{ echo "cores $(nproc)"; lscpu 2>/dev/null | grep -m1 "Model name" | sed 's/^Model name: *//'
+  echo "memory $(free -g 2>/dev/null | awk '/^Mem:/ { print $2 " GiB" }'), /dev/shm $(df -h /dev/shm 2>/dev/null | awk 'NR == 2 { print $2 }')"; } \
   >"$OUT/cpu.txt"
 python3 -c "import torch, torchvision, PIL; print(torch.__version__, torchvision.__version__, PIL.__version__)" \
   >"$OUT/versions.txt" 2>&1
@@ -104,7 +119,7 @@ if [ ! -x "$BUILD/graft" ]; then
     tail -20 "$OUT/build.log"
 fi
 
-# Both runs should find the photos in the page cache (6000 are ~8 GB): decode is compared, not disk.
+# Both runs should find the photos in the page cache (6000 are ~7 GB): decode is compared, not disk.
 cat_all() { find "$DATA" -type f -print0 | xargs -0 cat >/dev/null; }
 cat_all
 
@@ -120,7 +135,6 @@ cp "$RUN/metrics.jsonl" "$OUT/graft_metrics.jsonl" 2>/dev/null
 cat_all
 step "pytorch standard ($DEVICE, $WORKERS workers, up to $TORCH_EPOCHS epochs / $TORCH_SECONDS s)"
 if [ -f "$RUN/split.json" ]; then
-  rm -f "$OUT/torch_e2e.json"
   sample_gpu torch
   run_timed torch_e2e "$TORCH_SECONDS" python3 bench/pytorch_baseline.py \
     --model models/efficientnet_lite0.safetensors --split "$RUN/split.json" \
@@ -147,9 +161,6 @@ else
 fi
 run_timed pil_decode 180 python3 bench/pil_decode.py "$SAMPLE"
 
-step "summary"
-python3 bench/e2e_summary.py "$OUT" --epochs $EPOCHS >"$OUT/e2e.json.tmp" 2>"$OUT/summary.err" &&
-  mv "$OUT/e2e.json.tmp" "$OUT/e2e.json"
+step "done"
 cat "$OUT/summary.err"
 python3 -c "import json; s = json.load(open('$OUT/e2e.json')); print(json.dumps(s['headline'], indent=1))"
-step "done"

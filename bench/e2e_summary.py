@@ -246,11 +246,13 @@ def main():
     graft, torch = graft_run(out), torch_run(out, args.epochs)
     dec = decode(out)
     gen = read_json(out, 'dataset.time.json')
+    # A job that failed or was cut short has no whole-job time (PyTorch's is extrapolated instead).
+    graft_total = graft['seconds'] if graft['rc'] == 0 and graft['epochs'] == args.epochs else None
     headline = {
-        'graft_total_seconds': graft['seconds'],
+        'graft_total_seconds': graft_total,
         'torch_total_seconds': torch['seconds'],
         'torch_total_is_extrapolated': torch['seconds_estimated'],
-        'whole_job_ratio': ratio(torch['seconds'], graft['seconds']),
+        'whole_job_ratio': ratio(torch['seconds'], graft_total),
         'graft_first_epoch_images_per_second': graft['first_epoch_images_per_second'],
         'torch_first_epoch_images_per_second': torch['first_epoch_images_per_second'],
         'first_epoch_ratio': ratio(graft['first_epoch_images_per_second'],

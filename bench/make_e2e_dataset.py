@@ -154,7 +154,11 @@ def main():
         sys.exit(f'make_e2e_dataset: no photos in class sub-folders of {args.src}')
     classes = sorted(sources)
     for c in classes:
-        os.makedirs(os.path.join(args.out, c), exist_ok=True)
+        d = os.path.join(args.out, c)
+        os.makedirs(d, exist_ok=True)
+        for f in os.listdir(d):  # half-written files of a run that was killed
+            if f.endswith('.tmp'):
+                os.remove(os.path.join(d, f))
     jobs = []
     for i in range(args.count):
         c = classes[i % len(classes)]  # classes in turn: balanced

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "io/image.h"
+#include "io/printable.h"
 
 namespace graft {
 
@@ -54,7 +55,8 @@ Dataset scan_dataset(const std::string& root, const std::vector<std::string>* cl
   ds.root = root;
   std::error_code ec;
   if (!fs::is_directory(root, ec))
-    throw DatasetError(root + ": not a folder (expected one sub-folder of images per class)");
+    throw DatasetError(printable(root) +
+                       ": not a folder (expected one sub-folder of images per class)");
 
   std::vector<std::string> folders;
   for (fs::directory_iterator it(root, ec), end; !ec && it != end; it.increment(ec)) {
@@ -62,16 +64,17 @@ Dataset scan_dataset(const std::string& root, const std::vector<std::string>* cl
     if (it->is_directory(ec))
       folders.push_back(it->path().filename().string());
     else
-      ds.skipped.push_back(it->path().string() + ": not inside a class folder");
+      ds.skipped.push_back(printable(it->path().string()) + ": not inside a class folder");
   }
-  if (ec) throw DatasetError(root + ": cannot be read: " + ec.message());
+  if (ec) throw DatasetError(printable(root) + ": cannot be read: " + ec.message());
   std::sort(folders.begin(), folders.end());
 
   if (classes) {
     ds.classes = *classes;
     for (const auto& f : folders)
       if (std::find(classes->begin(), classes->end(), f) == classes->end())
-        throw DatasetError(root + ": class folder '" + f + "' is not one of the model's classes");
+        throw DatasetError(printable(root) + ": class folder '" + printable(f) +
+                           "' is not one of the model's classes");
   }
 
   std::vector<std::string> kept;
@@ -88,15 +91,15 @@ Dataset scan_dataset(const std::string& root, const std::vector<std::string>* cl
       if (it->is_directory(ec)) continue;
       std::string why;
       if (!it->is_regular_file(ec))
-        ds.skipped.push_back(it->path().string() + ": not a regular file");
+        ds.skipped.push_back(printable(it->path().string()) + ": not a regular file");
       else if (!looks_like_image(it->path(), &why))
-        ds.skipped.push_back(it->path().string() + ": " + why);
+        ds.skipped.push_back(printable(it->path().string()) + ": " + why);
       else
         files.push_back(it->path().string());
     }
-    if (ec) throw DatasetError(dir.string() + ": cannot be read: " + ec.message());
+    if (ec) throw DatasetError(printable(dir.string()) + ": cannot be read: " + ec.message());
     if (files.empty()) {
-      ds.skipped.push_back(dir.string() + ": class folder without images, left out");
+      ds.skipped.push_back(printable(dir.string()) + ": class folder without images, left out");
       continue;
     }
     std::sort(files.begin(), files.end());
@@ -112,17 +115,19 @@ Dataset scan_dataset(const std::string& root, const std::vector<std::string>* cl
   if (!classes) {
     ds.classes = kept;
     if (ds.classes.size() < 2)
-      throw DatasetError(root + ": needs at least two class folders with images, found " +
+      throw DatasetError(printable(root) +
+                         ": needs at least two class folders with images, found " +
                          std::to_string(ds.classes.size()));
   } else if (ds.items.empty()) {
-    throw DatasetError(root + ": no images found");
+    throw DatasetError(printable(root) + ": no images found");
   }
   return ds;
 }
 
 Split split_dataset(const Dataset& ds, double val_fraction, double test_fraction, uint64_t seed) {
   if (val_fraction < 0 || test_fraction < 0 || val_fraction + test_fraction >= 1)
-    throw DatasetError(ds.root + ": validation and test fractions must be >= 0 and sum to < 1");
+    throw DatasetError(printable(ds.root) +
+                       ": validation and test fractions must be >= 0 and sum to < 1");
   Split s;
   for (int c = 0; c < int(ds.classes.size()); ++c) {
     std::vector<int> idx;
@@ -145,11 +150,12 @@ Split split_dataset(const Dataset& ds, double val_fraction, double test_fraction
     s.train.insert(s.train.end(), idx.begin() + n_test + n_val, idx.end());
   }
   for (auto* v : {&s.train, &s.val, &s.test}) std::sort(v->begin(), v->end());
-  if (s.train.empty()) throw DatasetError(ds.root + ": the training split is empty");
+  if (s.train.empty()) throw DatasetError(printable(ds.root) + ": the training split is empty");
   if (val_fraction > 0 && s.val.empty())
-    throw DatasetError(ds.root + ": the validation split is empty (too few images per class)");
+    throw DatasetError(printable(ds.root) +
+                       ": the validation split is empty (too few images per class)");
   if (test_fraction > 0 && s.test.empty())
-    throw DatasetError(ds.root + ": the test split is empty (too few images per class)");
+    throw DatasetError(printable(ds.root) + ": the test split is empty (too few images per class)");
   return s;
 }
 
@@ -171,7 +177,7 @@ void write_split_json(const std::string& path, const Dataset& ds, const Split& s
   {
     std::ofstream f(tmp);
     f << j.dump(1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
-    if (!f) throw DatasetError(path + ": cannot be written");
+    if (!f) throw DatasetError(printable(path) + ": cannot be written");
   }
   fs::rename(tmp, path);
 }

@@ -13,13 +13,14 @@
 #include <vector>
 
 #include "io/image_internal.h"
+#include "io/printable.h"
 
 namespace graft {
 
 namespace detail {
 
 void image_fail(const std::string& name, const std::string& fault) {
-  throw ImageError(name + ": " + fault);
+  throw ImageError(printable(name) + ": " + fault);
 }
 
 void check_pixel_cap(int64_t width, int64_t height, const DecodeLimits& limits,

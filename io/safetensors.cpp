@@ -8,12 +8,15 @@
 #include <algorithm>
 #include <bit>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <system_error>
 #include <utility>
+
+#include "io/printable.h"
 
 namespace graft {
 
@@ -32,35 +35,13 @@ constexpr uint64_t kMaxHeaderBytes = 100'000'000;
 constexpr int kMaxJsonDepth = 16;
 constexpr const char* kMetadataKey = "__metadata__";
 
-// Names and paths go into one-line messages; a control byte (a tensor name may legally contain
-// "\n") must not split the line.
-std::string printable(std::string_view s, size_t max_len = 200) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (out.size() >= max_len) {
-      out += "...";
-      break;
-    }
-    const unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c < 0x20 || c == 0x7f) {
-      static const char hex[] = "0123456789abcdef";
-      out += "\\x";
-      out += hex[c >> 4];
-      out += hex[c & 15];
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out;
-}
-
 [[noreturn]] void fail(const std::string& path, const std::string& fault) {
-  throw WeightFileError(printable(path) + ": " + printable(fault, 1000));
+  throw WeightFileError(printable(path, 200) + ": " + printable(fault, 1000));
 }
 
 [[noreturn]] void fail_tensor(const std::string& path, std::string_view tensor,
                               const std::string& fault) {
-  throw WeightFileError(printable(path) + ": tensor '" + printable(tensor) +
+  throw WeightFileError(printable(path, 200) + ": tensor '" + printable(tensor, 200) +
                         "': " + printable(fault, 1000));
 }
 
@@ -82,7 +63,11 @@ std::string shape_text(const std::vector<int64_t>& shape) {
 }
 
 std::string range_text(uint64_t begin, uint64_t end) {
-  return "[" + std::to_string(begin) + ", " + std::to_string(end) + "]";
+  // snprintf rather than string concatenation: GCC 12 warns falsely (-Wrestrict) on the latter.
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "[%llu, %llu]", static_cast<unsigned long long>(begin),
+                static_cast<unsigned long long>(end));
+  return buf;
 }
 
 uint64_t load_le64(const uint8_t* p) {
