@@ -267,6 +267,26 @@ TEST(Trainer, SameSeedSameRunAndOutputsAreComplete) {
   EXPECT_EQ(skipped, 0);
 }
 
+// Augmentation turns the cache off by itself, changes what the head sees, and stays reproducible.
+// (The pretrained backbone: the random one's features barely depend on the pixels.)
+TEST(Trainer, AugmentedRunsAreReproducible) {
+  const std::string pretrained =
+      std::string(GRAFT_SOURCE_DIR) + "/models/efficientnet_lite0.safetensors";
+  if (!fs::exists(pretrained)) GTEST_SKIP() << pretrained << " is absent: run scripts/setup.sh";
+  const std::string data = make_dataset("augment_ds", 10);
+  TrainConfig a = small_config(data, "run_augment_1"), b = small_config(data, "run_augment_2"),
+              plain = small_config(data, "run_augment_plain");
+  a.backbone = b.backbone = plain.backbone = pretrained;
+  a.augment = b.augment = true;
+  a.epochs = b.epochs = plain.epochs = 2;
+  TrainResult ra = train(a);
+  train(b);
+  train(plain);
+  EXPECT_FALSE(ra.cache_used);
+  EXPECT_EQ(metrics_without_timing(a.out_dir), metrics_without_timing(b.out_dir));
+  EXPECT_NE(metrics_without_timing(a.out_dir), metrics_without_timing(plain.out_dir));
+}
+
 // Bitwise the same run whatever the number of CPU threads: no reduction's order depends on how
 // work is split between threads.
 TEST(Trainer, SameRunAcrossThreadCounts) {
