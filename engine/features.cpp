@@ -53,15 +53,19 @@ void run_backbone(FeatureExtractor& fe, int n, float* features_dev) {
 }  // namespace
 
 void extract_from_slot(FeatureExtractor& fe, const uint8_t* images, int n, float* features_dev,
-                       Event& copied) {
+                       Event& copied, StageClock* clock) {
   const int size = fe.model->preprocess.size;
   // The copy may start as soon as the previous batch has been normalised: it overlaps that
   // batch's backbone, the expensive part.
   stream_wait(fe.dev, fe.images_consumed, Lane::copy);
+  if (clock) stage_mark(*clock, Stage::copy, true, Lane::copy);
   copy_to_device_async(fe.dev, Lane::copy, fe.images_dev, images, size_t(n) * size * size * 3);
+  if (clock) stage_mark(*clock, Stage::copy, false, Lane::copy);
   event_record(fe.dev, copied, Lane::copy);
   stream_wait(fe.dev, copied, Lane::compute);
+  if (clock) stage_mark(*clock, Stage::backbone, true, Lane::compute);
   run_backbone(fe, n, features_dev);
+  if (clock) stage_mark(*clock, Stage::backbone, false, Lane::compute);
 }
 
 }  // namespace graft

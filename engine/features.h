@@ -7,6 +7,7 @@
 
 #include "engine/device.h"
 #include "engine/model.h"
+#include "engine/stages.h"
 
 namespace graft {
 
@@ -30,7 +31,8 @@ void extractor_destroy(FeatureExtractor& fe);
 // [n][size][size][3]; pinned memory on cuda). The copy runs on the copy stream and overlaps the
 // previous batch's backbone; `copied` is recorded after it, so the caller must
 // event_synchronize(copied) before reusing the slot. features_dev: [n][feature_dim].
+// clock (may be null) gets the copy and backbone stages.
 void extract_from_slot(FeatureExtractor& fe, const uint8_t* images, int n, float* features_dev,
-                       Event& copied);
+                       Event& copied, StageClock* clock = nullptr);
 
 }  // namespace graft

@@ -173,11 +173,12 @@ void head_restore(const Device& dev, Head& head,
 void head_train_step(const Device& dev, Head& head, const OptimConfig& opt, int n,
                      const float* features, const int32_t* labels, float dropout, float smoothing,
                      float lr, uint64_t seed, uint64_t dropout_counter, float* loss_out,
-                     int64_t* confusion) {
+                     int64_t* confusion, StageClock* clock) {
   const HeadShape& sh = head.shape;
   const HeadTensors& t = head.t;
   const HeadScratch& s = head.s;
   const int in2 = sh.hidden ? sh.hidden : sh.in;
+  if (clock) stage_mark(*clock, Stage::head, true, Lane::compute);
 
   // Forward. Each dropout layer draws from its own counter range so masks never repeat.
   const uint64_t span = uint64_t(head.batch) * (sh.in + sh.hidden);
@@ -206,8 +207,11 @@ void head_train_step(const Device& dev, Head& head, const OptimConfig& opt, int 
     op_linear_backward(dev, n, sh.in, sh.hidden, s.x_drop, t.w1, s.dh, nullptr, t.gw1, t.gb1);
   }
 
+  if (clock) stage_mark(*clock, Stage::head, false, Lane::compute);
+
   // Update every head tensor in one launch.
   ++head.step;
+  if (clock) stage_mark(*clock, Stage::optimiser, true, Lane::compute);
   const bool sgd = opt.optimizer == "sgd";
   const float kernel_decay = sgd ? 2.f * opt.l2 : opt.weight_decay;
   ParamRef refs[4];
@@ -222,6 +226,7 @@ void head_train_step(const Device& dev, Head& head, const OptimConfig& opt, int 
     op_sgd_momentum(dev, refs, num, lr, opt.momentum);
   else
     op_adamw(dev, refs, num, AdamWConfig{lr, opt.beta1, opt.beta2, opt.eps, head.step});
+  if (clock) stage_mark(*clock, Stage::optimiser, false, Lane::compute);
 }
 
 void head_eval(const Device& dev, const Head& head, int n, const float* features,

@@ -9,6 +9,7 @@
 
 #include "engine/device.h"
 #include "engine/model.h"
+#include "engine/stages.h"
 
 namespace graft {
 
@@ -59,10 +60,11 @@ void head_create(Head& head, Arena& arena, const HeadShape& shape, int batch, ui
 // One training step on n rows of features [n][in] with labels (both on the device). Writes the
 // per-row loss to loss_out [n] and accumulates the (dropout-on) predictions into confusion.
 // dropout_counter makes the masks depend on (seed, global step) only.
+// clock (may be null) gets the head (forward and backward) and optimiser stages.
 void head_train_step(const Device& dev, Head& head, const OptimConfig& opt, int n,
                      const float* features, const int32_t* labels, float dropout, float smoothing,
                      float lr, uint64_t seed, uint64_t dropout_counter, float* loss_out,
-                     int64_t* confusion);
+                     int64_t* confusion, StageClock* clock = nullptr);
 
 // Inference: logits [n][classes] into head.s.logits; with labels, also the per-row loss and,
 // when confusion is not null, the confusion counts.

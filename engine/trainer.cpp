@@ -68,6 +68,7 @@ struct Job {
   Loader loader;
   LoaderConfig loader_cfg;
   std::vector<Event> slot_copied;  // per loader slot: its pixels have reached the device
+  StageClock clock;
   Head head;
   Arena head_arena;
   Buffers buf;
@@ -114,6 +115,7 @@ void loader_teardown(Job& job) {
 
 Job::~Job() {
   loader_teardown(*this);
+  stage_clock_destroy(clock);
   extractor_destroy(fe);
   arena_release(buf.arena);
   arena_release(head_arena);
@@ -125,6 +127,7 @@ Job::~Job() {
 struct Pass {
   SplitData* split = nullptr;
   bool decode = false, augment = false;
+  StageClock* clock = nullptr;        // set for training passes
   const LoaderBatch* held = nullptr;  // the slot to hand back once its copy has landed
 };
 
@@ -197,7 +200,7 @@ std::vector<int> pass_next(Job& job, Pass& pass, const int* pos, int n) {
   }
   if (b->n_valid > 0) {
     extract_from_slot(job.fe, b->pixels, b->n_valid, job.buf.batch_features,
-                      job.slot_copied[b->index % job.loader_cfg.slots]);
+                      job.slot_copied[b->index % job.loader_cfg.slots], pass.clock);
     if (split.cache && !pass.augment)
       for (size_t i = 0; i < valid.size(); ++i) {
         copy_on_device(job.dev, split.cache + size_t(valid[i]) * dim,
@@ -261,6 +264,45 @@ EvalResult evaluate_split(Job& job, SplitData& split) {
   r.loss = r.n ? loss_sum / double(r.n) : 0.0;
   r.accuracy = r.n ? double(correct) / double(r.n) : 0.0;
   return r;
+}
+
+EpochStages epoch_stages(Job& job, const Pass& pass, int epoch, int64_t images, double wall) {
+  const StageTotals t = stage_clock_collect(job.clock);
+  const LoaderStats ls = loader_stats(job.loader);
+  EpochStages e;
+  e.epoch = epoch;
+  e.images = images;
+  e.wall = wall;
+  e.from_cache = !pass.decode;
+  if (pass.decode) {
+    e.decode_cpu = ls.decode_s;
+    e.decode_threads = job.loader_cfg.threads;
+    e.wait_for_batch = ls.consumer_wait_s;
+    e.wait_for_slot = ls.slot_wait_s;
+  }
+  e.h2d_copy = t.seconds[size_t(Stage::copy)];
+  e.backbone = t.seconds[size_t(Stage::backbone)];
+  e.head = t.seconds[size_t(Stage::head)];
+  e.optimiser = t.seconds[size_t(Stage::optimiser)];
+  e.device_idle_fraction = wall > 0 ? std::max(0.0, 1.0 - t.compute_busy / wall) : 0.0;
+  return e;
+}
+
+std::string stages_json(const EpochStages& e) {
+  nlohmann::ordered_json j = {{"epoch", e.epoch},
+                              {"images", e.images},
+                              {"seconds", e.wall},
+                              {"from_cache", e.from_cache},
+                              {"decode_cpu_seconds", e.decode_cpu},
+                              {"decode_threads", e.decode_threads},
+                              {"wait_for_batch", e.wait_for_batch},
+                              {"wait_for_slot", e.wait_for_slot},
+                              {"h2d_copy", e.h2d_copy},
+                              {"backbone", e.backbone},
+                              {"head", e.head},
+                              {"optimiser", e.optimiser},
+                              {"device_idle_fraction", e.device_idle_fraction}};
+  return j.dump();
 }
 
 float learning_rate_at(const TrainConfig& cfg, int64_t step, int64_t total, int64_t warmup) {
@@ -479,6 +521,7 @@ TrainResult train_impl(const TrainConfig& cfg, bool resume) {
 
   extractor_create(job.fe, job.dev, job.backbone, batch);
   loader_setup(job);
+  stage_clock_create(job.clock, job.dev, true);
   const size_t largest = std::max(
       {job.train.items.size(), job.val.items.size(), job.test.items.size(), size_t(batch)});
   size_t bytes = size_t(batch) * dim * 4 + size_t(batch) * 8 + largest * 4 +
@@ -512,6 +555,8 @@ TrainResult train_impl(const TrainConfig& cfg, bool resume) {
                  cfg.out_dir.c_str());
   }
   std::ofstream metrics(metrics_path, ck.epoch > 0 ? std::ios::app : std::ios::trunc);
+  std::ofstream stages_file(cfg.out_dir + "/stages.jsonl",
+                            ck.epoch > 0 ? std::ios::app : std::ios::trunc);
   const int ntrain = int(job.train.items.size());
   const int steps = (ntrain + batch - 1) / batch;
   const int64_t total_steps = int64_t(steps) * cfg.epochs;
@@ -549,6 +594,8 @@ TrainResult train_impl(const TrainConfig& cfg, bool resume) {
     fill_zero(job.dev, job.buf.confusion, size_t(classes) * classes * 8);
     int offset = 0;
     Pass pass = pass_begin(job, job.train, order, cfg.augment, cfg.seed ^ (uint64_t(epoch) << 40));
+    pass.clock = &job.clock;
+    stage_clock_reset(job.clock);
     for (int s = 0; s < steps; ++s) {
       if (g_stop.load()) throw Interrupted("interrupted");
       const int n = std::min(batch, ntrain - s * batch);
@@ -559,12 +606,15 @@ TrainResult train_impl(const TrainConfig& cfg, bool resume) {
         head_train_step(job.dev, job.head, cfg.opt, int(valid.size()), job.buf.batch_features,
                         job.buf.labels, cfg.dropout, cfg.label_smoothing,
                         learning_rate_at(cfg, step, total_steps, warmup_steps), cfg.seed,
-                        uint64_t(step), job.buf.losses + offset, job.buf.confusion);
+                        uint64_t(step), job.buf.losses + offset, job.buf.confusion, &job.clock);
         offset += int(valid.size());
       }
       if (tty) progress_bar(epoch, cfg.epochs, s + 1, steps, seconds_since(t0));
     }
     pass_end(job, pass);
+    const EpochStages stages = epoch_stages(job, pass, epoch, offset, seconds_since(t0));
+    result.stages.push_back(stages);
+    stages_file << stages_json(stages) << "\n" << std::flush;
     std::vector<float> losses(offset);
     std::vector<int64_t> conf(size_t(classes) * classes);
     copy_to_host(job.dev, losses.data(), job.buf.losses, size_t(offset) * 4);

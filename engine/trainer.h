@@ -46,6 +46,22 @@ struct EpochMetrics {
   bool has_val = false;
 };
 
+// Where one epoch's training pass spent its time (RUN_DIR/stages.jsonl, and `graft bench`).
+// Device stages are measured on the device (CUDA events) and may overlap each other and the
+// host; decode is CPU time summed over the loader's threads.
+struct EpochStages {
+  int epoch = 0;
+  int64_t images = 0;
+  double wall = 0;        // the training pass, seconds
+  double decode_cpu = 0;  // decoding and resizing, summed over decode threads
+  int decode_threads = 0;
+  double wait_for_batch = 0;  // the training loop waited for the loader
+  double wait_for_slot = 0;   // decode threads waited for a free batch slot
+  double h2d_copy = 0, backbone = 0, head = 0, optimiser = 0;
+  double device_idle_fraction = 0;  // 1 - (backbone + head + optimiser) / wall
+  bool from_cache = false;          // the pass read cached features: no decode, copy or backbone
+};
+
 struct EvalResult {
   int classes = 0;
   int64_t n = 0;
@@ -58,6 +74,7 @@ struct EvalResult {
 
 struct TrainResult {
   std::vector<EpochMetrics> epochs;
+  std::vector<EpochStages> stages;  // epochs run by this call (not those before a resume)
   EvalResult test;
   bool has_test = false;
   bool cache_used = false;

@@ -224,6 +224,20 @@ TEST(Trainer, FeatureCacheGivesTheSameRunAsRecomputing) {
   EXPECT_FALSE(b.cache_used);
   EXPECT_EQ(metrics_without_timing(on.out_dir), metrics_without_timing(off.out_dir));
   ASSERT_EQ(a.epochs.size(), 4u);
+  // Stage timing: the cached run decodes and runs the backbone in epoch 1 only.
+  ASSERT_EQ(a.stages.size(), 4u);
+  ASSERT_EQ(read_lines(on.out_dir + "/stages.jsonl").size(), 4u);
+  EXPECT_FALSE(a.stages[0].from_cache);
+  EXPECT_GT(a.stages[0].backbone, 0.0);
+  EXPECT_GT(a.stages[0].decode_cpu, 0.0);
+  EXPECT_GT(a.stages[0].head, 0.0);
+  EXPECT_TRUE(a.stages[1].from_cache);
+  EXPECT_EQ(a.stages[1].backbone, 0.0);
+  EXPECT_GT(b.stages[3].backbone, 0.0);
+  for (const auto& e : b.stages) {
+    EXPECT_GE(e.device_idle_fraction, 0.0);
+    EXPECT_LE(e.device_idle_fraction, 1.0);
+  }
   WeightFile fa = open_weights(a.model_path), fb = open_weights(b.model_path);
   for (const char* t : {"fc.weight", "fc.bias", "hidden.weight"}) {
     const TensorView *x = find_tensor(fa, t), *y = find_tensor(fb, t);

@@ -13,5 +13,6 @@ Command add_predict_command(CLI::App& app);
 Command add_convert_command(CLI::App& app);
 Command add_train_command(CLI::App& app);
 Command add_eval_command(CLI::App& app);
+Command add_bench_command(CLI::App& app);
 
 }  // namespace graft

@@ -94,6 +94,11 @@ for dev in cuda cpu; do
   echo "{\"device\": \"$dev\", \"rc\": $?, \"seconds\": $(elapsed $t)}" >"$WORK/train-$dev.json"
   tail -3 "$WORK/train-$dev.log"
 done
+# Where a training epoch's time goes on this card (decode, copy, backbone, head, idle).
+timeout 60 "$BUILD/graft" bench --data "$FISH" --backbone models/efficientnet_lite0.safetensors \
+  --out "$WORK/run-bench" --epochs 2 --device cuda --json "$WORK/stages.json" \
+  >"$WORK/bench-stages.log" 2>&1
+tail -5 "$WORK/bench-stages.log"
 if [ -f "$WORK/run-cuda/split.json" ]; then
   timeout 120 python3 bench/pytorch_baseline.py --model models/efficientnet_lite0.safetensors \
     --split "$WORK/run-cuda/split.json" --epochs 20 --device cuda --mode cached \

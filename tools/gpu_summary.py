@@ -93,6 +93,7 @@ def main():
         "tests": ctest_counts(read(os.path.join(w, "tests.log"))),
         "sanitizer_errors": sanitizer_errors(read(os.path.join(w, "sanitizer.log"))),
         "kernels": kernels,
+        "stages": json.loads(read(os.path.join(w, "stages.json")) or "null"),
         "train": {
             "data": "../shared/data/fish (93 photos, 3 species), 20 epochs, seed 42",
             "gpu": gpu,

@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
   add(graft::add_predict_command);
   add(graft::add_inspect_command);
   add(graft::add_convert_command);
+  add(graft::add_bench_command);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,101 @@
+// graft bench --data DIR --backbone FILE: a training run instrumented stage by stage. Prints
+// where each epoch's time went (decode, waiting, copy, backbone, head, optimiser), the device's
+// idle fraction and the stage that limits throughput, and writes the same as JSON.
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "engine/trainer.h"
+#include "tools/commands.h"
+
+namespace graft {
+
+namespace {
+
+// The stage that bounds the epoch: the loader when the loop waited for batches for more than a
+// tenth of the time, else the busiest device stage.
+std::string bottleneck(const EpochStages& e) {
+  if (e.from_cache) return "head (features from the cache)";
+  if (e.wall > 0 && e.wait_for_batch > 0.1 * e.wall) return "decode";
+  const double device[] = {e.h2d_copy, e.backbone, e.head, e.optimiser};
+  const char* names[] = {"h2d_copy", "backbone", "head", "optimiser"};
+  int best = 0;
+  for (int i = 1; i < 4; ++i)
+    if (device[i] > device[best]) best = i;
+  return names[best];
+}
+
+}  // namespace
+
+Command add_bench_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand(
+      "bench", "Train with per-stage timing: decode, copy, backbone, head, optimiser, idle time");
+  struct Args {
+    TrainConfig cfg;
+    std::string json;
+  };
+  auto a = std::make_shared<Args>();
+  a->cfg.epochs = 2;
+  a->cfg.cache = "off";
+  a->cfg.progress = false;
+  cmd->add_option("--data", a->cfg.data, "folder with one sub-folder of images per class")
+      ->required();
+  cmd->add_option("--backbone", a->cfg.backbone, "pretrained graft weight file")->required();
+  cmd->add_option("--out", a->cfg.out_dir, "run folder (default: a temporary one)");
+  cmd->add_option("--epochs", a->cfg.epochs, "epochs to time")->capture_default_str();
+  cmd->add_option("--batch-size", a->cfg.batch_size, "images per step")->capture_default_str();
+  cmd->add_option("--cache-features", a->cfg.cache,
+                  "auto, on or off (off times the whole pipeline)")
+      ->check(CLI::IsMember({"auto", "on", "off"}))
+      ->capture_default_str();
+  cmd->add_option("--device", a->cfg.device, "auto, cpu or cuda")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
+      ->capture_default_str();
+  cmd->add_option("--json", a->json, "write the table as JSON here (default RUN_DIR/bench.json)");
+  return [a] {
+    TrainConfig cfg = a->cfg;
+    if (cfg.out_dir.empty())
+      cfg.out_dir = (std::filesystem::temp_directory_path() / "graft-bench").string();
+    TrainResult r = train(cfg);
+    std::printf("\n%-6s %8s %9s %9s %9s %9s %9s %9s %9s %7s  %s\n", "epoch", "images", "img/s",
+                "decode*", "wait", "h2d", "backbone", "head", "optim", "idle", "bottleneck");
+    nlohmann::ordered_json rows = nlohmann::ordered_json::array();
+    for (const EpochStages& e : r.stages) {
+      const double ips = e.wall > 0 ? e.images / e.wall : 0;
+      std::printf("%-6d %8lld %9.1f %8.2fs %8.2fs %8.3fs %8.2fs %8.3fs %8.3fs %6.1f%%  %s\n",
+                  e.epoch, static_cast<long long>(e.images), ips, e.decode_cpu, e.wait_for_batch,
+                  e.h2d_copy, e.backbone, e.head, e.optimiser, 100 * e.device_idle_fraction,
+                  bottleneck(e).c_str());
+      rows.push_back({{"epoch", e.epoch},
+                      {"images", e.images},
+                      {"seconds", e.wall},
+                      {"images_per_second", ips},
+                      {"decode_cpu_seconds", e.decode_cpu},
+                      {"decode_threads", e.decode_threads},
+                      {"decode_images_per_second_per_thread",
+                       e.decode_cpu > 0 ? e.images / e.decode_cpu : 0.0},
+                      {"wait_for_batch", e.wait_for_batch},
+                      {"wait_for_slot", e.wait_for_slot},
+                      {"h2d_copy", e.h2d_copy},
+                      {"backbone", e.backbone},
+                      {"head", e.head},
+                      {"optimiser", e.optimiser},
+                      {"device_idle_fraction", e.device_idle_fraction},
+                      {"bottleneck", bottleneck(e)}});
+    }
+    std::printf(
+        "* decode: CPU seconds summed over the decode threads (they run beside the device)\n");
+    const std::string path = a->json.empty() ? cfg.out_dir + "/bench.json" : a->json;
+    nlohmann::ordered_json j = {{"data", cfg.data},
+                                {"backbone", cfg.backbone},
+                                {"batch_size", cfg.batch_size},
+                                {"cache", cfg.cache},
+                                {"epochs", rows}};
+    std::ofstream(path) << j.dump(1) << "\n";
+    std::printf("bench: %s\n", path.c_str());
+    return 0;
+  };
+}
+
+}  // namespace graft
