@@ -42,7 +42,7 @@ RUN=$WORK/run
 mkdir -p "$WORK"
 # A reused OUT_DIR must not lend a failed step the numbers of an earlier run.
 for f in command.txt steps.log nvidia-smi.txt cpu.txt versions.txt dataset.log graft_train.log \
-  graft_metrics.jsonl torch_e2e.log torch_e2e.json bench_loader.log bench_loader.json pil_decode.log \
+  graft_metrics.jsonl graft_stages.jsonl torch_e2e.log torch_e2e.json bench_loader.log bench_loader.json pil_decode.log \
   gpu_util_graft.csv gpu_util_torch.csv build.log e2e.json summary.err; do
   rm -f "$OUT/$f" "$OUT/${f%.*}.time.json"
 done
@@ -131,6 +131,7 @@ run_timed graft_train 600 "$BUILD/graft" train --data "$DATA" \
   --device "$DEVICE" --no-progress
 stop_sampling
 cp "$RUN/metrics.jsonl" "$OUT/graft_metrics.jsonl" 2>/dev/null
+cp "$RUN/stages.jsonl" "$OUT/graft_stages.jsonl" 2>/dev/null
 
 cat_all
 step "pytorch standard ($DEVICE, $WORKERS workers, up to $TORCH_EPOCHS epochs / $TORCH_SECONDS s)"

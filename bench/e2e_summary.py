@@ -106,7 +106,16 @@ def graft_run(out):
     cache = next((line.split('feature cache ', 1)[1] for _, line in rows if 'feature cache ' in line),
                  None)
     later = [m['images_per_second'] for m in metrics[1:]]
+    # graft's own stage timing (RUN_DIR/stages.jsonl): device time from CUDA events.
+    stages = []
+    for line in read(out, 'graft_stages.jsonl').splitlines():
+        try:
+            stages.append(json.loads(line))
+        except ValueError:
+            continue
     return {
+        'first_epoch_stages': stages[0] if stages else None,
+        'first_epoch_gpu_idle_fraction': stages[0]['device_idle_fraction'] if stages else None,
         'rc': timing and timing['rc'],
         'seconds': seconds(timing),
         'epochs': len(metrics),
@@ -271,7 +280,9 @@ def main():
         headline['whole_job_ratio'] >= TARGETS['whole_job'],
         'decode_per_core >= 2x': headline['decode_per_core_ratio'] and
         headline['decode_per_core_ratio'] >= TARGETS['decode_per_core'],
-        'gpu_idle < 10%': 'not reported by graft; gpu_busy_percent_* are nvidia-smi samples',
+        'gpu_idle < 10% (first epoch, graft)':
+            graft['first_epoch_gpu_idle_fraction'] is not None and
+            graft['first_epoch_gpu_idle_fraction'] < 0.10,
     }
     summary = {
         'headline': headline,
