@@ -375,12 +375,15 @@ void setup_splits(Job& job) {
   };
   add_folder(cfg.val_data, job.val_ds, job.val);
   add_folder(cfg.test_data, job.test_ds, job.test);
+}
 
-  // split.json names every image of every split, so a run can be audited and repeated.
+// RUN_DIR/split.json names every image of every split, so a run can be audited and repeated.
+void write_split(const Job& job) {
+  const TrainConfig& cfg = job.cfg;
   nlohmann::json j;
   j["seed"] = cfg.seed;
   j["classes"] = job.classes;
-  for (SplitData* s : {&job.train, &job.val, &job.test}) {
+  for (const SplitData* s : {&job.train, &job.val, &job.test}) {
     nlohmann::json a = nlohmann::json::array();
     for (const DatasetItem* it : s->items) a.push_back({{"path", it->path}, {"label", it->label}});
     j[s->name] = a;
@@ -489,14 +492,16 @@ TrainResult train_impl(const TrainConfig& cfg, bool resume) {
   if (cfg.cache == "on" && cfg.augment)
     throw std::invalid_argument("--cache-features on cannot be combined with --augment");
 
-  fs::create_directories(cfg.out_dir);
-  if (!resume) save_config(cfg, cfg.out_dir + "/config.json");
   Job job(cfg);
   job.train.name = "train";
   job.val.name = "val";
   job.test.name = "test";
+  // Everything that can reject the input runs before the run folder gets its first file.
   job.backbone = load_model(cfg.backbone);
   setup_splits(job);
+  fs::create_directories(cfg.out_dir);
+  if (!resume) save_config(cfg, cfg.out_dir + "/config.json");
+  write_split(job);
   const int classes = int(job.classes.size());
   const int dim = job.backbone.net.feature_dim;
   const int batch = cfg.batch_size;

@@ -5,7 +5,6 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <nlohmann/json.hpp>
 
 #include "io/image.h"
 #include "io/printable.h"
@@ -157,29 +156,6 @@ Split split_dataset(const Dataset& ds, double val_fraction, double test_fraction
   if (test_fraction > 0 && s.test.empty())
     throw DatasetError(printable(ds.root) + ": the test split is empty (too few images per class)");
   return s;
-}
-
-void write_split_json(const std::string& path, const Dataset& ds, const Split& split,
-                      uint64_t seed) {
-  nlohmann::json j;
-  j["seed"] = seed;
-  j["root"] = ds.root;
-  j["classes"] = ds.classes;
-  auto paths = [&](const std::vector<int>& idx) {
-    nlohmann::json a = nlohmann::json::array();
-    for (int i : idx) a.push_back({{"path", ds.items[i].path}, {"label", ds.items[i].label}});
-    return a;
-  };
-  j["train"] = paths(split.train);
-  j["val"] = paths(split.val);
-  j["test"] = paths(split.test);
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp);
-    f << j.dump(1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
-    if (!f) throw DatasetError(printable(path) + ": cannot be written");
-  }
-  fs::rename(tmp, path);
 }
 
 }  // namespace graft

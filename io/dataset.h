@@ -45,11 +45,6 @@ struct Split {
 // train). Throws DatasetError if a requested split ends up empty.
 Split split_dataset(const Dataset& ds, double val_fraction, double test_fraction, uint64_t seed);
 
-// RUN_DIR/split.json: {"seed": ..., "classes": [...], "train": [paths], "val": [...], "test":
-// [...]}
-void write_split_json(const std::string& path, const Dataset& ds, const Split& split,
-                      uint64_t seed);
-
 // A small, portable 64-bit generator (splitmix64): the split and the shuffles must not depend on
 // the standard library's distribution implementations.
 struct SplitMix64 {

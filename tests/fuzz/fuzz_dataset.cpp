@@ -1,5 +1,5 @@
 // libFuzzer target: builds a small folder tree from the input bytes, then scan_dataset,
-// split_dataset and write_split_json on it.
+// split_dataset on it.
 //
 // The input is a little program: each step makes a class folder, a file (with JPEG or PNG
 // magic, random bytes, or empty), a hidden entry, a nested folder, a stray file at the root or
@@ -140,7 +140,6 @@ void scan_and_split(const fs::path& root, const std::vector<std::string>* classe
     const uint64_t seed = in.ConsumeIntegral<uint64_t>();
     const graft::Split split = graft::split_dataset(ds, val, test, seed);
     check_split(ds, split);
-    graft::write_split_json((scratch() / "split.json").string(), ds, split, seed);
   } catch (const graft::DatasetError&) {
   }
 }
