@@ -74,7 +74,6 @@ struct Job {
   Buffers buf;
   bool cache = false;
   int skipped = 0;
-  std::vector<std::string> warnings;
 };
 
 // Set by SIGINT/SIGTERM; the loop stops after the step in flight, keeping the last checkpoint.
@@ -83,9 +82,8 @@ extern "C" void on_stop_signal(int) {
   g_stop.store(true);
 }
 
-void warn(Job& job, const std::string& msg) {
+void warn(const std::string& msg) {
   std::fprintf(stderr, "graft: warning: %s\n", msg.c_str());
-  job.warnings.push_back(msg);
 }
 
 void loader_setup(Job& job) {
@@ -358,7 +356,7 @@ void setup_splits(Job& job) {
   job.train_ds = scan_dataset(cfg.data);
   job.classes = job.train_ds.classes;
   for (const auto& s : job.train_ds.skipped) {
-    warn(job, s);
+    warn(s);
     ++job.skipped;
   }
   const double val_frac = cfg.val_data.empty() ? cfg.val_split : 0.0;
@@ -370,7 +368,7 @@ void setup_splits(Job& job) {
   auto add_folder = [&](const std::string& dir, Dataset& ds, SplitData& sd) {
     if (dir.empty()) return;
     ds = scan_dataset(dir, &job.classes);
-    for (const auto& s : ds.skipped) warn(job, s);
+    for (const auto& s : ds.skipped) warn(s);
     for (const auto& it : ds.items) sd.items.push_back(&it);
   };
   add_folder(cfg.val_data, job.val_ds, job.val);
@@ -796,7 +794,7 @@ EvalResult evaluate_folder(const std::string& model_path, const std::string& dat
   if (job.classes.empty())
     for (int i = 0; i < job.backbone.fc.out; ++i) job.classes.push_back(std::to_string(i));
   job.test_ds = scan_dataset(data_dir, &job.classes);
-  for (const auto& s : job.test_ds.skipped) warn(job, s);
+  for (const auto& s : job.test_ds.skipped) warn(s);
   job.skipped = int(job.test_ds.skipped.size());
   for (const auto& it : job.test_ds.items) job.test.items.push_back(&it);
   job.test.cached.assign(job.test.items.size(), 0);
