@@ -189,8 +189,7 @@ std::vector<int> pass_next(Job& job, Pass& pass, const int* pos, int n) {
       continue;
     }
     if (!split.bad[pos[i]]) {
-      warn(job,
-           (e < int(b->errors.size()) ? b->errors[e] : split.items[pos[i]]->path) + "; skipped");
+      warn((e < int(b->errors.size()) ? b->errors[e] : split.items[pos[i]]->path) + "; skipped");
       ++job.skipped;
     }
     ++e;
@@ -666,9 +665,9 @@ TrainResult train_impl(const TrainConfig& cfg, bool resume) {
     else
       overfit_epochs = 0;
     if (overfit_epochs >= 2 && !overfit_warned) {
-      warn(job,
-           "training accuracy is well above validation accuracy (overfitting); consider "
-           "--augment, more --dropout, fewer --epochs or --early-stop");
+      warn(
+          "training accuracy is well above validation accuracy (overfitting); consider "
+          "--augment, more --dropout, fewer --epochs or --early-stop");
       overfit_warned = true;
     }
 
