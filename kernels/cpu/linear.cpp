@@ -69,9 +69,14 @@ void linear_backward(int n, int in, int out, const float* x, const float* w, con
   constexpr int kCols = 256;
   const int col_blocks = (in + kCols - 1) / kCols;
   // dw = dy^T x needs dy^T as a row-major A; dy is small (batch x classes), so transpose it once.
-  std::vector<float> dyt(size_t(out) * n);
+  // Reused across calls: this runs every training step, which must not allocate.
+  static thread_local std::vector<float> dyt;
+  if (dyt.size() < size_t(out) * n) dyt.resize(size_t(out) * n);
+  // The pointer, not the thread_local, goes into the parallel region: there every thread would
+  // see its own (empty) copy.
+  float* const dy_t = dyt.data();
   for (int i = 0; i < n; ++i)
-    for (int o = 0; o < out; ++o) dyt[size_t(o) * n + i] = dy[int64_t(i) * out + o];
+    for (int o = 0; o < out; ++o) dy_t[size_t(o) * n + i] = dy[int64_t(i) * out + o];
   const int64_t work = int64_t(n) * in * out;
 #pragma omp parallel if (work > 65536)
   {
@@ -87,7 +92,7 @@ void linear_backward(int n, int in, int out, const float* x, const float* w, con
 #pragma omp for schedule(static) nowait
     for (int cb = 0; cb < col_blocks; ++cb) {
       const int j0 = cb * kCols, cols = std::min(kCols, in - j0);
-      gemm(out, cols, n, dyt.data(), n, x + j0, in, dw + j0, in, false, nullptr);
+      gemm(out, cols, n, dy_t, n, x + j0, in, dw + j0, in, false, nullptr);
     }
 #pragma omp single
     if (db) {
