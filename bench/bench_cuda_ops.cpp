@@ -38,6 +38,7 @@
 
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/conv_internal.cuh"
+#include "kernels/cuda/pool_internal.cuh"
 #include "kernels/cuda/probe.cuh"
 #include "kernels/ops.h"
 
@@ -477,7 +478,7 @@ void bench_linear(int batch, int classes, size_t l2, cublasHandle_t cb) {
 // ---------------------------------------------------------------------------------------------
 // Memory-bound kernels.
 
-void bench_memory(bool quick) {
+void bench_memory(bool quick, size_t l2) {
   const int scale = quick ? 4 : 1;
   {
     const int n = 65536 / scale, c = 1000;
@@ -536,21 +537,45 @@ void bench_memory(bool quick) {
     });
     add_row(a);
   }
-  {
-    const int n = 256, hw = 49, c = 1280;
+  // Global average pool at the end of the backbone: batch 256 (the chip-filling size) and 32 (the
+  // training batch; only 10K threads and 8 MB, so it is latency-bound whatever the kernel).
+  for (const int n : {256, 32}) {
+    const int hw = 49, c = 1280;
     const size_t xs = size_t(n) * hw * c;
+    const int rot = rotation(xs * 4, l2);
     std::vector<std::unique_ptr<DevBuf>> xb;
-    for (int i = 0; i < 2; ++i) xb.push_back(std::make_unique<DevBuf>(xs * 4));
+    for (int i = 0; i < rot; ++i) xb.push_back(std::make_unique<DevBuf>(xs * 4));
     fill_all(xb, 3);
     DevBuf y(size_t(n) * c * 4);
     Row r;
     r.group = "memory";
     r.name = "global_avg_pool";
-    r.shape = "256x7x7x1280";
+    r.shape = std::to_string(n) + "x7x7x1280";
     r.bytes = 4.0 * (xs + size_t(n) * c);
+    r.note = "v2: cp.async ring";
     r.hand_us =
-        time_us([&](int i) { cuda::global_avg_pool(n, hw, c, xb[i % 2]->f(), y.f(), nullptr); });
+        time_us([&](int i) { cuda::global_avg_pool(n, hw, c, xb[i % rot]->f(), y.f(), nullptr); });
     add_row(r);
+    Row v1 = r;
+    v1.name = "global_avg_pool [v1]";
+    v1.note = "plain loads";
+    v1.hand_us = time_us(
+        [&](int i) { cuda::global_avg_pool_v1(n, hw, c, xb[i % rot]->f(), y.f(), nullptr); });
+    add_row(v1);
+    if (n != 256) continue;
+    // What a device-to-device copy of as many bytes reaches, timed the same way. The copy ceiling
+    // is measured on 1 GiB, where launch and ramp-up are negligible; at 65 MB they are not.
+    Row cp = r;
+    cp.name = "copy (same bytes)";
+    cp.shape = "cudaMemcpyAsync D2D";
+    cp.note = "what this size allows";
+    const size_t half = size_t(r.bytes / 2) & ~size_t(15);
+    cp.bytes = 2.0 * half;
+    DevBuf dst(half);
+    cp.hand_us = time_us([&](int i) {
+      CUDA_CHECK(cudaMemcpyAsync(dst.p, xb[i % rot]->p, half, cudaMemcpyDeviceToDevice));
+    });
+    add_row(cp);
   }
   {
     // ResNet's stem max pool, 3x3 stride 2 pad 1 at 112x112x64 (822 MB in at batch 256), and the
@@ -755,7 +780,7 @@ int main(int argc, char** argv) {
       bench_convs(batch, l2, batch == 32, dnn);
       for (int classes : {10, 1000}) bench_linear(batch, classes, l2, cb);
     }
-    bench_memory(quick);
+    bench_memory(quick, l2);
 #if GRAFT_HAVE_CUDNN
     cudnnDestroy(h);
 #endif

@@ -22,6 +22,7 @@
 #endif
 
 #include "kernels/cuda/conv_internal.cuh"
+#include "kernels/cuda/pool_internal.cuh"
 #include "kernels/ops.h"
 #include "tests/cuda_test_util.h"
 
@@ -557,21 +558,27 @@ TEST_F(CudaOps, GlobalAvgPoolMatchesCpu) {
     int n, hw, c;
     bool misalign;
   };
-  // hw values walk the kernel's batches of 8, then 4, then singles; n=1024 c=1280 has more
-  // (image, float4) items than one grid covers. Same summation order as the CPU twin: exact.
-  for (const C t :
-       {C{3, 49, 1280, false}, C{1, 49, 37, false}, C{2, 143, 3, false}, C{5, 1, 8, false},
-        C{1, 3136, 144, false}, C{2, 8, 64, false}, C{2, 12, 64, false}, C{3, 15, 20, false},
-        C{2, 4, 8, false}, C{2, 3, 12, false}, C{2, 17, 64, true}, C{1024, 2, 1280, false}}) {
+  // hw walks v2's batches of 4 pixels in a ring of 4 slots (1-3: a partial first batch; 12, 13, 16,
+  // 17: around a full ring); n=1024 c=1280 has more (image, float4) items than one grid covers, so
+  // threads run several items each. c = 37 or 3 and the misaligned case take the one-channel path.
+  // Both versions add in the CPU twin's order: exact.
+  for (const C t : {C{3, 49, 1280, false}, C{1, 49, 37, false}, C{2, 143, 3, false},
+                    C{5, 1, 8, false}, C{1, 3136, 144, false}, C{2, 8, 64, false},
+                    C{2, 12, 64, false}, C{3, 15, 20, false}, C{2, 4, 8, false}, C{2, 3, 12, false},
+                    C{2, 2, 4, false}, C{3, 13, 68, false}, C{2, 16, 64, false}, C{2, 17, 64, true},
+                    C{2, 17, 64, false}, C{1024, 2, 1280, false}, C{260, 49, 1280, false}}) {
     const auto x = random_floats(size_t(t.n) * t.hw * t.c, rng);
     std::vector<float> want(size_t(t.n) * t.c);
     cpu::global_avg_pool(t.n, t.hw, t.c, x.data(), want.data());
     DeviceBuffer<float> dx(x, t.misalign ? 1 : 0), dy(want.size(), t.misalign ? 1 : 0);
+    const std::string shape = "n=" + std::to_string(t.n) + " hw=" + std::to_string(t.hw) +
+                              " c=" + std::to_string(t.c) + (t.misalign ? " misaligned" : "");
     dy.poison();
     cuda::global_avg_pool(t.n, t.hw, t.c, dx.get(), dy.get(), stream_);
-    GRAFT_EXPECT_CLOSE(dy.download(), want, 0.0,
-                       "global_avg_pool n=" + std::to_string(t.n) + " hw=" + std::to_string(t.hw) +
-                           " c=" + std::to_string(t.c) + (t.misalign ? " misaligned" : ""));
+    GRAFT_EXPECT_CLOSE(dy.download(), want, 0.0, "global_avg_pool " + shape);
+    dy.poison();
+    cuda::global_avg_pool_v1(t.n, t.hw, t.c, dx.get(), dy.get(), stream_);
+    GRAFT_EXPECT_CLOSE(dy.download(), want, 0.0, "global_avg_pool_v1 " + shape);
   }
 }
 

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # One-shot GPU check: on a machine with an NVIDIA GPU, builds graft for that GPU, runs the whole
 # test suite with GRAFT_REQUIRE_GPU=1 (a skipped CUDA test is a failure), runs the CUDA tests under
-# compute-sanitizer memcheck, runs the kernel yardsticks against cuDNN/cuBLAS, trains on the fish
-# photos on the GPU and on the CPU (same seed), runs the PyTorch baseline of the same recipe on the
-# same split, and writes OUT_DIR/summary.json plus logs. Budget: under 8 minutes on 16 cores.
+# compute-sanitizer memcheck (and racecheck on the kernels that share memory within a block), runs
+# the kernel yardsticks against cuDNN/cuBLAS, trains on the fish photos on the GPU and on the CPU
+# (same seed), runs the PyTorch baseline of the same recipe on the same split, and writes
+# OUT_DIR/summary.json plus logs. Budget: under 8 minutes on 16 cores.
 #
 #   tools/gpu-deps.sh            # on a development machine: build deps, photos, commit id
 #   tools/gpu-check.sh OUT_DIR   # on the GPU machine, with .gpudeps, models and .cache/photos
@@ -114,7 +115,15 @@ for t in test_cuda_ops test_cuda_engine; do
     "$BUILD/tests/$t" >>"$WORK/sanitizer.log" 2>&1
   echo "### exit $?" >>"$WORK/sanitizer.log"
 done
-grep -E "ERROR SUMMARY|### exit" "$WORK/sanitizer.log"
+# Shared-memory hazards between threads of a block (the tiled GEMMs, depthwise tiles, the
+# normalisation table, the pooling ring) on the tests of the kernels that use shared memory.
+echo "### racecheck test_cuda_ops" >>"$WORK/sanitizer.log"
+GRAFT_REQUIRE_GPU=1 timeout "${RACECHECK_SECONDS:-60}" "$SANITIZER" --tool racecheck \
+  "$BUILD/tests/test_cuda_ops" \
+  --gtest_filter='CudaOps.ConvPointwiseV2*:CudaOps.ConvDepthwise*:CudaOps.GlobalAvgPool*:CudaOps.NormalizeU8*:CudaOps.Linear*' \
+  >>"$WORK/sanitizer.log" 2>&1
+echo "### racecheck exit $?" >>"$WORK/sanitizer.log"
+grep -E "ERROR SUMMARY|RACECHECK SUMMARY|### exit|### racecheck exit" "$WORK/sanitizer.log"
 
 
 step done

@@ -36,6 +36,12 @@ def sanitizer_errors(log):
     return sum(counts) if len(counts) == runs and runs > 0 else None
 
 
+def racecheck_errors(log):
+    """Hazards racecheck reported as errors; None when its run did not finish with a summary."""
+    m = re.search(r"RACECHECK SUMMARY: \d+ hazards? displayed \((\d+) errors?", log)
+    return int(m.group(1)) if m else None
+
+
 def train_run(work, dev):
     info = json.loads(read(os.path.join(work, f"train-{dev}.json")) or "{}")
     log = read(os.path.join(work, f"train-{dev}.log"))
@@ -92,6 +98,7 @@ def main():
         "build_ok": os.path.exists(os.path.join(args.build, "graft")),
         "tests": ctest_counts(read(os.path.join(w, "tests.log"))),
         "sanitizer_errors": sanitizer_errors(read(os.path.join(w, "sanitizer.log"))),
+        "racecheck_errors": racecheck_errors(read(os.path.join(w, "sanitizer.log"))),
         "kernels": kernels,
         "stages": json.loads(read(os.path.join(w, "stages.json")) or "null"),
         "train": {

@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/pool_internal.cuh"
 
 namespace graft::cuda {
 namespace {
@@ -199,79 +200,131 @@ void pool2d(const char* op, bool is_max, const PoolShape& s, bool count_pad, con
   }
 }
 
-// U consecutive pixels of one thread's float4 (V = 4) or channel (V = 1) column, added to acc in
-// pixel order. The loads are unconditional (a guard per pixel made ptxas issue each load just
-// before its add); ptxas still interleaves them with the adds, about 3 in flight per thread.
-template <int V, int U>
-__device__ __forceinline__ void gap_batch(const float* xp, int64_t c, float* acc) {
-  float v[U][V];
+// Global average pooling, x [n][hw][c] -> y [n][c]. Both versions give each thread one (image,
+// float4 of channels) column, so consecutive threads read consecutive channels of the same pixel
+// (coalesced), and add its hw pixels in order from +0 then multiply by 1/hw: the CPU twin's order,
+// so the result is bit-identical. They differ in how many of a thread's loads are in flight.
+
+// One column with plain loads: V = 4 channels (16-byte loads) or V = 1.
+template <int V>
+__device__ __forceinline__ void gap_column(const float* xp, int hw, int c, float inv, float* yp) {
+  float acc[V];
 #pragma unroll
-  for (int u = 0; u < U; ++u) {
+  for (int j = 0; j < V; ++j) acc[j] = 0.f;
+#pragma unroll 4
+  for (int p = 0; p < hw; ++p) {
     if constexpr (V == 4) {
-      // __ldg: the asm prefetch in the caller hides the read-only path from the compiler.
-      const float4 t = __ldg(reinterpret_cast<const float4*>(xp + u * c));
-      v[u][0] = t.x, v[u][1] = t.y, v[u][2] = t.z, v[u][3] = t.w;
+      const float4 t = __ldg(reinterpret_cast<const float4*>(xp + static_cast<int64_t>(p) * c));
+      acc[0] += t.x, acc[1] += t.y, acc[2] += t.z, acc[3] += t.w;
     } else {
-      v[u][0] = __ldg(xp + u * c);
+      acc[0] += __ldg(xp + static_cast<int64_t>(p) * c);
     }
   }
-#pragma unroll
-  for (int u = 0; u < U; ++u) {
-#pragma unroll
-    for (int j = 0; j < V; ++j) acc[j] += v[u][j];
-  }
+  if constexpr (V == 4)
+    st4(yp, make_float4(acc[0] * inv, acc[1] * inv, acc[2] * inv, acc[3] * inv));
+  else
+    yp[0] = acc[0] * inv;
 }
 
-// Asks the L2 to fetch the sector holding p; a hint with no destination register, so ptxas issues
-// it at once (the same form as CUTLASS's prefetch).
-__device__ __forceinline__ void prefetch_l2(const float* p) {
-  asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
-}
-
-// x [n][hw][c] -> y [n][c]. Thread per (image, float4 of channels): consecutive threads read
-// consecutive channels of the same pixel (coalesced), each walks the hw pixels with 16-byte loads.
-// Same summation order as the CPU twin (pixel by pixel, from +0), times 1/hw, so the result is
-// bit-identical. At n=256, hw=49, c=1280 there are only 82K threads (under a third of the chip's
-// resident capacity) and ptxas keeps about 3 of a thread's loads in flight whatever the unroll
-// (it interleaves loads and adds to save registers), so the kernel was latency-bound at 64% of
-// copy bandwidth. Each batch of 8 pixels therefore first asks the L2 for the next batch
-// (prefetch.global.L2, no register held), so DRAM sees up to 8 outstanding requests per thread and
-// the loads mostly hit L2. The look-ahead is one batch: at most 82K x 8 x 16 B = 10.5 MB
-// prefetched and not yet read, well inside the L2. Splitting hw across threads would give more
-// parallelism but change the summation order.
+// v1: the plain loop. Also the path for c % 4 != 0 or unaligned tensors (V = 1, one channel per
+// thread). At n = 256, hw = 49, c = 1280 there are only 82K threads (under a third of what an H100
+// or H200 holds) and ptxas keeps about 3 of a thread's loads in flight whatever the unroll (it
+// interleaves loads and adds to save registers): ~4-5 MB in flight chip-wide, latency-bound at
+// 62-66% of copy bandwidth on the H200. An L2 prefetch of the next 8 pixels did not help (24.99 us,
+// bench/worklog-cuda-memory.md).
 template <int V>
-__global__ void global_avg_pool_kernel(int n, int hw, int c, float inv, const float* __restrict__ x,
-                                       float* __restrict__ y) {
+__global__ void global_avg_pool_v1_kernel(int n, int hw, int c, float inv,
+                                          const float* __restrict__ x, float* __restrict__ y) {
   const int cv = c / V;
   const int64_t total = static_cast<int64_t>(n) * cv;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int b = static_cast<int>(i / cv);
     const int ch = static_cast<int>(i % cv) * V;
+    gap_column<V>(x + static_cast<int64_t>(b) * hw * c + ch, hw, c, inv,
+                  y + static_cast<int64_t>(b) * c + ch);
+  }
+}
+
+// v2: the loads go to shared memory with cp.async (sm_80+), which holds no register until the data
+// is read back, so a thread can keep many pixels in flight. Each thread runs its own ring of
+// kGapStages slots of kGapBatch pixels: it fills every slot, then for each batch k waits for it
+// (cp.async.wait_group), adds it from shared memory, and refills the slot with batch
+// k + kGapStages. While it adds, (kGapStages - 1) * kGapBatch = 12 pixels (192 B) of the thread
+// are in flight against ~3 in v1: ~15 MB chip-wide at n = 256, several times what DRAM needs to
+// run at full speed. A thread reads only the slots it wrote, so there is no __syncthreads:
+// cp.async.wait_group makes a thread's own copies visible to it, and a slot is refilled only after
+// the same thread's shared loads of it were issued (and the refill lands a DRAM latency later).
+// Slot layout [stage][pixel][thread] puts a warp's 16-byte writes and reads on consecutive
+// addresses (no bank conflicts). 64 threads x 16 pixels x 16 B = 16 KB per block: 13 blocks fit
+// an SM, so at n = 256 the 1280 blocks are one wave on 132 SMs.
+constexpr int kGapThreads = 64;
+constexpr int kGapBatch = 4;
+constexpr int kGapStages = 4;
+
+__device__ __forceinline__ void cp_async16(float4* smem, const float* gmem) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  // .cg: cache in L2 only; every byte is read once.
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(gmem) : "memory");
+}
+
+// Closes the group of copies issued since the last commit (an empty group when there were none, so
+// every thread commits once per batch and the group count stays uniform).
+__device__ __forceinline__ void cp_async_commit() {
+  asm volatile("cp.async.commit_group;" ::: "memory");
+}
+
+// Waits until at most N of this thread's committed groups are still pending.
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
+__global__ void __launch_bounds__(kGapThreads)
+    global_avg_pool_v2_kernel(int n, int hw, int c, float inv, const float* __restrict__ x,
+                              float* __restrict__ y) {
+  const int t = threadIdx.x;
+  const int cv = c / 4;
+  const int64_t total = static_cast<int64_t>(n) * cv;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(kGapThreads) + t; i < total;
+       i += static_cast<int64_t>(gridDim.x) * kGapThreads) {
+    const int b = static_cast<int>(i / cv);
+    const int ch = static_cast<int>(i % cv) * 4;
     const float* xp = x + static_cast<int64_t>(b) * hw * c + ch;
-    float acc[V];
-#pragma unroll
-    for (int j = 0; j < V; ++j) acc[j] = 0.f;
-#pragma unroll
-    for (int u = 0; u < 8; ++u)
-      if (u < hw) prefetch_l2(xp + static_cast<int64_t>(u) * c);
-    int p = 0;
-    for (; p + 8 <= hw; p += 8) {
-#pragma unroll
-      for (int u = 0; u < 8; ++u)
-        if (p + 8 + u < hw) prefetch_l2(xp + static_cast<int64_t>(p + 8 + u) * c);
-      gap_batch<V, 8>(xp + static_cast<int64_t>(p) * c, c, acc);
-    }
-    if (p + 4 <= hw) {
-      gap_batch<V, 4>(xp + static_cast<int64_t>(p) * c, c, acc);
-      p += 4;
-    }
-    for (; p < hw; ++p) gap_batch<V, 1>(xp + static_cast<int64_t>(p) * c, c, acc);
     float* yp = y + static_cast<int64_t>(b) * c + ch;
-    if constexpr (V == 4)
-      st4(yp, make_float4(acc[0] * inv, acc[1] * inv, acc[2] * inv, acc[3] * inv));
-    else
-      yp[0] = acc[0] * inv;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    __shared__ float4 ring[kGapStages][kGapBatch][kGapThreads];
+    const int batches = (hw + kGapBatch - 1) / kGapBatch;
+    // Copies batch k (if there is one) into slot k % kGapStages and commits it as one group.
+    auto issue = [&](int k) {
+      if (k < batches) {
+        const int p0 = k * kGapBatch;
+#pragma unroll
+        for (int u = 0; u < kGapBatch; ++u)
+          if (p0 + u < hw)
+            cp_async16(&ring[k % kGapStages][u][t], xp + static_cast<int64_t>(p0 + u) * c);
+      }
+      cp_async_commit();
+    };
+#pragma unroll
+    for (int k = 0; k < kGapStages; ++k) issue(k);
+    float a0 = 0.f, a1 = 0.f, a2 = 0.f, a3 = 0.f;
+    for (int k = 0; k < batches; ++k) {
+      cp_async_wait<kGapStages - 1>();  // groups 0..k are complete: batch k has landed
+      const int p0 = k * kGapBatch;
+#pragma unroll
+      for (int u = 0; u < kGapBatch; ++u) {
+        if (p0 + u < hw) {
+          const float4 v = ring[k % kGapStages][u][t];
+          a0 += v.x, a1 += v.y, a2 += v.z, a3 += v.w;
+        }
+      }
+      issue(k + kGapStages);
+    }
+    st4(yp, make_float4(a0 * inv, a1 * inv, a2 * inv, a3 * inv));
+#else
+    gap_column<4>(xp, hw, c, inv, yp);  // no cp.async before sm_80: v1's loop, same order
+#endif
   }
 }
 
@@ -285,20 +338,44 @@ void avg_pool2d(const PoolShape& s, bool count_pad, const float* x, float* y, cu
   pool2d("avg_pool2d", false, s, count_pad, x, y, stream);
 }
 
-void global_avg_pool(int n, int hw, int c, const float* x, float* y, cudaStream_t stream) {
-  const std::string detail =
-      "n=" + std::to_string(n) + " hw=" + std::to_string(hw) + " c=" + std::to_string(c);
+namespace {
+
+// Validates the shape; returns false when there is nothing to do.
+bool check_global_avg_pool(int n, int hw, int c, const std::string& detail) {
   if (n < 0 || hw <= 0 || c < 0) invalid("global_avg_pool", "bad shape: " + detail);
-  if (n == 0 || c == 0) return;
+  return n > 0 && c > 0;
+}
+
+std::string gap_detail(int n, int hw, int c) {
+  return "n=" + std::to_string(n) + " hw=" + std::to_string(hw) + " c=" + std::to_string(c);
+}
+
+}  // namespace
+
+void global_avg_pool_v1(int n, int hw, int c, const float* x, float* y, cudaStream_t stream) {
+  const std::string detail = gap_detail(n, hw, c);
+  if (!check_global_avg_pool(n, hw, c, detail)) return;
   const float inv = 1.f / static_cast<float>(hw);
   const bool vec = mult4(c) && aligned16(x) && aligned16(y);
   const int64_t total = int64_t(n) * (vec ? c / 4 : c);
   // Small blocks: n*c/4 threads is only a few hundred at batch 1, so spread them over more SMs.
   if (vec)
-    global_avg_pool_kernel<4><<<grid_for(total, 128), 128, 0, stream>>>(n, hw, c, inv, x, y);
+    global_avg_pool_v1_kernel<4><<<grid_for(total, 128), 128, 0, stream>>>(n, hw, c, inv, x, y);
   else
-    global_avg_pool_kernel<1><<<grid_for(total, 128), 128, 0, stream>>>(n, hw, c, inv, x, y);
-  CUDA_CHECK_LAUNCH("global_avg_pool_kernel", detail);
+    global_avg_pool_v1_kernel<1><<<grid_for(total, 128), 128, 0, stream>>>(n, hw, c, inv, x, y);
+  CUDA_CHECK_LAUNCH("global_avg_pool_v1_kernel", detail);
+}
+
+void global_avg_pool(int n, int hw, int c, const float* x, float* y, cudaStream_t stream) {
+  const bool vec = mult4(c) && aligned16(x) && aligned16(y);
+  if (!vec) return global_avg_pool_v1(n, hw, c, x, y, stream);  // one channel per thread
+  const std::string detail = gap_detail(n, hw, c);
+  if (!check_global_avg_pool(n, hw, c, detail)) return;
+  const float inv = 1.f / static_cast<float>(hw);
+  const int64_t total = int64_t(n) * (c / 4);
+  global_avg_pool_v2_kernel<<<grid_for(total, kGapThreads), kGapThreads, 0, stream>>>(n, hw, c, inv,
+                                                                                      x, y);
+  CUDA_CHECK_LAUNCH("global_avg_pool_v2_kernel", detail);
 }
 
 }  // namespace graft::cuda
