@@ -54,6 +54,23 @@ struct GemmArgs {
   ConvGeom conv;
 };
 
+// W consecutive floats from src into v (one 16-byte load when W = 4), or zeros when !ok; src is
+// only dereferenced when ok. Every operand tile load goes through here.
+template <int W>
+__device__ __forceinline__ void load_or_zero(bool ok, const float* src, float (&v)[W]) {
+  static_assert(W == 1 || W == 4, "scalar or float4 accesses only");
+#pragma unroll
+  for (int j = 0; j < W; ++j) v[j] = 0.f;
+  if (ok) {
+    if constexpr (W == 4) {
+      float4 t = ld4(src);
+      v[0] = t.x, v[1] = t.y, v[2] = t.z, v[3] = t.w;
+    } else {
+      v[0] = src[0];
+    }
+  }
+}
+
 // Two blocks per SM at least (the register cap that implies, 128 per thread at 256 threads, is what
 // the 8x8 tile needs without spilling; see bench/worklog-cuda-gemm.md), so one block's epilogue and
 // prologue overlap the other's main loop.
@@ -131,33 +148,14 @@ __global__ void __launch_bounds__((BM / (4 * RM)) * (BN / (4 * RN)), 2)
         const int ml = tid / A_ROW_ITEMS + it * (NT / A_ROW_ITEMS);
         const int m = m0 + ml;
         float v[W];
-#pragma unroll
-        for (int j = 0; j < W; ++j) v[j] = 0.f;
         if constexpr (AMODE == kA_MK) {
-          if (m < M) {
-            const float* src = A + static_cast<int64_t>(m) * p.lda + k;
-            if constexpr (VEC) {
-              if (k < K) {
-                float4 t = ld4(src);
-                v[0] = t.x, v[1] = t.y, v[2] = t.z, v[3] = t.w;
-              }
-            } else {
-              if (k < K) v[0] = src[0];
-            }
-          }
+          load_or_zero(m < M && k < K, A + static_cast<int64_t>(m) * p.lda + k, v);
         } else {
           const int img = s_img[ml];
           const int iy = s_iy[ml] + ky, ix = s_ix[ml] + kx;
-          if (img >= 0 && k < K && iy >= 0 && iy < p.conv.in_h && ix >= 0 && ix < p.conv.in_w) {
-            const float* src =
-                A + static_cast<int64_t>(img) + (iy * p.conv.in_w + ix) * p.conv.in_c + tap_off;
-            if constexpr (VEC) {
-              float4 t = ld4(src);
-              v[0] = t.x, v[1] = t.y, v[2] = t.z, v[3] = t.w;
-            } else {
-              v[0] = src[0];
-            }
-          }
+          load_or_zero(
+              img >= 0 && k < K && iy >= 0 && iy < p.conv.in_h && ix >= 0 && ix < p.conv.in_w,
+              A + static_cast<int64_t>(img) + (iy * p.conv.in_w + ix) * p.conv.in_c + tap_off, v);
         }
 #pragma unroll
         for (int j = 0; j < W; ++j) ra[it * W + j] = v[j];
@@ -169,17 +167,7 @@ __global__ void __launch_bounds__((BM / (4 * RM)) * (BN / (4 * RN)), 2)
       for (int it = 0; it < A_LD; ++it) {
         const int k = k0 + tid / A_ROW_ITEMS + it * (NT / A_ROW_ITEMS);
         float v[W];
-#pragma unroll
-        for (int j = 0; j < W; ++j) v[j] = 0.f;
-        if (k < K && m < M) {
-          const float* src = A + static_cast<int64_t>(k) * p.lda + m;
-          if constexpr (VEC) {
-            float4 t = ld4(src);
-            v[0] = t.x, v[1] = t.y, v[2] = t.z, v[3] = t.w;
-          } else {
-            v[0] = src[0];
-          }
-        }
+        load_or_zero(k < K && m < M, A + static_cast<int64_t>(k) * p.lda + m, v);
 #pragma unroll
         for (int j = 0; j < W; ++j) ra[it * W + j] = v[j];
       }
@@ -192,17 +180,7 @@ __global__ void __launch_bounds__((BM / (4 * RM)) * (BN / (4 * RN)), 2)
       for (int it = 0; it < B_LD; ++it) {
         const int k = k0 + tid / B_ROW_ITEMS + it * (NT / B_ROW_ITEMS);
         float v[W];
-#pragma unroll
-        for (int j = 0; j < W; ++j) v[j] = 0.f;
-        if (k < K && n < N) {
-          const float* src = B + static_cast<int64_t>(k) * p.ldb + n;
-          if constexpr (VEC) {
-            float4 t = ld4(src);
-            v[0] = t.x, v[1] = t.y, v[2] = t.z, v[3] = t.w;
-          } else {
-            v[0] = src[0];
-          }
-        }
+        load_or_zero(k < K && n < N, B + static_cast<int64_t>(k) * p.ldb + n, v);
 #pragma unroll
         for (int j = 0; j < W; ++j) rb[it * W + j] = v[j];
       }
@@ -213,17 +191,7 @@ __global__ void __launch_bounds__((BM / (4 * RM)) * (BN / (4 * RN)), 2)
       for (int it = 0; it < B_LD; ++it) {
         const int n = n0 + tid / B_ROW_ITEMS + it * (NT / B_ROW_ITEMS);
         float v[W];
-#pragma unroll
-        for (int j = 0; j < W; ++j) v[j] = 0.f;
-        if (k < K && n < N) {
-          const float* src = B + static_cast<int64_t>(n) * p.ldb + k;
-          if constexpr (VEC) {
-            float4 t = ld4(src);
-            v[0] = t.x, v[1] = t.y, v[2] = t.z, v[3] = t.w;
-          } else {
-            v[0] = src[0];
-          }
-        }
+        load_or_zero(k < K && n < N, B + static_cast<int64_t>(n) * p.ldb + k, v);
 #pragma unroll
         for (int j = 0; j < W; ++j) rb[it * W + j] = v[j];
       }
