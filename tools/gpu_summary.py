@@ -30,6 +30,7 @@ def ctest_counts(log):
 
 
 def sanitizer_errors(log):
+    log = log.split("### racecheck", 1)[0]  # memcheck's part; racecheck is counted on its own
     counts = [int(n) for n in re.findall(r"ERROR SUMMARY: (\d+) error", log)]
     runs = len(re.findall(r"^### exit", log, re.M))
     # A run that never printed its summary (crash, timeout) is not a clean run.
@@ -37,9 +38,11 @@ def sanitizer_errors(log):
 
 
 def racecheck_errors(log):
-    """Hazards racecheck reported as errors; None when its run did not finish with a summary."""
-    m = re.search(r"RACECHECK SUMMARY: \d+ hazards? displayed \((\d+) errors?", log)
-    return int(m.group(1)) if m else None
+    """Racecheck's error count summed over its runs; None unless every run printed its summary."""
+    counts = [int(n) for n in
+              re.findall(r"RACECHECK SUMMARY: \d+ hazards? displayed \((\d+) errors?", log)]
+    runs = len(re.findall(r"^### racecheck exit", log, re.M))
+    return sum(counts) if len(counts) == runs and runs > 0 else None
 
 
 def train_run(work, dev):
