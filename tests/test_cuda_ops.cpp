@@ -15,6 +15,7 @@
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #if GRAFT_HAVE_CUDNN
@@ -558,15 +559,17 @@ TEST_F(CudaOps, GlobalAvgPoolMatchesCpu) {
     int n, hw, c;
     bool misalign;
   };
-  // hw walks v2's batches of 4 pixels in a ring of 4 slots (1-3: a partial first batch; 12, 13, 16,
-  // 17: around a full ring); n=1024 c=1280 has more (image, float4) items than one grid covers, so
-  // threads run several items each. c = 37 or 3 and the misaligned case take the one-channel path.
-  // Both versions add in the CPU twin's order: exact.
-  for (const C t : {C{3, 49, 1280, false}, C{1, 49, 37, false}, C{2, 143, 3, false},
-                    C{5, 1, 8, false}, C{1, 3136, 144, false}, C{2, 8, 64, false},
-                    C{2, 12, 64, false}, C{3, 15, 20, false}, C{2, 4, 8, false}, C{2, 3, 12, false},
-                    C{2, 2, 4, false}, C{3, 13, 68, false}, C{2, 16, 64, false}, C{2, 17, 64, true},
-                    C{2, 17, 64, false}, C{1024, 2, 1280, false}, C{260, 49, 1280, false}}) {
+  // hw walks v2's default ring, 4 slots of 4 pixels (1-3: a partial first batch; 12, 13, 16, 17:
+  // around a full ring), and the other rings' boundaries (2, 8, 15, 16, 17, 32 + 1 = 33 for 8x4);
+  // n=1024 c=1280 has more (image, float4) items than one grid covers, so threads run several items
+  // each. c = 37 or 3 and the misaligned case take the one-channel path. Every version and ring
+  // adds in the CPU twin's order: exact.
+  for (const C t :
+       {C{3, 49, 1280, false}, C{1, 49, 37, false}, C{2, 143, 3, false}, C{5, 1, 8, false},
+        C{1, 3136, 144, false}, C{2, 8, 64, false}, C{2, 12, 64, false}, C{3, 15, 20, false},
+        C{2, 4, 8, false}, C{2, 3, 12, false}, C{2, 2, 4, false}, C{3, 13, 68, false},
+        C{2, 16, 64, false}, C{2, 17, 64, true}, C{2, 17, 64, false}, C{2, 33, 64, false},
+        C{1024, 2, 1280, false}, C{260, 49, 1280, false}}) {
     const auto x = random_floats(size_t(t.n) * t.hw * t.c, rng);
     std::vector<float> want(size_t(t.n) * t.c);
     cpu::global_avg_pool(t.n, t.hw, t.c, x.data(), want.data());
@@ -579,7 +582,22 @@ TEST_F(CudaOps, GlobalAvgPoolMatchesCpu) {
     dy.poison();
     cuda::global_avg_pool_v1(t.n, t.hw, t.c, dx.get(), dy.get(), stream_);
     GRAFT_EXPECT_CLOSE(dy.download(), want, 0.0, "global_avg_pool_v1 " + shape);
+    if (t.c % 4 != 0 || t.misalign) {
+      EXPECT_THROW(cuda::global_avg_pool_v2(t.n, t.hw, t.c, dx.get(), dy.get(), stream_, 4, 4),
+                   std::invalid_argument);
+      continue;
+    }
+    const std::pair<int, int> rings[] = {{8, 2}, {2, 8}, {8, 4}};  // the 4x4 one is above
+    for (const auto& [batch, stages] : rings) {
+      dy.poison();
+      cuda::global_avg_pool_v2(t.n, t.hw, t.c, dx.get(), dy.get(), stream_, batch, stages);
+      GRAFT_EXPECT_CLOSE(dy.download(), want, 0.0,
+                         "global_avg_pool_v2 ring " + std::to_string(batch) + "x" +
+                             std::to_string(stages) + " " + shape);
+    }
   }
+  EXPECT_THROW(cuda::global_avg_pool_v2(1, 4, 8, nullptr, nullptr, stream_, 3, 3),
+               std::invalid_argument);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -248,19 +248,19 @@ __global__ void global_avg_pool_v1_kernel(int n, int hw, int c, float inv,
 
 // v2: the loads go to shared memory with cp.async (sm_80+), which holds no register until the data
 // is read back, so a thread can keep many pixels in flight. Each thread runs its own ring of
-// kGapStages slots of kGapBatch pixels: it fills every slot, then for each batch k waits for it
-// (cp.async.wait_group), adds it from shared memory, and refills the slot with batch
-// k + kGapStages. While it adds, (kGapStages - 1) * kGapBatch = 12 pixels (192 B) of the thread
-// are in flight against ~3 in v1: ~15 MB chip-wide at n = 256, several times what DRAM needs to
-// run at full speed. A thread reads only the slots it wrote, so there is no __syncthreads:
+// STAGES slots of BATCH pixels: it fills every slot, then for each batch k waits for it
+// (cp.async.wait_group), adds it from shared memory, and refills the slot with batch k + STAGES.
+// While it adds, (STAGES - 1) * BATCH pixels of the thread are in flight, 12 (192 B) in the
+// default 4 x 4 ring against ~3 loads in v1: ~15 MB chip-wide at n = 256, several times what DRAM
+// needs to run at full speed. A thread reads only the slots it wrote, so there is no __syncthreads:
 // cp.async.wait_group makes a thread's own copies visible to it, and a slot is refilled only after
 // the same thread's shared loads of it were issued (and the refill lands a DRAM latency later).
 // Slot layout [stage][pixel][thread] puts a warp's 16-byte writes and reads on consecutive
-// addresses (no bank conflicts). 64 threads x 16 pixels x 16 B = 16 KB per block: 13 blocks fit
-// an SM, so at n = 256 the 1280 blocks are one wave on 132 SMs.
+// addresses (no bank conflicts). 4 x 4 ring: 64 threads x 16 pixels x 16 B = 16 KB per block, 13
+// blocks fit an SM, so at n = 256 the 1280 blocks are one wave on 132 SMs. The benchmark also
+// times other rings (global_avg_pool_v2's batch and stages arguments) to show the trade between
+// pixels in flight per thread and blocks per SM.
 constexpr int kGapThreads = 64;
-constexpr int kGapBatch = 4;
-constexpr int kGapStages = 4;
 
 __device__ __forceinline__ void cp_async16(float4* smem, const float* gmem) {
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
@@ -280,6 +280,7 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 }
 
+template <int BATCH, int STAGES>
 __global__ void __launch_bounds__(kGapThreads)
     global_avg_pool_v2_kernel(int n, int hw, int c, float inv, const float* __restrict__ x,
                               float* __restrict__ y) {
@@ -293,33 +294,33 @@ __global__ void __launch_bounds__(kGapThreads)
     const float* xp = x + static_cast<int64_t>(b) * hw * c + ch;
     float* yp = y + static_cast<int64_t>(b) * c + ch;
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    __shared__ float4 ring[kGapStages][kGapBatch][kGapThreads];
-    const int batches = (hw + kGapBatch - 1) / kGapBatch;
-    // Copies batch k (if there is one) into slot k % kGapStages and commits it as one group.
+    __shared__ float4 ring[STAGES][BATCH][kGapThreads];
+    const int batches = (hw + BATCH - 1) / BATCH;
+    // Copies batch k (if there is one) into slot k % STAGES and commits it as one group.
     auto issue = [&](int k) {
       if (k < batches) {
-        const int p0 = k * kGapBatch;
+        const int p0 = k * BATCH;
 #pragma unroll
-        for (int u = 0; u < kGapBatch; ++u)
+        for (int u = 0; u < BATCH; ++u)
           if (p0 + u < hw)
-            cp_async16(&ring[k % kGapStages][u][t], xp + static_cast<int64_t>(p0 + u) * c);
+            cp_async16(&ring[k % STAGES][u][t], xp + static_cast<int64_t>(p0 + u) * c);
       }
       cp_async_commit();
     };
 #pragma unroll
-    for (int k = 0; k < kGapStages; ++k) issue(k);
+    for (int k = 0; k < STAGES; ++k) issue(k);
     float a0 = 0.f, a1 = 0.f, a2 = 0.f, a3 = 0.f;
     for (int k = 0; k < batches; ++k) {
-      cp_async_wait<kGapStages - 1>();  // groups 0..k are complete: batch k has landed
-      const int p0 = k * kGapBatch;
+      cp_async_wait<STAGES - 1>();  // groups 0..k are complete: batch k has landed
+      const int p0 = k * BATCH;
 #pragma unroll
-      for (int u = 0; u < kGapBatch; ++u) {
+      for (int u = 0; u < BATCH; ++u) {
         if (p0 + u < hw) {
-          const float4 v = ring[k % kGapStages][u][t];
+          const float4 v = ring[k % STAGES][u][t];
           a0 += v.x, a1 += v.y, a2 += v.z, a3 += v.w;
         }
       }
-      issue(k + kGapStages);
+      issue(k + STAGES);
     }
     st4(yp, make_float4(a0 * inv, a1 * inv, a2 * inv, a3 * inv));
 #else
@@ -366,16 +367,34 @@ void global_avg_pool_v1(int n, int hw, int c, const float* x, float* y, cudaStre
   CUDA_CHECK_LAUNCH("global_avg_pool_v1_kernel", detail);
 }
 
-void global_avg_pool(int n, int hw, int c, const float* x, float* y, cudaStream_t stream) {
-  const bool vec = mult4(c) && aligned16(x) && aligned16(y);
-  if (!vec) return global_avg_pool_v1(n, hw, c, x, y, stream);  // one channel per thread
-  const std::string detail = gap_detail(n, hw, c);
+void global_avg_pool_v2(int n, int hw, int c, const float* x, float* y, cudaStream_t stream,
+                        int batch, int stages) {
+  const std::string detail =
+      gap_detail(n, hw, c) + " ring " + std::to_string(batch) + "x" + std::to_string(stages);
   if (!check_global_avg_pool(n, hw, c, detail)) return;
+  if (!mult4(c) || !aligned16(x) || !aligned16(y))
+    invalid("global_avg_pool_v2", "needs c % 4 == 0 and 16-byte aligned tensors: " + detail);
   const float inv = 1.f / static_cast<float>(hw);
-  const int64_t total = int64_t(n) * (c / 4);
-  global_avg_pool_v2_kernel<<<grid_for(total, kGapThreads), kGapThreads, 0, stream>>>(n, hw, c, inv,
-                                                                                      x, y);
+  const unsigned grid = grid_for(int64_t(n) * (c / 4), kGapThreads);
+  // The rings the benchmark compares: 16 KB (4x4, the default; 8x2; 2x8) and 32 KB (8x4) blocks.
+  if (batch == 4 && stages == 4)
+    global_avg_pool_v2_kernel<4, 4><<<grid, kGapThreads, 0, stream>>>(n, hw, c, inv, x, y);
+  else if (batch == 8 && stages == 2)
+    global_avg_pool_v2_kernel<8, 2><<<grid, kGapThreads, 0, stream>>>(n, hw, c, inv, x, y);
+  else if (batch == 2 && stages == 8)
+    global_avg_pool_v2_kernel<2, 8><<<grid, kGapThreads, 0, stream>>>(n, hw, c, inv, x, y);
+  else if (batch == 8 && stages == 4)
+    global_avg_pool_v2_kernel<8, 4><<<grid, kGapThreads, 0, stream>>>(n, hw, c, inv, x, y);
+  else
+    invalid("global_avg_pool_v2", "no such ring (4x4, 8x2, 2x8 or 8x4): " + detail);
   CUDA_CHECK_LAUNCH("global_avg_pool_v2_kernel", detail);
+}
+
+void global_avg_pool(int n, int hw, int c, const float* x, float* y, cudaStream_t stream) {
+  if (mult4(c) && aligned16(x) && aligned16(y))
+    global_avg_pool_v2(n, hw, c, x, y, stream, 4, 4);
+  else
+    global_avg_pool_v1(n, hw, c, x, y, stream);  // one channel per thread
 }
 
 }  // namespace graft::cuda
