@@ -14,8 +14,13 @@ rm -rf .gpudeps/debs
 # zlib's development link is absolute and versioned; point it at the soname every distro has.
 ln -sf /lib/x86_64-linux-gnu/libz.so.1 .gpudeps/root/usr/lib/x86_64-linux-gnu/libz.so
 git rev-parse HEAD > .gpudeps/commit 2>/dev/null || true
+# The summary names this commit: say so when the tree that travels differs from it.
+if ! git diff --quiet HEAD 2>/dev/null; then
+  echo "gpu-deps: warning: uncommitted changes; the GPU summary will name $(cat .gpudeps/commit)" >&2
+fi
 # The fish photos live outside the repository; the GPU machine gets a copy that is never committed.
 if [ -d ../shared/data/fish ]; then
   rm -rf .gpudeps/fish && cp -r ../shared/data/fish .gpudeps/fish
 fi
-du -sh .gpudeps
+# Everything carried to the GPU machine must stay under its 64 MiB limit.
+du -shc .gpudeps models .cache/photos 2>/dev/null
