@@ -22,5 +22,5 @@ fi
 if [ -d ../shared/data/fish ]; then
   rm -rf .gpudeps/fish && cp -r ../shared/data/fish .gpudeps/fish
 fi
-# Everything carried to the GPU machine must stay under its 64 MiB limit.
+# What the GPU machine needs beside the sources, and its size.
 du -shc .gpudeps models .cache/photos 2>/dev/null
