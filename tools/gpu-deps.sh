@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Prepares, on a development machine, what tools/gpu-check.sh needs on a GPU machine that cannot
 # download anything: Debian's packages of graft's build dependencies, unpacked into .gpudeps/root
-# (a prefix CMake searches), and the real photos and weights the checks use. Carry .gpudeps,
-# models and .cache/photos with the check.
+# (a prefix CMake searches), and the real photos and weights the checks use. Copy .gpudeps,
+# models and .cache/photos to the GPU machine with the sources.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PKGS=(libturbojpeg0 libturbojpeg0-dev libpng16-16 libpng-dev zlib1g-dev nlohmann-json3-dev
