@@ -537,9 +537,10 @@ void bench_memory(bool quick, size_t l2) {
     });
     add_row(a);
   }
-  // Global average pool at the end of the backbone: batch 256 (the chip-filling size) and 32 (the
-  // training batch; only 10K threads and 8 MB, so it is latency-bound whatever the kernel).
-  for (const int n : {256, 32}) {
+  // Global average pool at the end of the backbone: batch 256 (65 MB, 82K float4 columns: under a
+  // third of the threads an H100 or H200 holds), 1024 (262 MB, 328K columns: the chip is full) and
+  // 32 (the training batch; 10K columns and 8 MB, latency-bound whatever the kernel).
+  for (const int n : quick ? std::vector<int>{256, 32} : std::vector<int>{256, 1024, 32}) {
     const int hw = 49, c = 1280;
     const size_t xs = size_t(n) * hw * c;
     const int rot = rotation(xs * 4, l2);
