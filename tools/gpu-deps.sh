@@ -14,7 +14,7 @@ rm -rf .gpudeps/debs
 # zlib's development link is absolute and versioned; point it at the soname every distro has.
 ln -sf /lib/x86_64-linux-gnu/libz.so.1 .gpudeps/root/usr/lib/x86_64-linux-gnu/libz.so
 git rev-parse HEAD > .gpudeps/commit 2>/dev/null || true
-# The summary names this commit: say so when the tree that travels differs from it.
+# The summary names this commit: say so when the working tree differs from it.
 if ! git diff --quiet HEAD 2>/dev/null; then
   echo "gpu-deps: warning: uncommitted changes; the GPU summary will name $(cat .gpudeps/commit)" >&2
 fi
