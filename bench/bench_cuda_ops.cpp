@@ -422,6 +422,19 @@ void bench_convs(int batch, size_t l2, bool with_v1, void* cudnn_handle) {
           5, 1);
       add_row(v1);
     }
+    if (s.in_c <= 4 && s.groups == 1) {
+      // The stem's previous path: the implicit GEMM (scalar, since 3 channels are not float4-able).
+      Row ig = row;
+      ig.name = c.name + " [igemm]";
+      ig.vendor_us = NAN;
+      ig.check = NAN;
+      ig.note = "conv_implicit_gemm (the stem's path before conv_small_cin)";
+      ig.hand_us = time_us([&](int i) {
+        cuda::conv_implicit_gemm(s, xb[i % rot]->f(), w.f(), b.f(), r ? r->f() : nullptr, c.act,
+                                 y.f(), nullptr);
+      });
+      add_row(ig);
+    }
   }
 }
 

@@ -230,6 +230,38 @@ TEST_F(CudaOps, ConvImplicitGemmMatchesCpu) {
              seed++, true);
 }
 
+TEST_F(CudaOps, ConvSmallCinMatchesCpu) {
+  uint32_t seed = 450;
+  const std::vector<ConvShape> shapes = {
+      conv_same(1, 224, 224, 3, 32, 3, 2),                 // EfficientNet stem
+      conv_same(3, 13, 9, 3, 16, 3, 2),                    // 2 threads per pixel, odd image
+      conv_pad(1, 29, 31, 3, 64, 7, 7, 2, 2, 3, 3, 3, 3),  // ResNet stem (37 KB of weights)
+      conv_pad(2, 9, 7, 1, 8, 3, 3, 1, 1, 2, 0, 0, 2),     // 1 channel, one thread per pixel
+      conv_pad(2, 11, 6, 2, 40, 5, 3, 2, 1, 1, 2, 0, 1),   // 2 channels, 5 per pixel, asymmetric
+      conv_pad(1, 10, 13, 4, 24, 3, 3, 1, 2, 1, 1, 1, 1),  // 4 channels, mixed strides
+      conv_pad(1, 6, 5, 3, 8, 9, 9, 1, 1, 4, 4, 4, 4),     // kernel larger than the image
+      conv_same(1, 5, 4, 3, 16, 1, 1),                     // 1x1 with 3 channels
+  };
+  for (const ConvCase& c : with_epilogues(shapes)) {
+    ASSERT_TRUE(cuda::conv_small_cin_fits(c.s, nullptr, nullptr, nullptr, nullptr, nullptr))
+        << str(c.s);
+    check_conv(cuda::conv_small_cin, "conv_small_cin", c, stream_, seed++);
+  }
+  // Shapes and pointers it does not take: conv2d falls back to the implicit GEMM, the direct call
+  // says why.
+  const ConvShape odd_out = conv_same(1, 9, 9, 3, 12, 3, 2);  // out_c % 8 != 0
+  const ConvShape wide_in = conv_same(1, 9, 9, 5, 16, 3, 2);  // 5 input channels
+  for (const ConvShape& s : {odd_out, wide_in}) {
+    EXPECT_FALSE(cuda::conv_small_cin_fits(s, nullptr, nullptr, nullptr, nullptr, nullptr));
+    EXPECT_THROW(
+        cuda::conv_small_cin(s, nullptr, nullptr, nullptr, nullptr, Act::none, nullptr, stream_),
+        std::invalid_argument);
+    check_conv(cuda::conv2d, "conv2d", {s, true, true, Act::relu6}, stream_, seed++);
+  }
+  check_conv(cuda::conv2d, "conv2d", {conv_same(2, 17, 15, 3, 32, 3, 2), true, true, Act::relu6},
+             stream_, seed++, true);  // misaligned: the implicit GEMM's scalar path
+}
+
 TEST_F(CudaOps, ConvDepthwiseMatchesCpu) {
   uint32_t seed = 500;
   const std::vector<ConvShape> shapes = {

@@ -1,9 +1,12 @@
-// conv2d: shape checks, the dispatch between the three paths, and the general path.
+// conv2d: shape checks, the dispatch between the four paths, and the general path.
 //   pointwise (1x1, stride 1, unpadded, one group)  -> conv_pointwise_v2 (conv_pointwise.cu)
 //   depthwise (groups == in_c == out_c > 1)         -> conv_depthwise (conv_depthwise.cu)
-//   everything else (stem 3x3 s2 with 3 channels, ResNet 7x7 / 3x3, grouped, strided 1x1,
-//   depthwise with a channel multiplier)            -> conv_implicit_gemm (below)
-// The dispatch mirrors the CPU twin's, so both backends take the same path for a shape.
+//   1-4 input channels, one group (the image stems: EfficientNet's 3x3 s2, ResNet's 7x7 s2),
+//   out_c % 8 == 0                                  -> conv_small_cin (conv_small_cin.cu)
+//   everything else (ResNet 3x3, grouped, strided 1x1, depthwise with a channel multiplier)
+//                                                   -> conv_implicit_gemm (below)
+// The first two mirror the CPU twin's dispatch; the CPU runs the stems through its general
+// (im2col) path, which the GPU's implicit GEMM also covers (the benchmark's "[igemm]" rows).
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/conv_internal.cuh"
 #include "kernels/cuda/gemm.cuh"
@@ -69,6 +72,8 @@ void conv2d(const ConvShape& s, const float* x, const float* w, const float* bia
     conv_pointwise_v2(s, x, w, bias, residual, act, y, stream);
   } else if (s.groups == s.in_c && s.groups == s.out_c && s.groups > 1) {
     conv_depthwise(s, x, w, bias, residual, act, y, stream);
+  } else if (conv_small_cin_fits(s, x, w, bias, residual, y)) {
+    conv_small_cin(s, x, w, bias, residual, act, y, stream);
   } else {
     conv_implicit_gemm(s, x, w, bias, residual, act, y, stream);
   }

@@ -19,6 +19,15 @@ void conv_pointwise_v2(const ConvShape& s, const float* x, const float* w, const
 void conv_depthwise(const ConvShape& s, const float* x, const float* w, const float* bias,
                     const float* residual, Act act, float* y, cudaStream_t stream);
 
+// groups 1 with 1-4 input channels (the image stems): direct convolution, a thread per (output
+// pixel, 8 output channels), all weights in shared memory. conv_small_cin_fits says whether a
+// shape and its pointers qualify (out_c % 8 == 0, weights <= 48 KB, 16-byte aligned w, y, bias and
+// residual); conv_small_cin throws std::invalid_argument when they do not.
+bool conv_small_cin_fits(const ConvShape& s, const float* x, const float* w, const float* bias,
+                         const float* residual, const float* y);
+void conv_small_cin(const ConvShape& s, const float* x, const float* w, const float* bias,
+                    const float* residual, Act act, float* y, cudaStream_t stream);
+
 // Any shape (the fallback): implicit GEMM, im2col on the fly into shared memory.
 void conv_implicit_gemm(const ConvShape& s, const float* x, const float* w, const float* bias,
                         const float* residual, Act act, float* y, cudaStream_t stream);
