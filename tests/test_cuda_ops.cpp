@@ -280,6 +280,10 @@ TEST_F(CudaOps, ConvDepthwiseMatchesCpu) {
       conv_pad(1, 9, 10, 4, 4, 3, 3, 1, 1, 0, 0, 0, 0, 4),      // valid padding
       conv_pad(1, 12, 12, 16, 16, 9, 9, 1, 1, 4, 4, 4, 4, 16),  // k9: generic path
       conv_pad(1, 10, 12, 16, 16, 3, 5, 2, 1, 1, 1, 2, 2, 16),  // kh != kw, sh != sw
+      // Block widths: 144 -> 18 lanes (above), 240 -> 30, 672 -> 28, 148 (37 quads, prime) -> 32
+      // with a ragged last block column.
+      conv_same(1, 14, 14, 240, 240, 5, 1, 240),
+      conv_same(1, 9, 7, 148, 148, 3, 2, 148),
   };
   for (const ConvCase& c : with_epilogues(shapes))
     check_conv(cuda::conv_depthwise, "conv_depthwise", c, stream_, seed++);

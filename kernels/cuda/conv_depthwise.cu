@@ -143,11 +143,23 @@ __global__ void conv_depthwise_generic_kernel(const DwArgs a, const float* __res
   }
 }
 
+// Channel quads per block row: all of them up to 32, else the largest divisor of c/4 in [16, 32],
+// so the last block column is not mostly idle. With a flat 32, c = 144 (36 quads) ran blocks of 32
+// and of 4 active lanes, and that layer reached 40% of copy bandwidth against 66-81% for the others
+// (bench/worklog-cuda-conv.md); 18 lanes split it evenly. Lite0's other widths: 24 (c = 96), 30
+// (240, 480), 28 (672), 32 (1152).
+int dw_lanes(int c4) {
+  if (c4 <= 32) return c4;
+  for (int d = 32; d >= 16; --d)
+    if (c4 % d == 0) return d;
+  return 32;
+}
+
 template <int KW, int SW>
 void launch_vec(const DwArgs& a, const float* x, const float* w, const float* bias,
                 const float* residual, float* y, cudaStream_t stream, const std::string& detail) {
   const int c4 = a.c / 4;
-  const int bx = c4 < 32 ? c4 : 32;
+  const int bx = dw_lanes(c4);
   const int by = 256 / bx;
   const int64_t tiles = static_cast<int64_t>(a.n) * a.out_h * ceil_div(a.out_w, kDwOxt);
   const int64_t gx = ceil_div(tiles, by), gy = ceil_div(c4, bx);
