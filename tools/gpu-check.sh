@@ -116,7 +116,7 @@ for t in test_cuda_ops test_cuda_engine; do
   echo "### exit $?" >>"$WORK/sanitizer.log"
 done
 # Shared-memory hazards between threads of a block: first the small kernels (the pooling ring, the
-# normalisation table), then the tiled GEMMs and depthwise tiles, each run with its own time limit
+# normalisation table), then the stem weights, the tiled GEMMs and depthwise tiles, each run with its own time limit
 # so a slow one cannot hide the other's result.
 racecheck() {
   echo "### racecheck $1" >>"$WORK/sanitizer.log"
@@ -125,7 +125,7 @@ racecheck() {
   echo "### racecheck exit $?" >>"$WORK/sanitizer.log"
 }
 racecheck 'CudaOps.GlobalAvgPool*:CudaOps.NormalizeU8*' "${RACECHECK_SECONDS:-30}"
-racecheck 'CudaOps.ConvPointwiseV2*:CudaOps.ConvDepthwise*:CudaOps.Linear*' "${RACECHECK_SECONDS:-60}"
+racecheck 'CudaOps.ConvSmallCin*:CudaOps.ConvPointwiseV2*:CudaOps.ConvDepthwise*:CudaOps.Linear*' "${RACECHECK_SECONDS:-60}"
 grep -E "ERROR SUMMARY|RACECHECK SUMMARY|### exit|### racecheck exit" "$WORK/sanitizer.log"
 
 
