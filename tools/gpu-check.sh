@@ -116,8 +116,8 @@ for t in test_cuda_ops test_cuda_engine; do
   echo "### exit $?" >>"$WORK/sanitizer.log"
 done
 # Shared-memory hazards between threads of a block: first the small kernels (the pooling ring, the
-# normalisation table), then the stem weights, the tiled GEMMs and depthwise tiles, each run with its own time limit
-# so a slow one cannot hide the other's result.
+# normalisation table), then the stem's weights, the tiled GEMMs and the depthwise tiles; each run
+# has its own time limit so a slow one cannot hide the other's result.
 racecheck() {
   echo "### racecheck $1" >>"$WORK/sanitizer.log"
   GRAFT_REQUIRE_GPU=1 timeout "$2" "$SANITIZER" --tool racecheck "$BUILD/tests/test_cuda_ops" \
@@ -125,7 +125,8 @@ racecheck() {
   echo "### racecheck exit $?" >>"$WORK/sanitizer.log"
 }
 racecheck 'CudaOps.GlobalAvgPool*:CudaOps.NormalizeU8*' "${RACECHECK_SECONDS:-30}"
-racecheck 'CudaOps.ConvSmallCin*:CudaOps.ConvPointwiseV2*:CudaOps.ConvDepthwise*:CudaOps.Linear*' "${RACECHECK_SECONDS:-60}"
+racecheck 'CudaOps.ConvSmallCin*:CudaOps.ConvPointwiseV2*:CudaOps.ConvDepthwise*:CudaOps.Linear*' \
+  "${RACECHECK_SECONDS:-60}"
 grep -E "ERROR SUMMARY|RACECHECK SUMMARY|### exit|### racecheck exit" "$WORK/sanitizer.log"
 
 
