@@ -352,7 +352,7 @@ struct CudnnConv {
 };
 #endif
 
-void bench_convs(int batch, size_t l2, bool with_v1, void* cudnn_handle) {
+void bench_convs(int batch, size_t l2, bool with_v1, bool tile_sweep, void* cudnn_handle) {
   (void)cudnn_handle;
   uint32_t seed = 1000u + batch;
   for (const auto& [c, count] : efficientnet_lite0_convs(batch)) {
@@ -421,6 +421,26 @@ void bench_convs(int batch, size_t l2, bool with_v1, void* cudnn_handle) {
           },
           5, 1);
       add_row(v1);
+    }
+    if (tile_sweep && pw) {
+      // Every block tile on this shape, to check the tile conv_pointwise_v2 picks (pick_gemm_tile
+      // reasons from block counts only; these rows are what to fit it to).
+      const std::string picked = cuda::conv_pointwise_v2_pick(s);
+      for (const char* tile : {"128x128", "128x64", "128x32", "64x64"}) {
+        Row t = row;
+        t.group = "tile sweep b" + std::to_string(batch);
+        t.name = c.name + " [" + tile + "]";
+        t.vendor_us = NAN;
+        t.check = NAN;
+        t.note = picked == tile ? "the tile conv2d picks" : "";
+        t.hand_us = time_us(
+            [&](int i) {
+              cuda::conv_pointwise_v2_tile(s, xb[i % rot]->f(), w.f(), b.f(), r ? r->f() : nullptr,
+                                           c.act, y.f(), tile, nullptr);
+            },
+            7, 1);
+        add_row(t);
+      }
     }
     if (s.in_c <= 4 && s.groups == 1) {
       // The stem's previous path: the implicit GEMM (scalar, since 3 channels are not float4-able).
@@ -768,14 +788,17 @@ void report(const Ceilings& c, const cudaDeviceProp& prop, const std::string& js
 int main(int argc, char** argv) {
   std::string json_path;
   bool quick = false;
+  bool tile_sweep = false;  // every block tile on every pointwise shape (rows "tile sweep bN")
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a.rfind("--json=", 0) == 0) {
       json_path = a.substr(7);
     } else if (a == "--quick") {
       quick = true;
+    } else if (a == "--tile-sweep") {
+      tile_sweep = true;
     } else {
-      std::fprintf(stderr, "usage: %s [--json=PATH] [--quick]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--json=PATH] [--quick] [--tile-sweep]\n", argv[0]);
       return 2;
     }
   }
@@ -806,7 +829,7 @@ int main(int argc, char** argv) {
     dnn = h;
 #endif
     for (int batch : quick ? std::vector<int>{32} : std::vector<int>{32, 256}) {
-      bench_convs(batch, l2, batch == 32, dnn);
+      bench_convs(batch, l2, batch == 32, tile_sweep, dnn);
       for (int classes : {10, 1000}) bench_linear(batch, classes, l2, cb);
     }
     bench_memory(quick, l2);

@@ -84,7 +84,7 @@ GRAFT_REQUIRE_GPU=1 OMP_NUM_THREADS=2 ctest --test-dir "$BUILD" -j8 --timeout 30
 tail -5 "$WORK/tests.log"
 
 step yardsticks
-timeout 150 "$BUILD/bench/bench_cuda_ops" --json="$WORK/kernels.json" >"$WORK/bench.log" 2>&1
+timeout 150 "$BUILD/bench/bench_cuda_ops" --tile-sweep --json="$WORK/kernels.json" >"$WORK/bench.log" 2>&1
 tail -60 "$WORK/bench.log"
 
 step train

@@ -2,6 +2,8 @@
 // The conv2d paths behind graft::cuda::conv2d's dispatch, declared for the dispatcher, the tests
 // (which check each path on its own against the CPU twin) and the benchmark. Plain C++: safe to
 // include from host-only translation units.
+#include <string>
+
 #include "kernels/ops.h"
 
 namespace graft::cuda {
@@ -14,6 +16,14 @@ void conv_pointwise_v1(const ConvShape& s, const float* x, const float* w, const
 // 8x8 or 8x4 outputs per thread). What conv2d uses.
 void conv_pointwise_v2(const ConvShape& s, const float* x, const float* w, const float* bias,
                        const float* residual, Act act, float* y, cudaStream_t stream);
+
+// For the benchmark's tile sweep: the block tile conv_pointwise_v2 picks for a shape ("128x128",
+// "128x64", "128x32" or "64x64"), and the same conv with a tile forced (std::invalid_argument for
+// another name).
+std::string conv_pointwise_v2_pick(const ConvShape& s);
+void conv_pointwise_v2_tile(const ConvShape& s, const float* x, const float* w, const float* bias,
+                            const float* residual, Act act, float* y, const std::string& tile,
+                            cudaStream_t stream);
 
 // groups == in_c == out_c, any kernel size, stride and padding.
 void conv_depthwise(const ConvShape& s, const float* x, const float* w, const float* bias,

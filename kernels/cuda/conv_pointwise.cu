@@ -59,10 +59,12 @@ void conv_pointwise_v1(const ConvShape& s, const float* x, const float* w, const
   CUDA_CHECK_LAUNCH("conv_pointwise_v1_kernel", conv_shape_str(s));
 }
 
-void conv_pointwise_v2(const ConvShape& s, const float* x, const float* w, const float* bias,
-                       const float* residual, Act act, float* y, cudaStream_t stream) {
-  if (!check_conv_shape(s, "conv_pointwise_v2")) return;
-  check_pointwise(s, "conv_pointwise_v2");
+namespace {
+
+// The GEMM of a pointwise conv: [n*h*w][in_c] x [in_c][out_c]; sets *vec when every operand
+// qualifies for 16-byte accesses.
+GemmArgs pointwise_gemm(const ConvShape& s, const float* x, const float* w, const float* bias,
+                        const float* residual, Act act, float* y, bool* vec) {
   GemmArgs p{};
   p.M = s.n * s.out_h * s.out_w;
   p.N = s.out_c;
@@ -76,9 +78,40 @@ void conv_pointwise_v2(const ConvShape& s, const float* x, const float* w, const
   p.bias = bias;
   p.residual = residual;
   p.act = static_cast<int>(act);
-  const bool vec = mult4(s.in_c) && mult4(s.out_c) && aligned16(x) && aligned16(w) &&
-                   aligned16(y) && (!bias || aligned16(bias)) && (!residual || aligned16(residual));
+  *vec = mult4(s.in_c) && mult4(s.out_c) && aligned16(x) && aligned16(w) && aligned16(y) &&
+         (!bias || aligned16(bias)) && (!residual || aligned16(residual));
+  return p;
+}
+
+}  // namespace
+
+void conv_pointwise_v2(const ConvShape& s, const float* x, const float* w, const float* bias,
+                       const float* residual, Act act, float* y, cudaStream_t stream) {
+  if (!check_conv_shape(s, "conv_pointwise_v2")) return;
+  check_pointwise(s, "conv_pointwise_v2");
+  bool vec = false;
+  const GemmArgs p = pointwise_gemm(s, x, w, bias, residual, act, y, &vec);
   gemm_mk_kn(p, vec, stream, "conv_pointwise_v2", conv_shape_str(s));
+}
+
+std::string conv_pointwise_v2_pick(const ConvShape& s) {
+  return gemm_tile_name(pick_gemm_tile(int64_t(s.n) * s.out_h * s.out_w, s.out_c, 1));
+}
+
+void conv_pointwise_v2_tile(const ConvShape& s, const float* x, const float* w, const float* bias,
+                            const float* residual, Act act, float* y, const std::string& tile,
+                            cudaStream_t stream) {
+  if (!check_conv_shape(s, "conv_pointwise_v2")) return;
+  check_pointwise(s, "conv_pointwise_v2");
+  bool vec = false;
+  const GemmArgs p = pointwise_gemm(s, x, w, bias, residual, act, y, &vec);
+  for (const GemmTile t :
+       {GemmTile::t128x128, GemmTile::t128x64, GemmTile::t128x32, GemmTile::t64x64}) {
+    if (tile == gemm_tile_name(t))
+      return launch_gemm<kA_MK, kB_KN>(p, 1, vec, t, stream, "conv_pointwise_v2",
+                                       conv_shape_str(s));
+  }
+  invalid("conv_pointwise_v2", "no tile " + tile + " (128x128, 128x64, 128x32 or 64x64)");
 }
 
 void gemm_mk_kn(const GemmArgs& p, bool vec, cudaStream_t stream, const char* name,
