@@ -30,11 +30,6 @@ constexpr int kScThreads = 256;
 constexpr int kScBlocksPerSm = 5;
 constexpr int64_t kScMaxSmem = 48 * 1024;  // the default dynamic shared memory limit
 
-struct ScArgs {
-  int n, in_h, in_w, out_h, out_w, out_c, k_h, k_w, stride_h, stride_w, pad_top, pad_left;
-  int act;
-};
-
 __device__ __forceinline__ void fma4(float4& acc, float a, float4 w) {
   acc.x = fmaf(a, w.x, acc.x);
   acc.y = fmaf(a, w.y, acc.y);
@@ -58,9 +53,9 @@ __device__ __forceinline__ float4 epilogue(float4 v, const float* bias, const fl
 
 template <int CIN>
 __global__ void __launch_bounds__(kScThreads, kScBlocksPerSm)
-    conv_small_cin_kernel(const ScArgs a, const float* __restrict__ x, const float* __restrict__ w,
-                          const float* __restrict__ bias, const float* __restrict__ residual,
-                          float* __restrict__ y) {
+    conv_small_cin_kernel(const ConvShape a, int act, const float* __restrict__ x,
+                          const float* __restrict__ w, const float* __restrict__ bias,
+                          const float* __restrict__ residual, float* __restrict__ y) {
   extern __shared__ float4 ws4[];  // all weights, HWIO: [k_h][k_w][CIN][out_c / 4]
   const int c4 = a.out_c / 4;
   const int wcount4 = a.k_h * a.k_w * CIN * c4;
@@ -98,8 +93,8 @@ __global__ void __launch_bounds__(kScThreads, kScBlocksPerSm)
       }
     }
     const int64_t off = pix * a.out_c;
-    st4(y + off + 4 * j, epilogue(lo, bias, residual, off, 4 * j, a.act));
-    st4(y + off + 4 * (half4 + j), epilogue(hi, bias, residual, off, 4 * (half4 + j), a.act));
+    st4(y + off + 4 * j, epilogue(lo, bias, residual, off, 4 * j, act));
+    st4(y + off + 4 * (half4 + j), epilogue(hi, bias, residual, off, 4 * (half4 + j), act));
   }
 }
 
@@ -126,19 +121,6 @@ void conv_small_cin(const ConvShape& s, const float* x, const float* w, const fl
             "needs groups 1, 1-4 input channels, out_c % 8 == 0, weights <= 48 KB and 16-byte "
             "aligned w, y, bias, residual: " +
                 detail);
-  const ScArgs a{s.n,
-                 s.in_h,
-                 s.in_w,
-                 s.out_h,
-                 s.out_w,
-                 s.out_c,
-                 s.k_h,
-                 s.k_w,
-                 s.stride_h,
-                 s.stride_w,
-                 s.pad_top,
-                 s.pad_left,
-                 static_cast<int>(act)};
   const size_t smem = static_cast<size_t>(weight_bytes(s));
   // Every block copies all the weights into shared memory once, then walks the items grid-stride:
   // a few resident blocks per SM, not one block per 256 items (ResNet's 37 KB of weights times
@@ -149,20 +131,12 @@ void conv_small_cin(const ConvShape& s, const float* x, const float* w, const fl
   const int64_t blocks =
       std::max<int64_t>(1, std::min(ceil_div(items, kScThreads), per_sm * sm_count()));
   const unsigned grid = static_cast<unsigned>(blocks);
-  switch (s.in_c) {
-    case 1:
-      conv_small_cin_kernel<1><<<grid, kScThreads, smem, stream>>>(a, x, w, bias, residual, y);
-      break;
-    case 2:
-      conv_small_cin_kernel<2><<<grid, kScThreads, smem, stream>>>(a, x, w, bias, residual, y);
-      break;
-    case 3:
-      conv_small_cin_kernel<3><<<grid, kScThreads, smem, stream>>>(a, x, w, bias, residual, y);
-      break;
-    default:
-      conv_small_cin_kernel<4><<<grid, kScThreads, smem, stream>>>(a, x, w, bias, residual, y);
-      break;
-  }
+  // in_c is 1-4 (checked above): one instantiation per channel count.
+  using Kernel = decltype(&conv_small_cin_kernel<1>);
+  const Kernel kernels[] = {conv_small_cin_kernel<1>, conv_small_cin_kernel<2>,
+                            conv_small_cin_kernel<3>, conv_small_cin_kernel<4>};
+  kernels[s.in_c - 1]<<<grid, kScThreads, smem, stream>>>(s, static_cast<int>(act), x, w, bias,
+                                                          residual, y);
   CUDA_CHECK_LAUNCH("conv_small_cin_kernel", detail);
 }
 
