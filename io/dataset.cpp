@@ -99,6 +99,7 @@ Dataset scan_dataset(const std::string& root, const std::vector<std::string>* cl
     if (ec) throw DatasetError(printable(dir.string()) + ": cannot be read: " + ec.message());
     if (files.empty()) {
       ds.skipped.push_back(printable(dir.string()) + ": class folder without images, left out");
+      ++ds.skipped_folders;
       continue;
     }
     std::sort(files.begin(), files.end());

@@ -25,6 +25,7 @@ struct Dataset {
   std::vector<DatasetItem> items;    // sorted by class, then path
   // Files and folders left out, one line each ("<path>: <why>"), for the run's summary.
   std::vector<std::string> skipped;
+  int skipped_folders = 0;  // how many of `skipped` are class folders left out (no images)
 };
 
 // Scans root/<class>/... recursively. Hidden files and folders are ignored; files whose first
