@@ -41,6 +41,18 @@ bool looks_like_image(const fs::path& p, std::string* why) {
   return true;
 }
 
+// "3 classes: 'a', 'b', 'c'", the first 20 only past that ("... and 980 more"), so the user sees
+// which folder names would be accepted without a thousand ImageNet labels on one line.
+std::string list_classes(const std::vector<std::string>& classes) {
+  constexpr size_t kShown = 20;
+  std::string s =
+      std::to_string(classes.size()) + (classes.size() == 1 ? " class: " : " classes: ");
+  for (size_t i = 0; i < classes.size() && i < kShown; ++i)
+    s += (i ? ", '" : "'") + printable(classes[i], 80) + "'";
+  if (classes.size() > kShown) s += " ... and " + std::to_string(classes.size() - kShown) + " more";
+  return s;
+}
+
 uint64_t fnv1a(const std::string& s) {
   uint64_t h = 1469598103934665603ull;
   for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
@@ -53,6 +65,14 @@ Dataset scan_dataset(const std::string& root, const std::vector<std::string>* cl
   Dataset ds;
   ds.root = root;
   std::error_code ec;
+  // exists() clears ec when the path is simply missing and sets it when the path cannot be
+  // looked at (a folder above it without permission), which is not the same fault.
+  if (!fs::exists(root, ec)) {
+    if (ec) throw DatasetError(printable(root) + ": cannot be read: " + ec.message());
+    throw DatasetError(printable(root) +
+                       ": does not exist (expected a folder with one sub-folder of images per "
+                       "class)");
+  }
   if (!fs::is_directory(root, ec))
     throw DatasetError(printable(root) +
                        ": not a folder (expected one sub-folder of images per class)");
@@ -73,7 +93,7 @@ Dataset scan_dataset(const std::string& root, const std::vector<std::string>* cl
     for (const auto& f : folders)
       if (std::find(classes->begin(), classes->end(), f) == classes->end())
         throw DatasetError(printable(root) + ": class folder '" + printable(f) +
-                           "' is not one of the model's classes");
+                           "' is not one of the model's " + list_classes(*classes));
   }
 
   std::vector<std::string> kept;

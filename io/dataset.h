@@ -31,9 +31,10 @@ struct Dataset {
 // Scans root/<class>/... recursively. Hidden files and folders are ignored; files whose first
 // bytes are not JPEG or PNG are skipped with a note (decoding errors are found later, when the
 // image is read); empty class folders are left out with a note. When `classes` is given (a
-// model's labels, or the training set's), the folder's class names must be among them and
-// labels follow that list. Throws DatasetError when fewer than two classes hold images (unless
-// `classes` is given, as for a test folder), or the folder cannot be read.
+// model's labels, or the training set's), the folder's class names must be among them (the error
+// lists them, the first 20 past that) and labels follow that list. Throws DatasetError when root
+// does not exist or is not a folder, fewer than two classes hold images (unless `classes` is
+// given, as for a test folder), or the folder cannot be read.
 Dataset scan_dataset(const std::string& root, const std::vector<std::string>* classes = nullptr);
 
 struct Split {
