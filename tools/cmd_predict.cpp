@@ -1,5 +1,6 @@
 // graft predict --model M --top K PATH...: one JSON line per image, probabilities descending.
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -40,12 +41,18 @@ std::vector<std::string> expand_paths(const std::vector<std::string>& paths) {
   return out;
 }
 
+// Six decimals are all a probability printed for people needs; the float's own 17 significant
+// digits in the JSON were noise. The double nearest to the rounded value prints as exactly that.
+double round6(float p) {
+  return std::round(double(p) * 1e6) / 1e6;
+}
+
 }  // namespace
 
 Command add_predict_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("predict", "Classify images (files or folders) with a model file");
   struct Args {
-    std::string model;
+    std::string model, device = "auto";
     int top = 5;
     int batch = 8;
     std::vector<std::string> paths;
@@ -55,6 +62,9 @@ Command add_predict_command(CLI::App& app) {
   cmd->add_option("-k,--top", a->top, "how many classes to print per image")
       ->check(CLI::Range(1, 1000000));
   cmd->add_option("--batch-size", a->batch, "images per forward pass")->check(CLI::Range(1, 4096));
+  cmd->add_option("--device", a->device, "auto, cpu or cuda")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
+      ->capture_default_str();
   cmd->add_option("paths", a->paths, "image files or folders")->required();
   return [a] {
     Model model = load_model(a->model);
@@ -64,16 +74,19 @@ Command add_predict_command(CLI::App& app) {
     const Preprocess& p = model.preprocess;
     const size_t image_bytes = size_t(p.size) * p.size * 3;
     std::vector<std::string> paths = expand_paths(a->paths);
-    std::vector<uint8_t> batch(size_t(a->batch) * image_bytes);
+    // No bigger than the work: the device memory for a batch of 4096 would be wasted on 3 photos.
+    const int batch_size = int(std::clamp<size_t>(paths.size(), 1, size_t(a->batch)));
+    std::vector<uint8_t> batch(size_t(batch_size) * image_bytes);
     std::vector<std::string> batch_paths;
-    ClassifyWorkspace ws;
+    Classifier classifier;
+    classifier_create(classifier, a->device, model, batch_size);
     std::vector<float> probs;
     int skipped = 0;
 
     auto flush = [&] {
       const int n = int(batch_paths.size());
       if (n == 0) return;
-      const auto& logits = classify_logits(model, batch.data(), n, ws);
+      const auto& logits = classifier_logits(classifier, batch.data(), n);
       probs.resize(logits.size());
       cpu::softmax(n, model.fc.out, logits.data(), probs.data());
       for (int i = 0; i < n; ++i) {
@@ -82,7 +95,7 @@ Command add_predict_command(CLI::App& app) {
         for (int idx : top_k(row, model.fc.out, a->top)) {
           std::string label =
               idx < int(model.labels.size()) ? model.labels[idx] : std::to_string(idx);
-          top.push_back({{"index", idx}, {"label", label}, {"prob", row[idx]}});
+          top.push_back({{"index", idx}, {"label", label}, {"prob", round6(row[idx])}});
         }
         nlohmann::json line = {{"path", batch_paths[i]}, {"top", top}};
         std::printf("%s\n",
@@ -101,7 +114,7 @@ Command add_predict_command(CLI::App& app) {
         std::fprintf(stderr, "graft: warning: %s; skipped\n", e.what());
         ++skipped;
       }
-      if (int(batch_paths.size()) == a->batch) flush();
+      if (int(batch_paths.size()) == batch_size) flush();
     }
     flush();
     if (skipped) std::fprintf(stderr, "graft: %d of %zu images skipped\n", skipped, paths.size());
