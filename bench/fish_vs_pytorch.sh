@@ -14,7 +14,7 @@ echo "seed  graft_acc graft_loss  torch_acc torch_loss"
 for s in 1 2 3 4 5 42; do
   run="$OUT/seed_$s"
   build/graft train --data "$DATA" --backbone models/efficientnet_lite0.safetensors --out "$run" \
-    --epochs 20 --device "$DEVICE" --no-progress --seed "$s" >"$run.log" 2>&1
+    --overwrite --epochs 20 --device "$DEVICE" --no-progress --seed "$s" >"$run.log" 2>&1
   tail -1 "$run/metrics.jsonl" >"$run/test.json"
   python3 bench/pytorch_baseline.py --model models/efficientnet_lite0.safetensors \
     --split "$run/split.json" --epochs 20 --device "$DEVICE" --mode cached --seed "$s" \

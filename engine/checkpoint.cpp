@@ -1,6 +1,11 @@
 #include "engine/checkpoint.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <stdexcept>
@@ -77,6 +82,49 @@ Checkpoint read_checkpoint(const std::string& path, const HeadShape& shape) {
   return c;
 }
 
+int checkpoint_epoch(const std::string& path) {
+  if (!std::filesystem::exists(path)) return 0;
+  WeightFile f = open_weights(path);
+  const auto it = f.metadata.find("epoch");
+  try {
+    if (it != f.metadata.end()) return std::stoi(it->second);
+  } catch (const std::logic_error&) {
+  }
+  throw std::runtime_error(path + ": checkpoint metadata is malformed");
+}
+
+void write_file_atomic(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  auto fail = [&](int err) {
+    std::remove(tmp.c_str());
+    throw std::runtime_error("cannot write " + path + ": " + std::strerror(err));
+  };
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    const int err = errno;  // nothing was created: nothing to remove
+    throw std::runtime_error("cannot write " + path + ": " + std::strerror(err));
+  }
+  size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int err = n < 0 ? errno : EIO;
+      ::close(fd);
+      fail(err);
+    }
+    done += size_t(n);
+  }
+  // A full disk can show first at fsync or close.
+  if (::fsync(fd) != 0) {
+    const int err = errno;
+    ::close(fd);
+    fail(err);
+  }
+  if (::close(fd) != 0) fail(errno);
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) fail(errno);
+}
+
 void truncate_metrics(const std::string& path, int epochs) {
   std::ifstream in(path);
   std::string out, line;
@@ -86,9 +134,7 @@ void truncate_metrics(const std::string& path, int epochs) {
     ++kept;
   }
   in.close();
-  const std::string tmp = path + ".tmp";
-  std::ofstream(tmp, std::ios::trunc) << out;
-  std::filesystem::rename(tmp, path);
+  write_file_atomic(path, out);
 }
 
 }  // namespace graft

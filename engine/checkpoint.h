@@ -26,6 +26,15 @@ void write_checkpoint(const std::string& path, const Checkpoint& c);
 // Throws std::runtime_error naming the file when it does not fit `shape`.
 Checkpoint read_checkpoint(const std::string& path, const HeadShape& shape);
 
+// The finished epochs a checkpoint records, from its metadata alone (0 when there is no file), so
+// a resumed run can be checked before anything is loaded or written.
+int checkpoint_epoch(const std::string& path);
+
+// Writes `text` to a temporary file, syncs it and renames it over `path`. Throws
+// std::runtime_error "cannot write PATH: <the OS's reason>" on any failure, leaving `path` as it
+// was.
+void write_file_atomic(const std::string& path, const std::string& text);
+
 // Keeps the first `epochs` lines of metrics.jsonl: a killed run may have written one more than
 // its last checkpoint covers, and a finished one also the test line.
 void truncate_metrics(const std::string& path, int epochs);

@@ -142,7 +142,7 @@ int decimals_for(double step) {
 // (so a single epoch, or a point isolated between two NaNs, is still visible). With
 // `as_percent` the y axis is clamped to [0, 1] and labelled in percent.
 std::string svg_line_chart(const std::string& title, const std::vector<Series>& series,
-                           bool as_percent) {
+                           bool as_percent, int kept_epoch) {
   const double W = 600, H = 300, left = 58, right = 16, top = 34, bottom = 44;
   const double px0 = left, px1 = W - right, py0 = top, py1 = H - bottom;
   const double inset = 10;  // keeps end markers off the axes
@@ -221,6 +221,15 @@ std::string svg_line_chart(const std::string& title, const std::vector<Series>& 
   if (empty) {
     o += fmt("<text x=\"%.1f\" y=\"%.1f\" class=\"nodata\">no finite values</text>\n",
              (px0 + px1) / 2, (py0 + py1) / 2);
+  }
+
+  // The kept epoch (the head in the model file): a vertical line under the data, labelled.
+  if (kept_epoch > 0 && !empty && kept_epoch >= xmin && kept_epoch <= xmax) {
+    const double px = sx(kept_epoch);
+    o += fmt("<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" class=\"kept\"/>\n", px, py0,
+             px, py1);
+    o += fmt("<text x=\"%.1f\" y=\"%.1f\" class=\"keptlabel\">kept: epoch %d</text>\n", px + 4,
+             py0 + 12, kept_epoch);
   }
 
   // The lines: a non-finite value breaks the line instead of being drawn or bridged.
@@ -327,7 +336,7 @@ std::string confusion_table(const ReportData& d) {
 }
 
 // precision = tp / column sum, recall = tp / row sum; "-" where that sum is 0 (a class never
-// predicted, or absent from the test split), and F1 only where both exist.
+// predicted, or absent from the test split: then all three), and F1 only where both exist.
 std::string metrics_table(const ReportData& d) {
   const size_t n = d.classes.size();
   std::string o =
@@ -343,14 +352,20 @@ std::string metrics_table(const ReportData& d) {
     total += row;
     std::string ps = "-", rs = "-", fs = "-";
     double p = 0, r = 0;
-    if (col > 0) p = double(tp) / double(col), ps = fmt("%.3f", p), sum_p += p, ++count_p;
+    // A class absent from the test images has no metric at all: a precision of 0 from its false
+    // positives would read as a failure on that class (its false positives still show in the
+    // confusion matrix and in the other classes' recall).
+    if (row > 0 && col > 0)
+      p = double(tp) / double(col), ps = fmt("%.3f", p), sum_p += p, ++count_p;
     if (row > 0) r = double(tp) / double(row), rs = fmt("%.3f", r), sum_r += r, ++count_r;
     if (col > 0 && row > 0) {
       const double f = p + r > 0 ? 2 * p * r / (p + r) : 0.0;
       fs = fmt("%.3f", f), sum_f += f, ++count_f;
     }
     o += "<tr><th>" + html_escape(d.classes[c]) + "</th><td>" + ps + "</td><td>" + rs +
-         "</td><td>" + fs + "</td>" + fmt("<td>%lld</td></tr>\n", (long long)row);
+         "</td><td>" + fs + "</td>" +
+         (row > 0 ? fmt("<td>%lld</td></tr>\n", (long long)row)
+                  : std::string("<td>0 (absent)</td></tr>\n"));
   }
   // Macro average over the classes where each metric is defined.
   auto avg = [](double sum, int count) { return count ? fmt("%.3f", sum / count) : "-"; };
@@ -456,6 +471,8 @@ svg .ytick{font-size:12px;fill:#4a535d;text-anchor:end}
 svg .xtick{font-size:12px;fill:#4a535d;text-anchor:middle}
 svg .xlabel{font-size:13px;fill:#4a535d;text-anchor:middle}
 svg .nodata{font-size:13px;fill:#6a737d;text-anchor:middle}
+svg .kept{stroke:#2da44e;stroke-width:1.5;stroke-dasharray:3 3}
+svg .keptlabel{font-size:12px;fill:#2da44e}
 svg text{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif}
 table{border-collapse:collapse;font-variant-numeric:tabular-nums}
 .scroll{overflow-x:auto}
@@ -476,6 +493,9 @@ table.metrics th:first-child{text-align:left}
 table.metrics thead th{border-bottom:2px solid #dde1e6}
 table.metrics tfoot th,table.metrics tfoot td{border-top:2px solid #dde1e6;font-weight:600}
 table.epochs td,table.epochs th{padding:3px 12px;text-align:right;border-bottom:1px solid #eef0f3}
+table.epochs tr.kept td{background:#dafbe1;font-weight:600}
+table.settings td,table.settings th{padding:3px 14px;text-align:left;border-bottom:1px solid #eef0f3}
+table.settings th{font-weight:400;color:#4a535d}
 details{margin-top:12px}
 summary{cursor:pointer;color:#4a535d}
 .thumbs{display:flex;flex-wrap:wrap;gap:12px}
@@ -517,6 +537,7 @@ std::string summary_section(const ReportData& d) {
     }
   }
   if (best) card(fmt("best val accuracy (epoch %d)", best->epoch), percent(best->val_accuracy, 2));
+  if (d.kept_epoch > 0) card("model kept", fmt("epoch %d", d.kept_epoch));
   if (seconds > 0)
     card("training time", seconds >= 120 ? fmt("%.1f min", seconds / 60) : fmt("%.1f s", seconds));
   o += "</div>\n";
@@ -529,6 +550,9 @@ std::string summary_section(const ReportData& d) {
     o += "</p>\n";
   }
   std::vector<std::string> notes;
+  if (d.kept_epoch > 0)
+    notes.push_back(fmt("model.safetensors holds the head of epoch %d", d.kept_epoch) +
+                    (d.kept_why.empty() ? "" : " (" + html_escape(d.kept_why) + ")"));
   for (const std::string& n : d.notes) notes.push_back(html_escape(n));
   if (bad_values > 0) {
     notes.push_back(
@@ -562,25 +586,39 @@ std::string curves_section(const ReportData& d) {
   }
   std::vector<Series> ls{loss}, as{acc};
   if (any_val) ls.push_back(val_loss), as.push_back(val_acc);
-  o += "<div class=\"charts\">\n" + svg_line_chart("Loss", ls, false) +
-       svg_line_chart("Accuracy", as, true) + "</div>\n";
+  o += "<div class=\"charts\">\n" + svg_line_chart("Loss", ls, false, d.kept_epoch) +
+       svg_line_chart("Accuracy", as, true, d.kept_epoch) + "</div>\n";
 
   // The exact numbers, folded away: the charts are for shape, this is for reading off values.
   o += "<details><summary>Per-epoch numbers</summary>\n<table class=\"epochs\">\n<thead><tr>"
        "<th>epoch</th><th>loss</th><th>accuracy</th>";
   if (any_val) o += "<th>val loss</th><th>val accuracy</th>";
-  o += "<th>seconds</th><th>images/s</th></tr></thead>\n<tbody>\n";
+  o += "<th>seconds</th><th>throughput</th></tr></thead>\n<tbody>\n";
   for (const ReportEpoch& e : d.epochs) {
-    o += fmt("<tr><td>%d</td><td>", e.epoch) + num(e.loss, 4) + "</td><td>" +
-         percent(e.accuracy, 2) + "</td>";
+    const bool kept = e.epoch == d.kept_epoch;
+    o += fmt("<tr%s><td>%d%s</td><td>", kept ? " class=\"kept\"" : "", e.epoch,
+             kept ? " (kept)" : "") +
+         num(e.loss, 4) + "</td><td>" + percent(e.accuracy, 2) + "</td>";
     if (any_val) {
       o += "<td>" + (e.has_val ? num(e.val_loss, 4) : "&ndash;") + "</td><td>" +
            (e.has_val ? percent(e.val_accuracy, 2) : "&ndash;") + "</td>";
     }
-    o += "<td>" + num(e.seconds, 1) + "</td><td>" + num(e.images_per_second, 0) + "</td></tr>\n";
+    // A cached epoch decodes no image: its rate is feature rows, never shown as images/s.
+    o += "<td>" + num(e.seconds, 1) + "</td><td>" +
+         (e.from_cache ? num(e.feature_rows_per_second, 0) + " feature rows/s (cached features)"
+                       : num(e.images_per_second, 0) + " images/s") +
+         "</td></tr>\n";
   }
   o += "</tbody>\n</table>\n</details>\n</section>\n";
   return o;
+}
+
+std::string settings_section(const ReportData& d) {
+  if (d.settings.empty()) return "";
+  std::string o = "<section>\n<h2>Settings</h2>\n<table class=\"settings\">\n<tbody>\n";
+  for (const auto& [name, value] : d.settings)
+    o += "<tr><th>" + html_escape(name) + "</th><td>" + html_escape(value) + "</td></tr>\n";
+  return o + "</tbody>\n</table>\n</section>\n";
 }
 
 std::string test_section(const ReportData& d) {
@@ -612,6 +650,7 @@ std::string render(const ReportData& d) {
   o += summary_section(d);
   o += curves_section(d);
   o += test_section(d);
+  o += settings_section(d);
   o += "<section>\n<h2>Most confident mistakes (test)</h2>\n";
   o += d.worst.empty() ? "<p class=\"muted\">No misclassified images to show.</p>\n"
                        : mistakes_grid(d);

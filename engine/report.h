@@ -4,6 +4,7 @@
 // and recall, and the worst-misclassified test images.
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace graft {
@@ -12,6 +13,9 @@ struct ReportEpoch {
   int epoch = 0;
   double loss = 0, accuracy = 0, val_loss = 0, val_accuracy = 0, seconds = 0, images_per_second = 0;
   bool has_val = false;
+  // Trained from the feature cache: no image decoded, throughput in feature rows per second.
+  bool from_cache = false;
+  double feature_rows_per_second = 0;
 };
 
 struct ReportMistake {
@@ -29,6 +33,12 @@ struct ReportData {
   double test_loss = 0, test_accuracy = 0;
   std::vector<ReportMistake> worst;  // most confident mistakes first, at most a few dozen
   std::vector<std::string> notes;    // e.g. "cache: on", "skipped 2 unreadable images"
+  // The epoch whose head the model file holds (0: not known), marked in the curves and the table,
+  // and why that one ("lowest validation loss", "last finished epoch", ...).
+  int kept_epoch = 0;
+  std::string kept_why;
+  // The run's settings as (name, value), shown in their own section in this order.
+  std::vector<std::pair<std::string, std::string>> settings;
 };
 
 // Writes atomically (temporary file, then rename). Throws std::runtime_error naming the path.

@@ -3,12 +3,16 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -29,6 +33,17 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// The shortest decimal that reads back as the same float: 0.005f prints as "0.005", where the
+// float widened to double would print as 0.004999999888241291.
+std::string shortest(float v) {
+  char buf[32];
+  const auto r = std::to_chars(buf, buf + sizeof(buf), v);
+  return std::string(buf, r.ptr);
+}
+double as_decimal(float v) {
+  return std::strtod(shortest(v).c_str(), nullptr);
 }
 
 // One split's images: paths and labels, plus the cached feature rows when the cache is on.
@@ -73,7 +88,8 @@ struct Job {
   Arena head_arena;
   Buffers buf;
   bool cache = false;
-  int skipped = 0;
+  int skipped = 0;          // files: unreadable, not images, or failing to decode
+  int skipped_folders = 0;  // class folders without images
 };
 
 // Set by SIGINT/SIGTERM; the loop stops after the step in flight, keeping the last checkpoint.
@@ -344,7 +360,7 @@ void export_model(Job& job, const std::string& path, const Dense& hidden, const 
   meta["labels"] = nlohmann::json(job.classes).dump();
   meta["num_classes"] = std::to_string(job.classes.size());
   meta["trained_with"] = "graft train";
-  meta["label_smoothing"] = std::to_string(job.cfg.label_smoothing);
+  meta["label_smoothing"] = shortest(job.cfg.label_smoothing);
   meta["head"] = hidden.out ? "dropout,dense(" + std::to_string(hidden.out) + "),relu,dropout,dense"
                             : "dropout,dense";
   write_weights(path, tensors, meta);
@@ -354,10 +370,12 @@ void setup_splits(Job& job) {
   const TrainConfig& cfg = job.cfg;
   job.train_ds = scan_dataset(cfg.data);
   job.classes = job.train_ds.classes;
-  for (const auto& s : job.train_ds.skipped) {
-    warn(s);
-    ++job.skipped;
-  }
+  auto count_skipped = [&](const Dataset& ds) {
+    for (const auto& s : ds.skipped) warn(s);
+    job.skipped += int(ds.skipped.size()) - ds.skipped_folders;
+    job.skipped_folders += ds.skipped_folders;
+  };
+  count_skipped(job.train_ds);
   const double val_frac = cfg.val_data.empty() ? cfg.val_split : 0.0;
   const double test_frac = cfg.test_data.empty() ? cfg.test_split : 0.0;
   Split split = split_dataset(job.train_ds, val_frac, test_frac, cfg.seed);
@@ -367,7 +385,7 @@ void setup_splits(Job& job) {
   auto add_folder = [&](const std::string& dir, Dataset& ds, SplitData& sd) {
     if (dir.empty()) return;
     ds = scan_dataset(dir, &job.classes);
-    for (const auto& s : ds.skipped) warn(s);
+    count_skipped(ds);
     for (const auto& it : ds.items) sd.items.push_back(&it);
   };
   add_folder(cfg.val_data, job.val_ds, job.val);
@@ -385,8 +403,8 @@ void write_split(const Job& job) {
     for (const DatasetItem* it : s->items) a.push_back({{"path", it->path}, {"label", it->label}});
     j[s->name] = a;
   }
-  std::ofstream(cfg.out_dir + "/split.json")
-      << j.dump(1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+  write_file_atomic(cfg.out_dir + "/split.json",
+                    j.dump(1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
 }
 
 }  // namespace
@@ -405,8 +423,17 @@ std::string eval_json(const std::string& split, const EvalResult& r,
       row += r.confusion[size_t(k) * c + o];
       col += r.confusion[size_t(o) * c + k];
     }
-    const double precision = col ? double(tp) / col : 0.0, recall = row ? double(tp) / row : 0.0;
-    const double f1 = precision + recall > 0 ? 2 * precision * recall / (precision + recall) : 0.0;
+    // Undefined metrics are null, not 0: a class absent from these images (support 0) has none
+    // (0 would read as a failure on it), and one never predicted has no precision. A present
+    // class never recognised has recall 0 and f1 0.
+    using J = nlohmann::ordered_json;
+    J precision, recall, f1;
+    if (row > 0) {
+      recall = double(tp) / double(row);
+      if (col > 0) precision = double(tp) / double(col);
+      const double p = col > 0 ? double(tp) / double(col) : 0.0, r = recall;
+      f1 = p + r > 0 ? 2 * p * r / (p + r) : 0.0;
+    }
     per[classes[k]] = {{"precision", precision}, {"recall", recall}, {"f1", f1}, {"support", row}};
   }
   j["per_class"] = per;
@@ -429,23 +456,21 @@ void save_config(const TrainConfig& c, const std::string& path) {
                               {"batch_size", c.batch_size},
                               {"hidden", c.hidden},
                               {"early_stop", c.early_stop},
-                              {"learning_rate", c.learning_rate},
-                              {"dropout", c.dropout},
-                              {"label_smoothing", c.label_smoothing},
+                              {"learning_rate", as_decimal(c.learning_rate)},
+                              {"dropout", as_decimal(c.dropout)},
+                              {"label_smoothing", as_decimal(c.label_smoothing)},
                               {"lr_schedule", c.lr_schedule},
-                              {"warmup_epochs", c.warmup_epochs},
+                              {"warmup_epochs", as_decimal(c.warmup_epochs)},
                               {"optimizer", c.opt.optimizer},
-                              {"momentum", c.opt.momentum},
-                              {"l2", c.opt.l2},
-                              {"weight_decay", c.opt.weight_decay},
+                              {"momentum", as_decimal(c.opt.momentum)},
+                              {"l2", as_decimal(c.opt.l2)},
+                              {"weight_decay", as_decimal(c.opt.weight_decay)},
                               {"val_split", c.val_split},
                               {"test_split", c.test_split},
                               {"seed", c.seed},
                               {"cache", c.cache},
                               {"augment", c.augment}};
-  const std::string tmp = path + ".tmp";
-  std::ofstream(tmp) << j.dump(1) << "\n";
-  fs::rename(tmp, path);
+  write_file_atomic(path, j.dump(1) + "\n");
 }
 
 TrainConfig load_config(const std::string& path) {
@@ -473,36 +498,91 @@ TrainConfig load_config(const std::string& path) {
 
 namespace {
 
-TrainResult train_impl(const TrainConfig& cfg, bool resume) {
-  if (cfg.epochs < 1 || cfg.batch_size < 1)
-    throw std::invalid_argument("--epochs and --batch-size must be >= 1");
-  if (!(cfg.dropout >= 0.f && cfg.dropout < 1.f))
-    throw std::invalid_argument("--dropout must be in [0, 1)");
-  if (!(cfg.label_smoothing >= 0.f && cfg.label_smoothing < 1.f))
-    throw std::invalid_argument("--label-smoothing must be in [0, 1)");
-  if (cfg.opt.optimizer != "sgd" && cfg.opt.optimizer != "adamw")
-    throw std::invalid_argument("--optimizer must be sgd or adamw");
-  if (cfg.lr_schedule != "constant" && cfg.lr_schedule != "cosine")
-    throw std::invalid_argument("--lr-schedule must be constant or cosine");
-  if (cfg.cache != "auto" && cfg.cache != "on" && cfg.cache != "off")
-    throw std::invalid_argument("--cache-features must be auto, on or off");
-  if (cfg.cache == "on" && cfg.augment)
-    throw std::invalid_argument("--cache-features on cannot be combined with --augment");
+// ---- The run folder ----------------------------------------------------------------------------
 
-  Job job(cfg);
-  job.train.name = "train";
-  job.val.name = "val";
-  job.test.name = "test";
-  // Everything that can reject the input runs before the run folder gets its first file.
-  job.backbone = load_model(cfg.backbone);
-  setup_splits(job);
-  fs::create_directories(cfg.out_dir);
-  if (!resume) save_config(cfg, cfg.out_dir + "/config.json");
-  write_split(job);
+// graft's own files in a run folder: what --overwrite replaces, and nothing else there.
+const char* const kRunFiles[] = {
+    "config.json",       "split.json", "metrics.jsonl", "stages.jsonl", "checkpoint.safetensors",
+    "model.safetensors", "report.html"};
+
+std::string run_file(const TrainConfig& cfg, const char* name) {
+  return (fs::path(cfg.out_dir) / name).string();
+}
+
+// Appends one line and flushes it, so a killed run keeps every finished epoch's line; a failed
+// write (full disk, folder gone) stops the run naming the file instead of losing lines silently.
+void append_line(const std::string& path, const std::string& line) {
+  std::ofstream f(path, std::ios::app);
+  if (f) f << line << "\n" << std::flush;
+  if (!f) throw std::runtime_error("cannot write " + path + ": " + std::strerror(errno));
+}
+
+// Runs before anything is loaded or written: a new run must not mix its files with another
+// run's (its model, metrics and report would be silently replaced), and a resumed run cannot go
+// back before the epochs it has finished.
+void check_run_folder(const TrainConfig& cfg, bool resume) {
+  std::error_code ec;
+  const fs::path dir(cfg.out_dir);
+  const bool exists = fs::exists(dir, ec);
+  if (exists && !fs::is_directory(dir, ec))
+    throw std::runtime_error(cfg.out_dir + ": exists and is not a folder (--out names a folder)");
+  if (exists && !resume && !cfg.overwrite) {
+    const bool empty = fs::is_empty(dir, ec);
+    if (ec) throw std::runtime_error("cannot read run folder " + cfg.out_dir + ": " + ec.message());
+    if (!empty)
+      throw std::runtime_error(cfg.out_dir +
+                               " is not empty (another run's files?): choose a new --out folder, "
+                               "or pass --overwrite to replace its run files");
+  }
+  if (!resume) return;
+  const int done = checkpoint_epoch(run_file(cfg, "checkpoint.safetensors"));
+  if (cfg.epochs < done)
+    throw std::runtime_error(cfg.out_dir + " has finished " + std::to_string(done) +
+                             " epochs: --epochs " + std::to_string(cfg.epochs) +
+                             " would undo some; give --epochs " + std::to_string(done) +
+                             " or more");
+  const int saved = load_config(run_file(cfg, "config.json")).epochs;
+  if (cfg.epochs != saved && cfg.lr_schedule == "cosine")
+    throw std::runtime_error(cfg.out_dir +
+                             ": --epochs cannot change on --resume with --lr-schedule cosine (the "
+                             "decay is fitted to the run's " +
+                             std::to_string(saved) + " epochs); start a new run instead");
+}
+
+// Creates the run folder (after the input was accepted: a rejected run leaves none) and checks it
+// takes files, so an unwritable --out is one line with the OS's reason, not a failed rename.
+void prepare_run_folder(const TrainConfig& cfg, bool resume) {
+  std::error_code ec;
+  fs::create_directories(cfg.out_dir, ec);
+  if (ec) throw std::runtime_error("cannot create run folder " + cfg.out_dir + ": " + ec.message());
+  if (::access(cfg.out_dir.c_str(), W_OK | X_OK) != 0)
+    throw std::runtime_error("cannot write into run folder " + cfg.out_dir + ": " +
+                             std::strerror(errno));
+  if (!resume && cfg.overwrite) {
+    // Also the old checkpoint: a new run killed before its first epoch must not resume the old.
+    for (const char* f : kRunFiles) {
+      fs::remove(run_file(cfg, f), ec);
+      fs::remove(run_file(cfg, f) + ".tmp", ec);
+    }
+  }
+  const std::string config = run_file(cfg, "config.json");
+  if (!resume) {
+    save_config(cfg, config);
+  } else if (const int saved = load_config(config).epochs; saved != cfg.epochs) {
+    std::fprintf(stderr, "graft: --resume: training %s to epoch %d (it was set to %d)\n",
+                 cfg.out_dir.c_str(), cfg.epochs, saved);
+    save_config(cfg, config);
+  }
+}
+
+// ---- Device, buffers and head
+// --------------------------------------------------------------------
+
+void setup_device(Job& job) {
+  const TrainConfig& cfg = job.cfg;
   const int classes = int(job.classes.size());
   const int dim = job.backbone.net.feature_dim;
   const int batch = cfg.batch_size;
-
   job.dev = make_device(cfg.device);
   // The cache holds one feature vector per image on the device; a data set too large for half of
   // the free memory streams every epoch instead.
@@ -540,191 +620,286 @@ TrainResult train_impl(const TrainConfig& cfg, bool resume) {
     s->bad.assign(s->items.size(), 0);
     if (job.cache) s->cache = arena_alloc<float>(job.buf.arena, s->items.size() * dim);
   }
-  HeadShape hs{dim, cfg.hidden, classes};
+  const HeadShape hs{dim, cfg.hidden, classes};
   arena_reserve(job.head_arena, job.dev, head_arena_bytes(hs, batch));
   head_create(job.head, job.head_arena, hs, batch, cfg.seed);
+}
 
-  const std::string metrics_path = cfg.out_dir + "/metrics.jsonl";
-  const std::string checkpoint_path = cfg.out_dir + "/checkpoint.safetensors";
-  Checkpoint ck;
+// ---- Epochs ------------------------------------------------------------------------------------
+
+// What carries from one epoch to the next, and into the checkpoint.
+struct RunState {
+  int epoch = 0;       // finished epochs
+  int kept_epoch = 0;  // the epoch of best_hidden/best_out
+  Dense best_hidden, best_out;
+  double best_val_loss = std::numeric_limits<double>::infinity();
+  int since_best = 0, overfit_epochs = 0;
+  bool overfit_warned = false, stopped_early = false;
+  int steps = 0;  // per epoch
+  int64_t total_steps = 0, warmup_steps = 0;
+  bool tty = false;
+};
+
+EpochMetrics metrics_from_json(const nlohmann::json& j) {
+  EpochMetrics e;
+  e.epoch = j.at("epoch"), e.loss = j.at("loss"), e.accuracy = j.at("accuracy");
+  e.has_val = !j.at("val_loss").is_null();
+  if (e.has_val) e.val_loss = j["val_loss"], e.val_accuracy = j["val_accuracy"];
+  e.seconds = j.at("seconds");
+  e.from_cache = j.value("from_cache", false);
+  auto rate = [&](const char* k) { return j.contains(k) && j[k].is_number() ? double(j[k]) : 0.0; };
+  e.images_per_second = rate("images_per_second");
+  e.feature_rows_per_second = rate("feature_rows_per_second");
+  return e;
+}
+
+std::string metrics_line(const EpochMetrics& em) {
+  using J = nlohmann::ordered_json;
+  return J{{"epoch", em.epoch},
+           {"loss", em.loss},
+           {"accuracy", em.accuracy},
+           {"val_loss", em.has_val ? J(em.val_loss) : J()},
+           {"val_accuracy", em.has_val ? J(em.val_accuracy) : J()},
+           {"seconds", em.seconds},
+           {"from_cache", em.from_cache},
+           {"images_per_second", em.from_cache ? J() : J(em.images_per_second)},
+           {"feature_rows_per_second", em.from_cache ? J(em.feature_rows_per_second) : J()}}
+      .dump();
+}
+
+// The state after the checkpoint's epochs (or a fresh one), and those epochs' metrics for the
+// report.
+RunState start_or_resume(Job& job, bool resume, TrainResult& result) {
+  const TrainConfig& cfg = job.cfg;
+  const std::string metrics_path = run_file(cfg, "metrics.jsonl");
+  const std::string checkpoint_path = run_file(cfg, "checkpoint.safetensors");
+  RunState st;
   if (resume && fs::exists(checkpoint_path)) {
-    ck = read_checkpoint(checkpoint_path, hs);
+    const Checkpoint ck = read_checkpoint(checkpoint_path, job.head.shape);
     head_restore(job.dev, job.head, ck.state, ck.head_step);
     truncate_metrics(metrics_path, ck.epoch);
     std::fprintf(stderr, "graft: resuming %s after epoch %d\n", cfg.out_dir.c_str(), ck.epoch);
+    st.epoch = ck.epoch;
+    st.best_hidden = ck.best_hidden, st.best_out = ck.best_out;
+    st.best_val_loss = ck.best_val_loss;
+    st.since_best = ck.since_best, st.overfit_epochs = ck.overfit_epochs;
+    st.overfit_warned = ck.overfit_warned;
+    // The kept head is the last epoch's unless early stopping kept an earlier, better one.
+    st.kept_epoch = cfg.early_stop > 0 ? ck.epoch - ck.since_best : ck.epoch;
+    st.stopped_early =
+        cfg.early_stop > 0 && ck.since_best >= cfg.early_stop && ck.epoch < cfg.epochs;
+    if (st.stopped_early)
+      std::fprintf(stderr,
+                   "graft: %s stopped early after epoch %d (--early-stop %d): nothing to "
+                   "train\n",
+                   cfg.out_dir.c_str(), ck.epoch, cfg.early_stop);
+    std::ifstream in(metrics_path);
+    for (std::string line; std::getline(in, line);)
+      result.epochs.push_back(metrics_from_json(nlohmann::json::parse(line)));
   } else if (resume) {
     std::fprintf(stderr, "graft: %s has no checkpoint yet; starting from epoch 1\n",
                  cfg.out_dir.c_str());
   }
-  std::ofstream metrics(metrics_path, ck.epoch > 0 ? std::ios::app : std::ios::trunc);
-  std::ofstream stages_file(cfg.out_dir + "/stages.jsonl",
-                            ck.epoch > 0 ? std::ios::app : std::ios::trunc);
+  if (st.epoch == 0) {  // a fresh metrics and stages file
+    write_file_atomic(metrics_path, "");
+    write_file_atomic(run_file(cfg, "stages.jsonl"), "");
+  }
   const int ntrain = int(job.train.items.size());
-  const int steps = (ntrain + batch - 1) / batch;
-  const int64_t total_steps = int64_t(steps) * cfg.epochs;
-  const int64_t warmup_steps = int64_t(std::lround(cfg.warmup_epochs * steps));
-  const bool tty = cfg.progress && isatty(fileno(stderr));
+  st.steps = (ntrain + cfg.batch_size - 1) / cfg.batch_size;
+  st.total_steps = int64_t(st.steps) * cfg.epochs;
+  st.warmup_steps = int64_t(std::lround(cfg.warmup_epochs * st.steps));
+  st.tty = cfg.progress && isatty(fileno(stderr));
+  return st;
+}
 
-  TrainResult result;
-  result.cache_used = job.cache;
-  result.model_path = cfg.out_dir + "/model.safetensors";
-  Dense best_hidden = ck.best_hidden, best_out = ck.best_out;
-  double best_val_loss = ck.best_val_loss;
-  int since_best = ck.since_best, overfit_epochs = ck.overfit_epochs;
-  bool overfit_warned = ck.overfit_warned;
-  if (ck.epoch > 0) {  // the finished epochs' metrics, for the report
-    std::ifstream in(metrics_path);
-    for (std::string line; std::getline(in, line);) {
-      auto j = nlohmann::json::parse(line);
-      EpochMetrics e;
-      e.epoch = j["epoch"], e.loss = j["loss"], e.accuracy = j["accuracy"];
-      e.has_val = !j["val_loss"].is_null();
-      if (e.has_val) e.val_loss = j["val_loss"], e.val_accuracy = j["val_accuracy"];
-      e.seconds = j["seconds"], e.images_per_second = j["images_per_second"];
-      result.epochs.push_back(e);
+// One pass over the training split in the epoch's order: loss, accuracy and throughput.
+EpochMetrics train_pass(Job& job, const RunState& st, int epoch, TrainResult& result) {
+  const TrainConfig& cfg = job.cfg;
+  const int classes = int(job.classes.size()), batch = cfg.batch_size;
+  const int ntrain = int(job.train.items.size());
+  const auto t0 = Clock::now();
+  // The epoch's order depends only on (seed, epoch).
+  std::vector<int> order(ntrain);
+  for (int i = 0; i < ntrain; ++i) order[i] = i;
+  SplitMix64 g{cfg.seed * 0x9E3779B97F4A7C15ull + uint64_t(epoch)};
+  shuffle_with(order, g);
+  fill_zero(job.dev, job.buf.confusion, size_t(classes) * classes * 8);
+  int offset = 0;
+  Pass pass = pass_begin(job, job.train, order, cfg.augment, cfg.seed ^ (uint64_t(epoch) << 40));
+  pass.clock = &job.clock;
+  stage_clock_reset(job.clock);
+  for (int s = 0; s < st.steps; ++s) {
+    if (g_stop.load()) throw Interrupted("interrupted");
+    const int n = std::min(batch, ntrain - s * batch);
+    std::vector<int> valid = pass_next(job, pass, order.data() + s * batch, n);
+    if (!valid.empty()) {
+      upload_labels(job, job.train, valid);
+      const int64_t step = int64_t(epoch - 1) * st.steps + s;
+      head_train_step(job.dev, job.head, cfg.opt, int(valid.size()), job.buf.batch_features,
+                      job.buf.labels, cfg.dropout, cfg.label_smoothing,
+                      learning_rate_at(cfg, step, st.total_steps, st.warmup_steps), cfg.seed,
+                      uint64_t(step), job.buf.losses + offset, job.buf.confusion, &job.clock);
+      offset += int(valid.size());
     }
+    if (st.tty) progress_bar(epoch, cfg.epochs, s + 1, st.steps, seconds_since(t0));
   }
-  const bool stopped_early = cfg.early_stop > 0 && since_best >= cfg.early_stop;
+  pass_end(job, pass);
+  const EpochStages stages = epoch_stages(job, pass, epoch, offset, seconds_since(t0));
+  result.stages.push_back(stages);
+  append_line(run_file(cfg, "stages.jsonl"), stages_json(stages));
+  std::vector<float> losses(offset);
+  std::vector<int64_t> conf(size_t(classes) * classes);
+  copy_to_host(job.dev, losses.data(), job.buf.losses, size_t(offset) * 4);
+  copy_to_host(job.dev, conf.data(), job.buf.confusion, conf.size() * 8);
+  synchronize(job.dev);
+  const double train_seconds = std::max(seconds_since(t0), 1e-9);
+  if (offset == 0) throw DatasetError(cfg.data + ": no training image could be decoded");
 
-  for (int epoch = ck.epoch + 1; epoch <= cfg.epochs && !stopped_early; ++epoch) {
-    const auto t0 = Clock::now();
-    // The epoch's order depends only on (seed, epoch).
-    std::vector<int> order(ntrain);
-    for (int i = 0; i < ntrain; ++i) order[i] = i;
-    SplitMix64 g{cfg.seed * 0x9E3779B97F4A7C15ull + uint64_t(epoch)};
-    shuffle_with(order, g);
-    fill_zero(job.dev, job.buf.confusion, size_t(classes) * classes * 8);
-    int offset = 0;
-    Pass pass = pass_begin(job, job.train, order, cfg.augment, cfg.seed ^ (uint64_t(epoch) << 40));
-    pass.clock = &job.clock;
-    stage_clock_reset(job.clock);
-    for (int s = 0; s < steps; ++s) {
-      if (g_stop.load()) throw Interrupted("interrupted");
-      const int n = std::min(batch, ntrain - s * batch);
-      std::vector<int> valid = pass_next(job, pass, order.data() + s * batch, n);
-      if (!valid.empty()) {
-        upload_labels(job, job.train, valid);
-        const int64_t step = int64_t(epoch - 1) * steps + s;
-        head_train_step(job.dev, job.head, cfg.opt, int(valid.size()), job.buf.batch_features,
-                        job.buf.labels, cfg.dropout, cfg.label_smoothing,
-                        learning_rate_at(cfg, step, total_steps, warmup_steps), cfg.seed,
-                        uint64_t(step), job.buf.losses + offset, job.buf.confusion, &job.clock);
-        offset += int(valid.size());
-      }
-      if (tty) progress_bar(epoch, cfg.epochs, s + 1, steps, seconds_since(t0));
-    }
-    pass_end(job, pass);
-    const EpochStages stages = epoch_stages(job, pass, epoch, offset, seconds_since(t0));
-    result.stages.push_back(stages);
-    stages_file << stages_json(stages) << "\n" << std::flush;
-    std::vector<float> losses(offset);
-    std::vector<int64_t> conf(size_t(classes) * classes);
-    copy_to_host(job.dev, losses.data(), job.buf.losses, size_t(offset) * 4);
-    copy_to_host(job.dev, conf.data(), job.buf.confusion, conf.size() * 8);
-    synchronize(job.dev);
-    const double train_seconds = seconds_since(t0);
-    if (offset == 0) throw DatasetError(cfg.data + ": no training image could be decoded");
+  EpochMetrics em;
+  em.epoch = epoch;
+  double loss_sum = 0;
+  for (float l : losses) loss_sum += l;  // fixed order: deterministic
+  int64_t correct = 0;
+  for (int c = 0; c < classes; ++c) correct += conf[size_t(c) * classes + c];
+  em.loss = loss_sum / offset;
+  em.accuracy = double(correct) / offset;
+  em.from_cache = !pass.decode;
+  (em.from_cache ? em.feature_rows_per_second : em.images_per_second) = offset / train_seconds;
+  return em;
+}
 
-    EpochMetrics em;
-    em.epoch = epoch;
-    double loss_sum = 0;
-    for (float l : losses) loss_sum += l;  // fixed order: deterministic
-    int64_t correct = 0;
-    for (int c = 0; c < classes; ++c) correct += conf[size_t(c) * classes + c];
-    em.loss = loss_sum / offset;
-    em.accuracy = double(correct) / offset;
-    em.images_per_second = offset / std::max(train_seconds, 1e-9);
-    if (!job.val.items.empty()) {
-      EvalResult v = evaluate_split(job, job.val);
-      em.val_loss = v.loss;
-      em.val_accuracy = v.accuracy;
-      em.has_val = true;
-    }
-    em.seconds = seconds_since(t0);
-    result.epochs.push_back(em);
-
-    nlohmann::ordered_json line = {
-        {"epoch", epoch},
-        {"loss", em.loss},
-        {"accuracy", em.accuracy},
-        {"val_loss", em.has_val ? nlohmann::ordered_json(em.val_loss) : nlohmann::ordered_json()},
-        {"val_accuracy",
-         em.has_val ? nlohmann::ordered_json(em.val_accuracy) : nlohmann::ordered_json()},
-        {"seconds", em.seconds},
-        {"images_per_second", em.images_per_second}};
-    metrics << line.dump() << "\n" << std::flush;
-    if (tty) std::fprintf(stderr, "\r\033[K");
-    std::printf("epoch %d/%d  loss %.4f  accuracy %.4f", epoch, cfg.epochs, em.loss, em.accuracy);
-    if (em.has_val) std::printf("  val_loss %.4f  val_accuracy %.4f", em.val_loss, em.val_accuracy);
+void print_epoch(const TrainConfig& cfg, const EpochMetrics& em, bool tty) {
+  if (tty) std::fprintf(stderr, "\r\033[K");
+  std::printf("epoch %d/%d  loss %.4f  accuracy %.4f", em.epoch, cfg.epochs, em.loss, em.accuracy);
+  if (em.has_val) std::printf("  val_loss %.4f  val_accuracy %.4f", em.val_loss, em.val_accuracy);
+  if (em.from_cache)  // no image was decoded: rows of cached features, not images
+    std::printf("  %.1fs  %.0f feature rows/s (cached features)\n", em.seconds,
+                em.feature_rows_per_second);
+  else
     std::printf("  %.1fs  %.0f img/s\n", em.seconds, em.images_per_second);
-    std::fflush(stdout);
+  std::fflush(stdout);
+}
 
-    // Overfitting shows as training accuracy staying well above validation accuracy.
-    if (em.has_val && em.accuracy - em.val_accuracy > 0.15)
-      ++overfit_epochs;
-    else
-      overfit_epochs = 0;
-    if (overfit_epochs >= 2 && !overfit_warned) {
-      warn(
-          "training accuracy is well above validation accuracy (overfitting); consider "
-          "--augment, more --dropout, fewer --epochs or --early-stop");
-      overfit_warned = true;
-    }
-
-    // Keep the best (by val_loss) head when early stopping, else the latest.
-    Dense hidden, out;
-    head_download(job.dev, job.head, &hidden, &out);
-    const bool improved = !em.has_val || em.val_loss < best_val_loss;
-    if (improved) {
-      best_val_loss = em.has_val ? em.val_loss : best_val_loss;
-      since_best = 0;
-    } else {
-      ++since_best;
-    }
-    if (cfg.early_stop == 0 || improved) {
-      best_hidden = hidden;
-      best_out = out;
-    }
-    // Written last: a run killed before this point redoes the epoch, after it continues.
-    Checkpoint now;
-    now.epoch = epoch;
-    now.head_step = job.head.step;
-    now.best_val_loss = best_val_loss;
-    now.since_best = since_best;
-    now.overfit_epochs = overfit_epochs;
-    now.overfit_warned = overfit_warned;
-    now.state = head_state(job.dev, job.head);
-    now.best_hidden = best_hidden;
-    now.best_out = best_out;
-    write_checkpoint(checkpoint_path, now);
-    if (cfg.early_stop > 0 && since_best >= cfg.early_stop) {
-      std::fprintf(stderr,
-                   "graft: early stop after epoch %d: val_loss has not improved for %d epochs; "
-                   "keeping epoch %d\n",
-                   epoch, cfg.early_stop, epoch - since_best);
-      break;
-    }
+// Overfitting shows as training accuracy staying well above validation accuracy.
+void watch_overfitting(RunState& st, const EpochMetrics& em) {
+  if (em.has_val && em.accuracy - em.val_accuracy > 0.15)
+    ++st.overfit_epochs;
+  else
+    st.overfit_epochs = 0;
+  if (st.overfit_epochs >= 2 && !st.overfit_warned) {
+    warn(
+        "training accuracy is well above validation accuracy (overfitting); consider "
+        "--augment, more --dropout, fewer --epochs or --early-stop");
+    st.overfit_warned = true;
   }
+}
 
-  // The model file is written once, from the kept head; until then the per-epoch checkpoint
-  // (small: the head and its optimiser state) is what protects finished work.
-  export_model(job, result.model_path, best_hidden, best_out);
-  head_upload(job.dev, job.head, best_hidden, best_out);
-  if (!job.test.items.empty()) {
-    result.test = evaluate_split(job, job.test);
-    result.has_test = true;
-    const std::string line = eval_json("test", result.test, job.classes);
-    metrics << line << "\n" << std::flush;
-    std::printf("%s\n", line.c_str());
+// Keeps the best (by val_loss) head when early stopping, else the latest, then writes the
+// checkpoint: a run killed before that redoes the epoch, after it continues.
+void keep_and_checkpoint(Job& job, RunState& st, const EpochMetrics& em) {
+  const TrainConfig& cfg = job.cfg;
+  Dense hidden, out;
+  head_download(job.dev, job.head, &hidden, &out);
+  const bool improved = !em.has_val || em.val_loss < st.best_val_loss;
+  if (improved) {
+    st.best_val_loss = em.has_val ? em.val_loss : st.best_val_loss;
+    st.since_best = 0;
+  } else {
+    ++st.since_best;
   }
-  result.skipped_images = job.skipped;
+  if (cfg.early_stop == 0 || improved) {
+    st.best_hidden = hidden;
+    st.best_out = out;
+    st.kept_epoch = em.epoch;
+  }
+  Checkpoint now;
+  now.epoch = em.epoch;
+  now.head_step = job.head.step;
+  now.best_val_loss = st.best_val_loss;
+  now.since_best = st.since_best;
+  now.overfit_epochs = st.overfit_epochs;
+  now.overfit_warned = st.overfit_warned;
+  now.state = head_state(job.dev, job.head);
+  now.best_hidden = st.best_hidden;
+  now.best_out = st.best_out;
+  write_checkpoint(run_file(cfg, "checkpoint.safetensors"), now);
+  st.epoch = em.epoch;
+  // "Early" only when epochs were left to run: at the last epoch the run simply ends.
+  if (cfg.early_stop > 0 && st.since_best >= cfg.early_stop && em.epoch < cfg.epochs) {
+    st.stopped_early = true;
+    std::fprintf(stderr,
+                 "graft: early stop after epoch %d of %d: val_loss has not improved for %d "
+                 "epochs; keeping epoch %d\n",
+                 em.epoch, cfg.epochs, cfg.early_stop, st.kept_epoch);
+  }
+}
 
+void run_epoch(Job& job, RunState& st, int epoch, TrainResult& result) {
+  const auto t0 = Clock::now();
+  EpochMetrics em = train_pass(job, st, epoch, result);
+  if (!job.val.items.empty()) {
+    EvalResult v = evaluate_split(job, job.val);
+    em.val_loss = v.loss;
+    em.val_accuracy = v.accuracy;
+    em.has_val = true;
+  }
+  em.seconds = seconds_since(t0);
+  result.epochs.push_back(em);
+  append_line(run_file(job.cfg, "metrics.jsonl"), metrics_line(em));
+  print_epoch(job.cfg, em, st.tty);
+  watch_overfitting(st, em);
+  keep_and_checkpoint(job, st, em);
+}
+
+// ---- Finishing ---------------------------------------------------------------------------------
+
+std::vector<std::pair<std::string, std::string>> report_settings(const Job& job) {
+  const TrainConfig& c = job.cfg;
+  std::string schedule = c.lr_schedule;
+  if (c.warmup_epochs > 0) schedule += ", warm-up " + shortest(c.warmup_epochs) + " epochs";
+  std::string optimizer =
+      c.opt.optimizer == "adamw"
+          ? "AdamW, weight decay " + shortest(c.opt.weight_decay)
+          : "SGD, momentum " + shortest(c.opt.momentum) + ", L2 " + shortest(c.opt.l2);
+  std::string cache = c.cache + (job.cache ? " (used)" : " (not used)");
+  return {
+      {"epochs", std::to_string(c.epochs)},
+      {"batch size", std::to_string(c.batch_size)},
+      {"learning rate", shortest(c.learning_rate)},
+      {"learning-rate schedule", schedule},
+      {"optimizer", optimizer},
+      {"hidden layer", c.hidden ? std::to_string(c.hidden) + " units" : "none"},
+      {"dropout", shortest(c.dropout)},
+      {"label smoothing", shortest(c.label_smoothing)},
+      {"early stop", c.early_stop ? "after " + std::to_string(c.early_stop) +
+                                        " epochs without val_loss improvement"
+                                  : "off"},
+      {"seed", std::to_string(c.seed)},
+      {"augmentation", c.augment ? "random resized crop, horizontal flip" : "off"},
+      {"feature cache", cache},
+      {"device", c.device + " (" + device_name(job.dev) + ")"},
+      {"validation", c.val_data.empty() ? shortest(float(c.val_split)) + " of --data" : c.val_data},
+      {"test", c.test_data.empty() ? shortest(float(c.test_split)) + " of --data" : c.test_data},
+      {"backbone", c.backbone}};
+}
+
+ReportData make_report(const Job& job, const RunState& st, const TrainResult& result,
+                       bool interrupted) {
+  const TrainConfig& cfg = job.cfg;
   ReportData rd;
   rd.title = cfg.data;
   rd.classes = job.classes;
-  for (const auto& e : result.epochs)
-    rd.epochs.push_back({e.epoch, e.loss, e.accuracy, e.val_loss, e.val_accuracy, e.seconds,
-                         e.images_per_second, e.has_val});
+  for (const auto& e : result.epochs) {
+    ReportEpoch re{e.epoch,        e.loss,    e.accuracy,          e.val_loss,
+                   e.val_accuracy, e.seconds, e.images_per_second, e.has_val};
+    re.from_cache = e.from_cache;
+    re.feature_rows_per_second = e.feature_rows_per_second;
+    rd.epochs.push_back(re);
+  }
+  rd.kept_epoch = st.kept_epoch;
+  rd.kept_why = st.kept_epoch != st.epoch ? "lowest validation loss (--early-stop)"
+                : interrupted             ? "the last finished epoch"
+                                          : "the last epoch";
   if (result.has_test) {
     rd.confusion = result.test.confusion;
     rd.test_loss = result.test.loss;
@@ -743,16 +918,122 @@ TrainResult train_impl(const TrainConfig& cfg, bool resume) {
                           result.test.prob_predicted[i], result.test.prob_true[i]});
     }
   }
+  if (interrupted)
+    rd.notes.push_back("interrupted after epoch " + std::to_string(st.epoch) + " of " +
+                       std::to_string(cfg.epochs) + ": not tested; continue with graft train " +
+                       "--resume " + cfg.out_dir);
+  if (st.stopped_early)
+    rd.notes.push_back("stopped early after epoch " + std::to_string(st.epoch) + " of " +
+                       std::to_string(cfg.epochs) + " (--early-stop " +
+                       std::to_string(cfg.early_stop) + ")");
   rd.notes.push_back(std::string("device: ") + device_name(job.dev));
   rd.notes.push_back(std::string("feature cache: ") + (job.cache ? "on" : "off"));
   rd.notes.push_back("backbone: " + job.backbone.net.arch + " (" + cfg.backbone + ")");
-  if (job.skipped) rd.notes.push_back(std::to_string(job.skipped) + " files skipped (see the log)");
-  result.report_path = cfg.out_dir + "/report.html";
-  write_report(result.report_path, rd);
+  if (job.skipped || job.skipped_folders)
+    rd.notes.push_back(skipped_summary(job.skipped, job.skipped_folders) + " (see the log)");
+  rd.settings = report_settings(job);
+  return rd;
+}
 
-  if (job.skipped) std::fprintf(stderr, "graft: %d files skipped\n", job.skipped);
-  std::fprintf(stderr, "graft: model %s\ngraft: report %s\n", result.model_path.c_str(),
-               result.report_path.c_str());
+// The model (the kept head), the kept-epoch line, the test line and the report. Interrupted,
+// the test is left out: the loader has been cancelled, and the run is not over.
+void finish_run(Job& job, const RunState& st, TrainResult& result, bool interrupted) {
+  const TrainConfig& cfg = job.cfg;
+  const std::string metrics_path = run_file(cfg, "metrics.jsonl");
+  result.model_path = run_file(cfg, "model.safetensors");
+  result.kept_epoch = st.kept_epoch;
+  result.stopped_early = st.stopped_early;
+  // The model file is written once, from the kept head; until then the per-epoch checkpoint
+  // (small: the head and its optimiser state) is what protects finished work.
+  export_model(job, result.model_path, st.best_hidden, st.best_out);
+  if (!st.stopped_early && cfg.early_stop > 0 && st.kept_epoch != st.epoch)
+    std::fprintf(stderr, "graft: keeping epoch %d, the lowest val_loss (--early-stop)\n",
+                 st.kept_epoch);
+  append_line(metrics_path, nlohmann::ordered_json{{"kept_epoch", st.kept_epoch},
+                                                   {"epochs_finished", st.epoch},
+                                                   {"stopped_early", st.stopped_early},
+                                                   {"interrupted", interrupted}}
+                                .dump());
+  if (!interrupted && !job.test.items.empty()) {
+    head_upload(job.dev, job.head, st.best_hidden, st.best_out);
+    result.test = evaluate_split(job, job.test);
+    result.has_test = true;
+    const std::string line = eval_json("test", result.test, job.classes);
+    append_line(metrics_path, line);
+    std::printf("%s\n", line.c_str());
+  }
+  result.skipped_files = job.skipped;
+  result.skipped_folders = job.skipped_folders;
+  result.report_path = run_file(cfg, "report.html");
+  write_report(result.report_path, make_report(job, st, result, interrupted));
+
+  if (job.skipped || job.skipped_folders)
+    std::fprintf(stderr, "graft: %s\n", skipped_summary(job.skipped, job.skipped_folders).c_str());
+  std::fprintf(stderr, "graft: model %s (epoch %d)\ngraft: report %s\n", result.model_path.c_str(),
+               st.kept_epoch, result.report_path.c_str());
+}
+
+void check_config(const TrainConfig& cfg) {
+  if (cfg.epochs < 1 || cfg.batch_size < 1)
+    throw std::invalid_argument("--epochs and --batch-size must be >= 1");
+  if (!(cfg.dropout >= 0.f && cfg.dropout < 1.f))
+    throw std::invalid_argument("--dropout must be in [0, 1)");
+  if (!(cfg.label_smoothing >= 0.f && cfg.label_smoothing < 1.f))
+    throw std::invalid_argument("--label-smoothing must be in [0, 1)");
+  if (cfg.opt.optimizer != "sgd" && cfg.opt.optimizer != "adamw")
+    throw std::invalid_argument("--optimizer must be sgd or adamw");
+  if (cfg.lr_schedule != "constant" && cfg.lr_schedule != "cosine")
+    throw std::invalid_argument("--lr-schedule must be constant or cosine");
+  if (cfg.cache != "auto" && cfg.cache != "on" && cfg.cache != "off")
+    throw std::invalid_argument("--cache-features must be auto, on or off");
+  if (cfg.cache == "on" && cfg.augment)
+    throw std::invalid_argument("--cache-features on cannot be combined with --augment");
+}
+
+// A trained graft model as --backbone: its head (and classes) cannot carry over to new data.
+void warn_if_trained_model(const Job& job) {
+  const auto& meta = job.backbone.metadata;
+  // A pretrained backbone's own classifier (ImageNet's, say) is replaced without a word.
+  if (meta.find("trained_with") == meta.end()) return;
+  std::string labels;
+  for (size_t i = 0; i < job.backbone.labels.size() && i < 5; ++i)
+    labels += (i ? ", " : "") + job.backbone.labels[i];
+  if (job.backbone.labels.size() > 5) labels += ", ...";
+  warn(job.cfg.backbone + " is a trained graft model (classes: " + labels +
+       "); its head is replaced by a new one for " + job.cfg.data + ": only its backbone is kept");
+}
+
+TrainResult train_impl(const TrainConfig& cfg, bool resume) {
+  check_config(cfg);
+  check_run_folder(cfg, resume);
+  Job job(cfg);
+  job.train.name = "train";
+  job.val.name = "val";
+  job.test.name = "test";
+  // Everything that can reject the input runs before the run folder gets its first file.
+  job.backbone = load_model(cfg.backbone);
+  warn_if_trained_model(job);
+  setup_splits(job);
+  prepare_run_folder(cfg, resume);
+  write_split(job);
+  setup_device(job);
+
+  TrainResult result;
+  result.cache_used = job.cache;
+  RunState st = start_or_resume(job, resume, result);
+  bool interrupted = false;
+  try {
+    for (int epoch = st.epoch + 1; epoch <= cfg.epochs && !st.stopped_early; ++epoch)
+      run_epoch(job, st, epoch, result);
+  } catch (const Interrupted&) {
+    interrupted = true;
+  }
+  // Interrupted with no finished epoch: nothing worth a model file.
+  if (interrupted && st.epoch == 0) throw Interrupted("interrupted before the first epoch ended");
+  finish_run(job, st, result, interrupted);
+  if (interrupted)
+    throw Interrupted("interrupted during epoch " + std::to_string(st.epoch + 1) +
+                      "; model and report written from epoch " + std::to_string(st.kept_epoch));
   return result;
 }
 
@@ -773,16 +1054,25 @@ TrainResult train(const TrainConfig& cfg, bool resume) {
   } restore{old_int, old_term};
   try {
     return train_impl(cfg, resume);
-  } catch (const Interrupted&) {
-    throw std::runtime_error("interrupted; " + cfg.out_dir +
+  } catch (const Interrupted& e) {
+    throw std::runtime_error(std::string(e.what()) + "; " + cfg.out_dir +
                              " keeps every finished epoch: continue with graft train --resume " +
                              cfg.out_dir);
   }
 }
 
+std::string skipped_summary(int files, int folders) {
+  std::string s;
+  if (files) s = std::to_string(files) + (files == 1 ? " file skipped" : " files skipped");
+  if (folders)
+    s += (s.empty() ? "" : ", ") + std::to_string(folders) +
+         (folders == 1 ? " empty class folder skipped" : " empty class folders skipped");
+  return s;
+}
+
 EvalResult evaluate_folder(const std::string& model_path, const std::string& data_dir,
                            const std::string& device, int batch_size,
-                           std::vector<std::string>* classes, int* skipped) {
+                           std::vector<std::string>* classes, int* skipped, int* skipped_folders) {
   TrainConfig cfg;
   cfg.batch_size = batch_size;
   Job job(cfg);
@@ -794,7 +1084,8 @@ EvalResult evaluate_folder(const std::string& model_path, const std::string& dat
     for (int i = 0; i < job.backbone.fc.out; ++i) job.classes.push_back(std::to_string(i));
   job.test_ds = scan_dataset(data_dir, &job.classes);
   for (const auto& s : job.test_ds.skipped) warn(s);
-  job.skipped = int(job.test_ds.skipped.size());
+  job.skipped_folders = job.test_ds.skipped_folders;
+  job.skipped = int(job.test_ds.skipped.size()) - job.skipped_folders;
   for (const auto& it : job.test_ds.items) job.test.items.push_back(&it);
   job.test.cached.assign(job.test.items.size(), 0);
   job.test.bad.assign(job.test.items.size(), 0);
@@ -821,6 +1112,7 @@ EvalResult evaluate_folder(const std::string& model_path, const std::string& dat
   }
   EvalResult r = evaluate_split(job, job.test);
   *skipped = job.skipped;
+  if (skipped_folders) *skipped_folders = job.skipped_folders;
   *classes = job.classes;
   return r;
 }

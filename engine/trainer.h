@@ -33,17 +33,25 @@ struct TrainConfig {
   std::string cache = "auto";  // auto | on | off
   bool augment = false;
   bool progress = true;  // a live bar on a terminal
+  // A new run refuses a non-empty out_dir (another run's model, metrics and report) unless this
+  // is set; then graft's own files there are replaced. Not saved in config.json.
+  bool overwrite = false;
 };
 
 // RUN_DIR/config.json: the whole configuration, written when a run starts, so `graft train
-// --resume RUN_DIR` continues with exactly the same settings.
+// --resume RUN_DIR` continues with exactly the same settings. Float settings are stored as the
+// shortest decimal that reads back as the same float (0.005, not 0.004999999888241291).
 void save_config(const TrainConfig& cfg, const std::string& path);
 TrainConfig load_config(const std::string& path);
 
 struct EpochMetrics {
   int epoch = 0;
-  double loss = 0, accuracy = 0, val_loss = 0, val_accuracy = 0, seconds = 0, images_per_second = 0;
+  double loss = 0, accuracy = 0, val_loss = 0, val_accuracy = 0, seconds = 0;
   bool has_val = false;
+  // An epoch trained from the feature cache decodes no image: its throughput is feature rows per
+  // second, not images per second (metrics.jsonl: "from_cache", and the other rate is null).
+  bool from_cache = false;
+  double images_per_second = 0, feature_rows_per_second = 0;
 };
 
 // Where one epoch's training pass spent its time (RUN_DIR/stages.jsonl, and `graft bench`).
@@ -78,24 +86,38 @@ struct TrainResult {
   EvalResult test;
   bool has_test = false;
   bool cache_used = false;
-  int skipped_images = 0;
+  int skipped_files = 0;       // unreadable or non-image files, each counted once
+  int skipped_folders = 0;     // class folders without images, left out
+  int kept_epoch = 0;          // the epoch whose head is in model.safetensors
+  bool stopped_early = false;  // --early-stop ended the run before its last epoch
   std::string model_path, report_path;
 };
 
 // Runs the job. With resume, continues from RUN_DIR/checkpoint.safetensors (written atomically
 // after every epoch): the finished run's metrics.jsonl is then the one an uninterrupted run
-// writes, wall-clock fields aside.
+// writes, wall-clock and throughput fields aside. A resumed run may have more epochs than its
+// config.json (it is updated), not fewer than it has finished; with the cosine schedule the
+// epoch count cannot change, as the decay is fitted to it.
+// metrics.jsonl: one line per epoch, then {"kept_epoch", "epochs_finished", "stopped_early",
+// "interrupted"}, then the test line. On SIGINT/SIGTERM the model and report are written from
+// the last finished epoch (the kept head) before train throws the resume hint.
 TrainResult train(const TrainConfig& cfg, bool resume = false);
 
 // The JSON object of a test or eval result:
 // {"split": ..., "loss": ..., "accuracy": ..., "per_class": {label: {precision, recall, f1,
-// support}}, "confusion": [[...]]}
+// support}}, "confusion": [[...]]}. A class absent from the evaluated images (support 0) has
+// null precision, recall and f1; a present class never predicted has null precision.
 std::string eval_json(const std::string& split, const EvalResult& r,
                       const std::vector<std::string>& classes);
 
 // Evaluates a trained model file on a folder whose classes are the model's (graft eval).
+// `skipped` counts skipped files, `skipped_folders` class folders left out for want of images.
 EvalResult evaluate_folder(const std::string& model_path, const std::string& data_dir,
                            const std::string& device, int batch_size,
-                           std::vector<std::string>* classes, int* skipped);
+                           std::vector<std::string>* classes, int* skipped,
+                           int* skipped_folders = nullptr);
+
+// "1 file skipped", "2 files skipped, 1 empty class folder skipped"; empty when both are 0.
+std::string skipped_summary(int files, int folders);
 
 }  // namespace graft

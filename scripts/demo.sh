@@ -28,7 +28,7 @@ fi
 RUN=${RUN_DIR:-runs/demo}
 
 echo "== train: $DATA -> $RUN"
-"$GRAFT" train --data "$DATA" --backbone "$MODEL" --out "$RUN" --epochs 20
+"$GRAFT" train --data "$DATA" --backbone "$MODEL" --out "$RUN" --epochs 20 --overwrite
 
 if [ -n "$NEW" ]; then
   echo "== eval on new photos: $NEW"

@@ -306,9 +306,72 @@ TEST(Report, ZeroSupportClass) {
   const std::string html = read_file(dir + "/r.html");
 
   EXPECT_EQ(metrics_row(html, "x"), (std::vector<std::string>{"0.750", "0.750", "0.750", "4"}));
-  EXPECT_EQ(metrics_row(html, "y"), (std::vector<std::string>{"-", "-", "-", "0"}));
+  EXPECT_EQ(metrics_row(html, "y"), (std::vector<std::string>{"-", "-", "-", "0 (absent)"}));
   EXPECT_EQ(metrics_row(html, "z"), (std::vector<std::string>{"0.667", "0.667", "0.667", "3"}));
   EXPECT_FALSE(has_non_finite_text(html));
+  fs::remove_all(dir);
+}
+
+// A class absent from the test split but predicted for some images: still no precision (a 0 would
+// read as a failure on that class); its false positives show in the matrix and in x's recall.
+TEST(Report, AbsentButPredictedClassHasNoMetrics) {
+  const std::string dir = temp_dir("absent_predicted");
+  ReportData d;
+  d.classes = {"x", "y"};
+  d.confusion = {3, 1,  //
+                 0, 0};
+  write_report(dir + "/r.html", d);
+  const std::string html = read_file(dir + "/r.html");
+  EXPECT_EQ(metrics_row(html, "y"), (std::vector<std::string>{"-", "-", "-", "0 (absent)"}));
+  EXPECT_EQ(metrics_row(html, "x"), (std::vector<std::string>{"1.000", "0.750", "0.857", "4"}));
+  fs::remove_all(dir);
+}
+
+// The run's settings, the kept epoch (card, chart line, table row) and cached epochs' throughput.
+TEST(Report, SettingsKeptEpochAndCachedEpochs) {
+  const std::string dir = temp_dir("settings");
+  ReportData d;
+  d.classes = {"x", "y"};
+  d.epochs = {epoch(1, 0.9, 0.5, true, 0.8, 0.55), epoch(2, 0.7, 0.6, true, 0.7, 0.6),
+              epoch(3, 0.6, 0.7, true, 0.75, 0.6)};
+  d.epochs[1].from_cache = d.epochs[2].from_cache = true;
+  d.epochs[1].feature_rows_per_second = 200718;
+  d.epochs[2].feature_rows_per_second = 190000;
+  d.confusion = {2, 0, 0, 2};
+  d.kept_epoch = 2;
+  d.kept_why = "lowest validation loss (--early-stop)";
+  d.settings = {{"learning rate", "0.005"},
+                {"optimizer", "SGD, momentum 0.9"},
+                {"backbone", "models/<odd>.safetensors"}};
+  write_report(dir + "/r.html", d);
+  const std::string html = read_file(dir + "/r.html");
+
+  EXPECT_NE(html.find("<h2>Settings</h2>"), std::string::npos);
+  EXPECT_NE(html.find("<tr><th>learning rate</th><td>0.005</td></tr>"), std::string::npos);
+  EXPECT_NE(html.find("<tr><th>optimizer</th><td>SGD, momentum 0.9</td></tr>"), std::string::npos);
+  EXPECT_NE(html.find("models/&lt;odd&gt;.safetensors"), std::string::npos);
+  EXPECT_EQ(html.find("<odd>"), std::string::npos);
+
+  EXPECT_EQ(count(html, "kept: epoch 2"), 2u);   // a line on each chart
+  EXPECT_EQ(count(html, "class=\"kept\""), 3u);  // the two lines and the table row
+  EXPECT_NE(html.find("<tr class=\"kept\"><td>2 (kept)</td>"), std::string::npos);
+  EXPECT_NE(html.find("epoch 2</div>"), std::string::npos);  // the "model kept" card
+  EXPECT_NE(html.find("holds the head of epoch 2 (lowest validation loss (--early-stop))"),
+            std::string::npos);
+
+  EXPECT_NE(html.find("200718 feature rows/s (cached features)"), std::string::npos);
+  EXPECT_EQ(count(html, " images/s</td>"), 1u);  // epoch 1 only
+  EXPECT_EQ(html.find("200718 images/s"), std::string::npos);
+  EXPECT_FALSE(has_non_finite_text(html));
+
+  // Without a kept epoch or settings, neither section nor marker appears.
+  d.kept_epoch = 0;
+  d.settings.clear();
+  write_report(dir + "/r.html", d);
+  const std::string plain = read_file(dir + "/r.html");
+  EXPECT_EQ(plain.find("Settings"), std::string::npos);
+  EXPECT_EQ(plain.find("class=\"kept\""), std::string::npos);
+  EXPECT_EQ(plain.find("(kept)"), std::string::npos);
   fs::remove_all(dir);
 }
 

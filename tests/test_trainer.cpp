@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
@@ -186,16 +187,36 @@ std::vector<std::string> read_lines(const std::string& path) {
   return lines;
 }
 
-// metrics.jsonl without the wall-clock fields, which differ between any two runs.
+// metrics.jsonl without the wall-clock and throughput fields, which differ between any two runs
+// (and whether an epoch read the feature cache depends on whether the process was restarted).
 std::vector<std::string> metrics_without_timing(const std::string& run) {
   std::vector<std::string> out;
   for (const auto& l : read_lines(run + "/metrics.jsonl")) {
     auto j = nlohmann::ordered_json::parse(l);
-    j.erase("seconds");
-    j.erase("images_per_second");
+    for (const char* k : {"seconds", "images_per_second", "feature_rows_per_second", "from_cache"})
+      j.erase(k);
     out.push_back(j.dump());
   }
   return out;
+}
+
+std::string read_all(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+// Every file of a folder with its bytes: a refused run must leave all of them as they were.
+std::map<std::string, std::string> snapshot(const std::string& dir) {
+  std::map<std::string, std::string> files;
+  for (const auto& e : fs::recursive_directory_iterator(dir))
+    if (e.is_regular_file()) files[e.path().string()] = read_all(e.path().string());
+  return files;
+}
+
+bool contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
 }
 
 TrainConfig small_config(const std::string& data, const std::string& out) {
@@ -219,8 +240,33 @@ TEST(Trainer, FeatureCacheGivesTheSameRunAsRecomputing) {
   on.cache = "on";
   TrainConfig off = small_config(data, "run_cache_off");
   off.cache = "off";
-  TrainResult a = train(on), b = train(off);
+  testing::internal::CaptureStdout();
+  TrainResult a = train(on);
+  const std::string log = testing::internal::GetCapturedStdout();
+  TrainResult b = train(off);
   EXPECT_TRUE(a.cache_used);
+  // Cached epochs decode no image: the log, metrics.jsonl and the report say feature rows/s.
+  size_t cached_lines = 0, image_lines = 0;
+  for (size_t at = log.find("epoch "); at != std::string::npos; at = log.find("\nepoch ", at + 1)) {
+    const std::string line = log.substr(at, log.find('\n', at + 1) - at);
+    cached_lines += contains(line, "feature rows/s (cached features)");
+    image_lines += contains(line, "img/s");
+  }
+  EXPECT_EQ(cached_lines, 3u) << log;
+  EXPECT_EQ(image_lines, 1u) << log;
+  const auto on_lines = read_lines(on.out_dir + "/metrics.jsonl");
+  auto first = nlohmann::json::parse(on_lines[0]), second = nlohmann::json::parse(on_lines[1]);
+  EXPECT_FALSE(first["from_cache"].get<bool>());
+  EXPECT_GT(first["images_per_second"].get<double>(), 0.0);
+  EXPECT_TRUE(first["feature_rows_per_second"].is_null());
+  EXPECT_TRUE(second["from_cache"].get<bool>());
+  EXPECT_TRUE(second["images_per_second"].is_null());
+  EXPECT_GT(second["feature_rows_per_second"].get<double>(), 0.0);
+  EXPECT_TRUE(a.epochs[1].from_cache);
+  const std::string report = read_all(a.report_path);
+  EXPECT_EQ(contains(report, "feature rows/s (cached features)"), true);
+  EXPECT_TRUE(nlohmann::json::parse(read_lines(off.out_dir + "/metrics.jsonl")[1])["from_cache"] ==
+              false);
   EXPECT_FALSE(b.cache_used);
   EXPECT_EQ(metrics_without_timing(on.out_dir), metrics_without_timing(off.out_dir));
   ASSERT_EQ(a.epochs.size(), 4u);
@@ -254,12 +300,16 @@ TEST(Trainer, SameSeedSameRunAndOutputsAreComplete) {
   EXPECT_EQ(metrics_without_timing(c1.out_dir), metrics_without_timing(c2.out_dir));
 
   auto lines = read_lines(c2.out_dir + "/metrics.jsonl");
-  ASSERT_EQ(lines.size(), 5u);  // 4 epochs + the test line
+  ASSERT_EQ(lines.size(), 6u);  // 4 epochs, the kept-epoch line, the test line
   auto e = nlohmann::ordered_json::parse(lines[0]);
   std::vector<std::string> keys;
   for (auto it = e.begin(); it != e.end(); ++it) keys.push_back(it.key());
   EXPECT_EQ(keys, (std::vector<std::string>{"epoch", "loss", "accuracy", "val_loss", "val_accuracy",
-                                            "seconds", "images_per_second"}));
+                                            "seconds", "from_cache", "images_per_second",
+                                            "feature_rows_per_second"}));
+  EXPECT_EQ(nlohmann::ordered_json::parse(lines[4]).dump(),
+            R"({"kept_epoch":4,"epochs_finished":4,"stopped_early":false,"interrupted":false})");
+  EXPECT_EQ(r.kept_epoch, 4);
   auto t = nlohmann::ordered_json::parse(lines.back());
   EXPECT_EQ(t["split"], "test");
   EXPECT_EQ(t["confusion"].size(), 3u);
@@ -351,11 +401,16 @@ TEST(Trainer, BadFilesAreSkippedAndCounted) {
   fs::create_directories(data + "/blue/folder.jpg");
   TrainConfig c = small_config(data, "run_bad");
   c.cache = "off";
+  testing::internal::CaptureStderr();
   TrainResult r = train(c);
+  const std::string err = testing::internal::GetCapturedStderr();
   EXPECT_EQ(r.epochs.size(), 4u);
-  // empty.jpg, notes.txt, empty_class and corrupt.jpg, each reported once (not every epoch);
-  // the folder named folder.jpg is just an (empty) folder.
-  EXPECT_EQ(r.skipped_images, 4);
+  // empty.jpg, notes.txt and corrupt.jpg, each reported once (not every epoch), and the class
+  // folder empty_class, counted apart; the folder named folder.jpg is just an (empty) folder.
+  EXPECT_EQ(r.skipped_files, 3);
+  EXPECT_EQ(r.skipped_folders, 1);
+  EXPECT_TRUE(contains(err, "graft: 3 files skipped, 1 empty class folder skipped\n")) << err;
+  EXPECT_TRUE(contains(read_all(r.report_path), "3 files skipped, 1 empty class folder skipped"));
   Model m = load_model(r.model_path);
   EXPECT_EQ(m.labels.size(), 3u) << "the empty class folder is left out";
 }
@@ -405,6 +460,402 @@ TEST(Trainer, ResumeAfterSigkillMatchesAnUninterruptedRun) {
     EXPECT_EQ(
         0, std::memcmp(find_tensor(a, t)->data, find_tensor(b, t)->data, find_tensor(a, t)->nbytes))
         << t;
+}
+
+TEST(Trainer, SkippedSummaryCountsFilesAndFoldersApart) {
+  EXPECT_EQ(skipped_summary(0, 0), "");
+  EXPECT_EQ(skipped_summary(1, 0), "1 file skipped");
+  EXPECT_EQ(skipped_summary(2, 0), "2 files skipped");
+  EXPECT_EQ(skipped_summary(0, 1), "1 empty class folder skipped");
+  EXPECT_EQ(skipped_summary(1, 2), "1 file skipped, 2 empty class folders skipped");
+}
+
+// Only an empty class folder left out: no file was skipped, and the summary does not say so.
+TEST(Trainer, EmptyClassFolderAloneIsNotCalledAFile) {
+  const std::string data = make_dataset("empty_folder_ds", 10);
+  fs::create_directories(data + "/zebra");
+  TrainConfig c = small_config(data, "run_empty_folder");
+  c.epochs = 1;
+  testing::internal::CaptureStderr();
+  TrainResult r = train(c);
+  const std::string err = testing::internal::GetCapturedStderr();
+  EXPECT_EQ(r.skipped_files, 0);
+  EXPECT_EQ(r.skipped_folders, 1);
+  EXPECT_TRUE(contains(err, "graft: 1 empty class folder skipped\n")) << err;
+  EXPECT_FALSE(contains(err, "files skipped")) << err;
+}
+
+// The user's values, not their float's binary expansion: 0.005, not 0.004999999888241291.
+TEST(Trainer, ConfigKeepsTheUsersValues) {
+  TrainConfig c;
+  c.learning_rate = 0.005f;
+  c.dropout = 0.3f;
+  c.label_smoothing = 0.1f;
+  c.opt.l2 = 1e-4f;
+  c.opt.momentum = 0.9f;
+  c.warmup_epochs = 1.5f;
+  const std::string path = scratch_dir() + "/config_values.json";
+  save_config(c, path);
+  const auto j = nlohmann::json::parse(read_all(path));
+  EXPECT_EQ(j["learning_rate"].dump(), "0.005");
+  EXPECT_EQ(j["dropout"].dump(), "0.3");
+  EXPECT_EQ(j["label_smoothing"].dump(), "0.1");
+  EXPECT_EQ(j["l2"].dump(), "0.0001");
+  EXPECT_EQ(j["momentum"].dump(), "0.9");
+  EXPECT_EQ(j["warmup_epochs"].dump(), "1.5");
+  EXPECT_FALSE(contains(read_all(path), "0.00499999"));
+  const TrainConfig back = load_config(path);  // and they read back as the very same floats
+  EXPECT_EQ(back.learning_rate, c.learning_rate);
+  EXPECT_EQ(back.dropout, c.dropout);
+  EXPECT_EQ(back.label_smoothing, c.label_smoothing);
+  EXPECT_EQ(back.opt.l2, c.opt.l2);
+  EXPECT_EQ(back.opt.momentum, c.opt.momentum);
+  EXPECT_EQ(back.warmup_epochs, c.warmup_epochs);
+}
+
+// A class absent from the evaluated images has no precision, recall or f1 (null), not zeros.
+TEST(Trainer, EvalJsonReportsAbsentClassesAsAbsent) {
+  EvalResult r;
+  r.classes = 3;
+  // a: present and right; b: absent, yet predicted once; c: present, never predicted.
+  r.confusion = {2, 1, 0,  //
+                 0, 0, 0,  //
+                 1, 0, 0};
+  r.n = 4;
+  const auto j = nlohmann::json::parse(eval_json("eval", r, {"a", "b", "c"}));
+  const auto& b = j["per_class"]["b"];
+  EXPECT_EQ(b["support"], 0);
+  EXPECT_TRUE(b["precision"].is_null());
+  EXPECT_TRUE(b["recall"].is_null());
+  EXPECT_TRUE(b["f1"].is_null());
+  const auto& c = j["per_class"]["c"];
+  EXPECT_TRUE(c["precision"].is_null()) << "never predicted: precision is undefined";
+  EXPECT_EQ(c["recall"].get<double>(), 0.0);
+  EXPECT_EQ(c["f1"].get<double>(), 0.0);
+  EXPECT_NEAR(j["per_class"]["a"]["precision"].get<double>(), 2.0 / 3, 1e-12);
+  EXPECT_NEAR(j["per_class"]["a"]["recall"].get<double>(), 2.0 / 3, 1e-12);
+}
+
+// A new run into a folder that holds another run is refused before anything is touched.
+TEST(Trainer, RefusesANonEmptyRunFolderUnlessOverwrite) {
+  const std::string data = make_dataset("refuse_ds", 10);
+  TrainConfig c = small_config(data, "run_refuse");
+  c.epochs = 1;
+  train(c);
+  const auto before = snapshot(c.out_dir);
+  ASSERT_GE(before.size(), 7u);
+  TrainConfig again = c;
+  again.epochs = 2;
+  try {
+    train(again);
+    FAIL() << "a non-empty run folder was accepted";
+  } catch (const std::runtime_error& e) {
+    EXPECT_TRUE(contains(e.what(), c.out_dir)) << e.what();
+    EXPECT_TRUE(contains(e.what(), "--overwrite")) << e.what();
+  }
+  EXPECT_EQ(snapshot(c.out_dir), before) << "the old run's files changed";
+
+  // --overwrite replaces the run's files and leaves anything else in the folder alone.
+  std::ofstream(c.out_dir + "/my_notes.txt") << "keep me";
+  again.overwrite = true;
+  TrainResult r = train(again);
+  EXPECT_EQ(r.epochs.size(), 2u);
+  EXPECT_EQ(read_all(c.out_dir + "/my_notes.txt"), "keep me");
+  EXPECT_NE(read_all(c.out_dir + "/metrics.jsonl"), before.at(c.out_dir + "/metrics.jsonl"));
+  EXPECT_EQ(load_config(c.out_dir + "/config.json").epochs, 2);
+}
+
+// An --out that cannot be a folder, or cannot be written, is one line with the OS's reason
+// naming the folder, and the run stops before training.
+TEST(Trainer, UnwritableRunFolderNamesFolderAndReason) {
+  const std::string data = make_dataset("unwritable_ds", 10);
+  TrainConfig c = small_config(data, "run_unwritable");
+  const std::string file = scratch_dir() + "/a_regular_file";
+  std::ofstream(file) << "x";
+  c.out_dir = file + "/sub";
+  try {
+    train(c);
+    FAIL() << "a run folder under a regular file was accepted";
+  } catch (const std::runtime_error& e) {
+    EXPECT_TRUE(contains(e.what(), c.out_dir)) << e.what();
+    EXPECT_TRUE(contains(e.what(), "Not a directory")) << e.what();
+    EXPECT_FALSE(contains(e.what(), ".tmp")) << e.what();
+  }
+  if (geteuid() == 0) {
+    std::printf("permission case not run: root writes into a read-only folder\n");
+    return;
+  }
+  const std::string locked = scratch_dir() + "/locked";
+  fs::create_directories(locked);
+  fs::permissions(locked, fs::perms::owner_read | fs::perms::owner_exec);
+  c.out_dir = locked + "/run";
+  try {
+    train(c);
+    ADD_FAILURE() << "a run folder in a read-only folder was accepted";
+  } catch (const std::runtime_error& e) {
+    EXPECT_TRUE(contains(e.what(), c.out_dir)) << e.what();
+    EXPECT_TRUE(contains(e.what(), "Permission denied")) << e.what();
+  }
+  fs::permissions(locked, fs::perms::owner_all);
+}
+
+// Early stopping: metrics.jsonl and the report name the kept epoch, and the log says "early
+// stop" only when epochs were left to run. The expectations come from a run without early
+// stopping (same seed: the same epochs), so they hold whatever the validation curve looks like.
+TEST(Trainer, EarlyStopRecordsTheKeptEpoch) {
+  const std::string data = make_dataset("early_ds", 10);
+  TrainConfig full = small_config(data, "run_early_full");
+  full.epochs = 8;
+  full.learning_rate = 0.5f;  // a bumpy validation curve
+  TrainResult ref = train(full);
+  for (int patience : {1, 2, 3}) {
+    // Replay the rule on the reference curve: when it stops, and which epoch it keeps.
+    double best = INFINITY;
+    int kept = 0, since = 0, stop = full.epochs;
+    for (const EpochMetrics& e : ref.epochs) {
+      if (e.val_loss < best)
+        best = e.val_loss, kept = e.epoch, since = 0;
+      else
+        ++since;
+      if (since >= patience) {
+        stop = e.epoch;
+        break;
+      }
+    }
+    const bool early = stop < full.epochs;
+    TrainConfig c = small_config(data, "run_early_" + std::to_string(patience));
+    c.epochs = full.epochs;
+    c.learning_rate = full.learning_rate;
+    c.early_stop = patience;
+    testing::internal::CaptureStderr();
+    TrainResult r = train(c);
+    const std::string err = testing::internal::GetCapturedStderr();
+    EXPECT_EQ(int(r.epochs.size()), stop) << "patience " << patience;
+    EXPECT_EQ(r.kept_epoch, kept) << "patience " << patience;
+    EXPECT_EQ(r.stopped_early, early) << "patience " << patience;
+    EXPECT_EQ(contains(err, "early stop after epoch"), early) << err;
+    const auto lines = read_lines(c.out_dir + "/metrics.jsonl");
+    ASSERT_EQ(int(lines.size()), stop + 2);
+    const auto k = nlohmann::json::parse(lines[size_t(stop)]);
+    EXPECT_EQ(k["kept_epoch"], kept);
+    EXPECT_EQ(k["epochs_finished"], stop);
+    EXPECT_EQ(k["stopped_early"], early);
+    const std::string report = read_all(r.report_path);
+    EXPECT_TRUE(contains(report, "kept: epoch " + std::to_string(kept)));
+    EXPECT_TRUE(contains(report, "<tr class=\"kept\"><td>" + std::to_string(kept) + " (kept)"));
+  }
+}
+
+// The case a user met: --epochs 5 --early-stop 2 with no improvement in epochs 4 and 5. The
+// run ends at epoch 5 as planned: no "early stop" in the log, stopped_early false.
+TEST(Trainer, NoEarlyStopMessageAtTheLastEpoch) {
+  const std::string data = make_dataset("early_last_ds", 10);
+  TrainConfig probe = small_config(data, "run_early_last_probe");
+  probe.epochs = 12;
+  probe.learning_rate = 0.5f;
+  TrainResult ref = train(probe);
+  // The first epoch at which val_loss has not improved for two epochs: patience 2 stops there.
+  double best = INFINITY;
+  int since = 0, last = 0;
+  for (const EpochMetrics& e : ref.epochs) {
+    if (e.val_loss < best)
+      best = e.val_loss, since = 0;
+    else
+      ++since;
+    if (since >= 2) {
+      last = e.epoch;
+      break;
+    }
+  }
+  if (last == 0) GTEST_SKIP() << "validation loss improved at every epoch: nothing to stop";
+  TrainConfig c = small_config(data, "run_early_last");
+  c.epochs = last;  // the stop criterion is met exactly at the last epoch
+  c.learning_rate = probe.learning_rate;
+  c.early_stop = 2;
+  testing::internal::CaptureStderr();
+  TrainResult r = train(c);
+  const std::string err = testing::internal::GetCapturedStderr();
+  EXPECT_EQ(int(r.epochs.size()), last);
+  EXPECT_FALSE(r.stopped_early);
+  EXPECT_FALSE(contains(err, "early stop")) << err;
+  EXPECT_TRUE(contains(err, "keeping epoch " + std::to_string(r.kept_epoch))) << err;
+  EXPECT_LT(r.kept_epoch, last);
+}
+
+// A finished run extended with --resume --epochs ends where an uninterrupted longer run ends.
+TEST(Trainer, ResumeCanRaiseTheEpochCount) {
+  const std::string data = make_dataset("extend_ds", 10);
+  TrainConfig ref = small_config(data, "run_extend_ref");
+  train(ref);  // 4 epochs
+  TrainConfig c = small_config(data, "run_extend");
+  c.epochs = 2;
+  train(c);
+
+  // Fewer epochs than finished: refused, the run untouched.
+  const auto before = snapshot(c.out_dir);
+  TrainConfig fewer = load_config(c.out_dir + "/config.json");
+  fewer.epochs = 1;
+  try {
+    train(fewer, true);
+    FAIL() << "--epochs below the finished epochs was accepted";
+  } catch (const std::runtime_error& e) {
+    EXPECT_TRUE(contains(e.what(), "finished 2 epochs")) << e.what();
+  }
+  EXPECT_EQ(snapshot(c.out_dir), before);
+
+  TrainConfig more = load_config(c.out_dir + "/config.json");
+  more.progress = false;
+  more.epochs = 4;
+  train(more, true);
+  EXPECT_EQ(metrics_without_timing(c.out_dir), metrics_without_timing(ref.out_dir));
+  EXPECT_EQ(load_config(c.out_dir + "/config.json").epochs, 4);
+  WeightFile a = open_weights(c.out_dir + "/model.safetensors"),
+             b = open_weights(ref.out_dir + "/model.safetensors");
+  for (const char* t : {"fc.weight", "hidden.weight"})
+    EXPECT_EQ(
+        0, std::memcmp(find_tensor(a, t)->data, find_tensor(b, t)->data, find_tensor(a, t)->nbytes))
+        << t;
+
+  // The cosine decay is fitted to the epoch count: extending it is refused, nothing changes.
+  TrainConfig cos = small_config(data, "run_extend_cosine");
+  cos.epochs = 2;
+  cos.lr_schedule = "cosine";
+  train(cos);
+  const auto cos_before = snapshot(cos.out_dir);
+  TrainConfig cos_more = load_config(cos.out_dir + "/config.json");
+  cos_more.epochs = 3;
+  try {
+    train(cos_more, true);
+    FAIL() << "extending a cosine run was accepted";
+  } catch (const std::runtime_error& e) {
+    EXPECT_TRUE(contains(e.what(), "cosine")) << e.what();
+  }
+  EXPECT_EQ(snapshot(cos.out_dir), cos_before);
+}
+
+// A trained graft model as --backbone: the user is told its head is replaced.
+TEST(Trainer, WarnsWhenTheBackboneIsATrainedModel) {
+  const std::string data = make_dataset("retrain_ds", 10);
+  TrainConfig first = small_config(data, "run_retrain_first");
+  first.epochs = 1;
+  TrainResult r = train(first);
+  TrainConfig second = small_config(data, "run_retrain_second");
+  second.epochs = 1;
+  second.hidden = 0;
+  second.backbone = r.model_path;
+  testing::internal::CaptureStderr();
+  TrainResult r2 = train(second);
+  const std::string err = testing::internal::GetCapturedStderr();
+  EXPECT_TRUE(contains(err, r.model_path + " is a trained graft model (classes: blue, green, red)"))
+      << err;
+  EXPECT_TRUE(contains(err, "its head is replaced")) << err;
+  EXPECT_TRUE(contains(err, "only its backbone is kept")) << err;
+  Model m = load_model(r2.model_path);
+  EXPECT_EQ(m.hidden.out, 0) << "the first model's hidden layer is not carried over";
+
+  // A plain backbone gets no such warning.
+  TrainConfig plain = small_config(data, "run_retrain_plain");
+  plain.epochs = 1;
+  testing::internal::CaptureStderr();
+  train(plain);
+  EXPECT_FALSE(contains(testing::internal::GetCapturedStderr(), "trained graft model"));
+}
+
+// Starts `graft train` on the tiny backbone in a child process; returns its pid.
+pid_t spawn_train(const std::string& data, const std::string& backbone, const std::string& out,
+                  int epochs, const std::string& err_file) {
+  const std::string graft = std::string(GRAFT_BINARY_DIR) + "/graft";
+  const pid_t pid = fork();
+  if (pid == 0) {
+    const std::string e = std::to_string(epochs);
+    freopen(err_file.c_str(), "w", stderr);
+    freopen("/dev/null", "w", stdout);
+    execl(graft.c_str(), graft.c_str(), "train", "--data", data.c_str(), "--backbone",
+          backbone.c_str(), "--out", out.c_str(), "--device", "cpu", "--epochs", e.c_str(),
+          "--batch-size", "5", "--learning-rate", "0.05", "--hidden", "6", "--cache-features",
+          "off", "--no-progress", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  return pid;
+}
+
+// Ctrl-C (or TERM) keeps the last finished epoch as a model and a report, then exits non-zero
+// with the resume hint; the resumed run still ends like an uninterrupted one.
+TEST(Trainer, InterruptWritesModelAndReportOfTheLastFinishedEpoch) {
+  const std::string graft = std::string(GRAFT_BINARY_DIR) + "/graft";
+  if (!fs::exists(graft)) GTEST_SKIP() << graft << " is not built";
+  const std::string data = make_dataset("sigint_ds", 10);
+  TrainConfig ref = small_config(data, "run_sigint_ref");
+  ref.epochs = 80;
+  ref.cache = "off";
+  train(ref);
+  const std::string out = scratch_dir() + "/run_sigint";
+  fs::remove_all(out);
+  const std::string err_file = scratch_dir() + "/sigint.err";
+  const pid_t pid = spawn_train(data, ref.backbone, out, ref.epochs, err_file);
+  ASSERT_GT(pid, 0);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (std::chrono::steady_clock::now() < deadline &&
+         read_lines(out + "/metrics.jsonl").size() < 3)
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  ASSERT_EQ(kill(pid, SIGINT), 0);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status)) << "killed by the signal instead of stopping";
+  EXPECT_EQ(WEXITSTATUS(status), 1);
+  const std::string err = read_all(err_file);
+  EXPECT_TRUE(contains(err, "graft train --resume " + out)) << err;
+  ASSERT_TRUE(fs::exists(out + "/model.safetensors")) << err;
+  ASSERT_TRUE(fs::exists(out + "/report.html")) << err;
+  const auto lines = read_lines(out + "/metrics.jsonl");
+  ASSERT_GE(lines.size(), 4u);
+  const auto k = nlohmann::json::parse(lines.back());
+  ASSERT_TRUE(k.contains("interrupted")) << lines.back();
+  EXPECT_TRUE(k["interrupted"].get<bool>());
+  const int finished = k["epochs_finished"];
+  EXPECT_EQ(int(lines.size()), finished + 1);
+  EXPECT_EQ(k["kept_epoch"], finished);
+  EXPECT_LT(finished, ref.epochs) << "the run finished before it could be interrupted";
+  EXPECT_TRUE(contains(read_all(out + "/report.html"),
+                       "interrupted after epoch " + std::to_string(finished)));
+  // The model holds the head the checkpoint keeps for that epoch.
+  WeightFile model = open_weights(out + "/model.safetensors"),
+             ck = open_weights(out + "/checkpoint.safetensors");
+  const TensorView *w = find_tensor(model, "fc.weight"), *kw = find_tensor(ck, "best.fc.w");
+  ASSERT_TRUE(w && kw);
+  ASSERT_EQ(w->nbytes, kw->nbytes);
+  EXPECT_EQ(0, std::memcmp(w->data, kw->data, w->nbytes));
+
+  TrainConfig saved = load_config(out + "/config.json");
+  saved.progress = false;
+  train(saved, true);
+  EXPECT_EQ(metrics_without_timing(out), metrics_without_timing(ref.out_dir));
+}
+
+// Interrupted before any epoch finished: no model, no report.
+TEST(Trainer, InterruptBeforeTheFirstEpochWritesNoModel) {
+  const std::string graft = std::string(GRAFT_BINARY_DIR) + "/graft";
+  if (!fs::exists(graft)) GTEST_SKIP() << graft << " is not built";
+  const std::string data = make_dataset("sigint_early_ds", 40);  // a slower first epoch
+  const std::string out = scratch_dir() + "/run_sigint_early";
+  fs::remove_all(out);
+  const std::string err_file = scratch_dir() + "/sigint_early.err";
+  const pid_t pid = spawn_train(data, make_backbone(), out, 5, err_file);
+  ASSERT_GT(pid, 0);
+  // split.json is written just before training starts (the signal handler is in place).
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (std::chrono::steady_clock::now() < deadline && !fs::exists(out + "/split.json"))
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  ASSERT_EQ(kill(pid, SIGTERM), 0);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 1);
+  const auto lines = read_lines(out + "/metrics.jsonl");
+  ASSERT_TRUE(lines.empty()) << "an epoch finished before the signal; the test needs a slower one";
+  EXPECT_FALSE(fs::exists(out + "/model.safetensors"));
+  EXPECT_FALSE(fs::exists(out + "/report.html"));
+  EXPECT_TRUE(contains(read_all(err_file), "before the first epoch ended"));
 }
 
 TEST(Dataset, UnusableFoldersStopWithOneClearMessage) {

@@ -43,6 +43,7 @@ Command add_bench_command(CLI::App& app) {
       ->required();
   cmd->add_option("--backbone", a->cfg.backbone, "pretrained graft weight file")->required();
   cmd->add_option("--out", a->cfg.out_dir, "run folder (default: a temporary one)");
+  cmd->add_flag("--overwrite", a->cfg.overwrite, "replace the run files in a non-empty --out");
   cmd->add_option("--epochs", a->cfg.epochs, "epochs to time")->capture_default_str();
   cmd->add_option("--batch-size", a->cfg.batch_size, "images per step")->capture_default_str();
   cmd->add_option("--cache-features", a->cfg.cache,
@@ -55,8 +56,10 @@ Command add_bench_command(CLI::App& app) {
   cmd->add_option("--json", a->json, "write the table as JSON here (default RUN_DIR/bench.json)");
   return [a] {
     TrainConfig cfg = a->cfg;
-    if (cfg.out_dir.empty())
+    if (cfg.out_dir.empty()) {  // its own scratch folder: each bench replaces the last one's
       cfg.out_dir = (std::filesystem::temp_directory_path() / "graft-bench").string();
+      cfg.overwrite = true;
+    }
     TrainResult r = train(cfg);
     std::printf("\n%-6s %8s %9s %9s %9s %9s %9s %9s %9s %7s  %s\n", "epoch", "images", "img/s",
                 "decode*", "wait", "h2d", "backbone", "head", "optim", "idle", "bottleneck");

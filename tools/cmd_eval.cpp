@@ -24,10 +24,23 @@ Command add_eval_command(CLI::App& app) {
       ->capture_default_str();
   return [a] {
     std::vector<std::string> classes;
-    int skipped = 0;
-    EvalResult r = evaluate_folder(a->model, a->data, a->device, a->batch, &classes, &skipped);
+    int skipped = 0, skipped_folders = 0;
+    EvalResult r = evaluate_folder(a->model, a->data, a->device, a->batch, &classes, &skipped,
+                                   &skipped_folders);
     std::printf("%s\n", eval_json("eval", r, classes).c_str());
-    if (skipped) std::fprintf(stderr, "graft: %d files skipped\n", skipped);
+    // A class of the model with no photo here has no precision or recall (null in the JSON).
+    std::string absent;
+    for (int k = 0; k < r.classes; ++k) {
+      int64_t support = 0;
+      for (int o = 0; o < r.classes; ++o) support += r.confusion[size_t(k) * r.classes + o];
+      if (support == 0) absent += (absent.empty() ? "" : ", ") + classes[size_t(k)];
+    }
+    if (!absent.empty())
+      std::fprintf(stderr,
+                   "graft: no photos of %s in %s: reported with support 0 and null metrics\n",
+                   absent.c_str(), a->data.c_str());
+    if (skipped || skipped_folders)
+      std::fprintf(stderr, "graft: %s\n", skipped_summary(skipped, skipped_folders).c_str());
     return 0;
   };
 }

@@ -1,4 +1,6 @@
 // graft train --data DIR --backbone FILE --out RUN_DIR [options]
+#include <cstdio>
+
 #include "engine/trainer.h"
 #include "tools/commands.h"
 
@@ -15,7 +17,10 @@ Command add_train_command(CLI::App& app) {
   cmd->add_option("--out", c->out_dir, "run folder for model, metrics, split and report");
   cmd->add_option("--resume", *resume,
                   "continue the run in this folder after its last finished epoch, with its "
-                  "saved settings (other options are ignored)");
+                  "saved settings; --epochs may raise its epoch count, other options are "
+                  "ignored");
+  cmd->add_flag("--overwrite", c->overwrite,
+                "replace the run files in a non-empty --out folder (refused without it)");
   cmd->add_option("--val-data", c->val_data, "validation folder (instead of a split of --data)");
   cmd->add_option("--test-data", c->test_data, "test folder (instead of a split of --data)");
   cmd->add_option("--val-split", c->val_split, "fraction of --data held out for validation")
@@ -74,10 +79,24 @@ Command add_train_command(CLI::App& app) {
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
       ->capture_default_str();
   cmd->add_flag("!--no-progress", c->progress, "no live progress bar");
-  return [c, resume] {
+  return [c, resume, cmd] {
     if (!resume->empty()) {
       TrainConfig saved = load_config(*resume + "/config.json");
+      saved.out_dir = *resume;  // the folder as given now, wherever the run was started
       saved.progress = c->progress;
+      if (cmd->count("--epochs")) saved.epochs = c->epochs;
+      // Say which given options the run's own settings override, rather than drop them quietly.
+      std::string ignored;
+      for (const CLI::Option* o : cmd->get_options()) {
+        const std::string name = o->get_name();
+        if (o->count() == 0 || name == "--resume" || name == "--epochs" ||
+            name == "--no-progress" || name == "--help")
+          continue;
+        ignored += (ignored.empty() ? "" : ", ") + name;
+      }
+      if (!ignored.empty())
+        std::fprintf(stderr, "graft: --resume: ignoring %s (the run's own settings are kept)\n",
+                     ignored.c_str());
       return train(saved, true).epochs.empty() ? 1 : 0;
     }
     if (c->data.empty() || c->backbone.empty() || c->out_dir.empty())
