@@ -291,12 +291,14 @@ def load_checkpoint(path):
         raise GraftError(f'cannot read ({e.strerror})')
     if head[:4] == b'PK\x03\x04':
         return _load_zip(path), 'torch zip'
-    if head[:1] == b'\x80':
-        with open(path, 'rb') as f:
-            return _load_legacy(f.read()), 'torch legacy'
+    # Before the pickle test: a safetensors header length can start with the byte 0x80 too
+    # (0x8b80 bytes, say), while a legacy file's byte 8 lies inside its magic number, never '{'.
     if len(head) >= 9 and head[8:9] == b'{':
         tensors, meta = graftfile.read_safetensors(path)
         return tensors, 'safetensors'
+    if head[:1] == b'\x80':
+        with open(path, 'rb') as f:
+            return _load_legacy(f.read()), 'torch legacy'
     if not head:
         raise GraftError('file is empty')
     raise GraftError('not a torch.save checkpoint (zip or legacy) nor a safetensors file')
