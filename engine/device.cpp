@@ -3,26 +3,74 @@
 #include <omp.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 
 #ifdef GRAFT_HAVE_CUDA
 #include "kernels/cuda/check.h"
+#include "kernels/cuda/probe.h"
 #endif
 
 namespace graft {
+
+namespace {
+
+int g_gpu = 0;
+
+#ifdef GRAFT_HAVE_CUDA
+// The CMake setting that builds for the selected card, e.g. -DCMAKE_CUDA_ARCHITECTURES=86.
+std::string rebuild_hint() {
+  cudaDeviceProp prop{};
+  if (cudaGetDeviceProperties(&prop, g_gpu) != cudaSuccess) return "";
+  return "; rebuild graft for it with -DCMAKE_CUDA_ARCHITECTURES=" + std::to_string(prop.major) +
+         std::to_string(prop.minor) + " (or configure on this machine, which builds for its GPUs)";
+}
+#endif
+
+}  // namespace
+
+void select_gpu(int index) {
+  if (index < 0) throw std::invalid_argument("--gpu must be >= 0, not " + std::to_string(index));
+  g_gpu = index;
+}
+
+int selected_gpu() {
+  return g_gpu;
+}
 
 bool cuda_available(std::string* why) {
 #ifdef GRAFT_HAVE_CUDA
   int count = 0;
   cudaError_t err = cudaGetDeviceCount(&count);
-  if (err != cudaSuccess) {
-    if (why) *why = std::string("no CUDA device: ") + cudaGetErrorString(err);
+  if (err != cudaSuccess && err != cudaErrorNoDevice) {
+    cudaGetLastError();
+    if (why) *why = std::string("CUDA is unusable: ") + cudaGetErrorString(err);
     return false;
   }
-  if (count == 0) {
+  if (err != cudaSuccess || count == 0) {
+    cudaGetLastError();
     if (why) *why = "no CUDA device";
+    return false;
+  }
+  if (g_gpu >= count) {
+    const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");
+    if (why)
+      *why = "--gpu " + std::to_string(g_gpu) + ": there " +
+             (count == 1 ? "is 1 CUDA device" : "are " + std::to_string(count) + " CUDA devices") +
+             (visible ? std::string(" (CUDA_VISIBLE_DEVICES=") + visible + ")" : "") +
+             ", numbered from 0";
+    return false;
+  }
+  err = cudaSetDevice(g_gpu);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    if (why) *why = "GPU " + std::to_string(g_gpu) + ": " + cudaGetErrorString(err);
+    return false;
+  }
+  if (!cuda::kernel_image_available(why)) {
+    if (why) *why += rebuild_hint();
     return false;
   }
   return true;
@@ -40,11 +88,21 @@ Device make_device(const std::string& name) {
     throw std::invalid_argument("--device must be auto, cpu or cuda, not '" + name + "'");
   if (!cuda_available(&why)) {
     if (name == "cuda") throw std::runtime_error("--device cuda: " + why);
+    // A --gpu that names no card is a mistake in the command, not a reason to fall back.
+    if (why.rfind("--gpu", 0) == 0) throw std::runtime_error(why);
+#ifdef GRAFT_HAVE_CUDA
+    // A machine without an NVIDIA driver takes the CPU without comment; where the driver is loaded,
+    // a GPU this build cannot use (or a driver too old for it) is worth a line, since the user
+    // probably expected the GPU to be used.
+    if (why != "no CUDA device" && access("/proc/driver/nvidia/version", F_OK) == 0)
+      std::fprintf(stderr, "graft: warning: running on the CPU: %s\n", why.c_str());
+#endif
     return dev;
   }
 #ifdef GRAFT_HAVE_CUDA
   dev.kind = DeviceKind::cuda;
-  CUDA_CHECK(cudaSetDevice(0));
+  dev.gpu = g_gpu;
+  CUDA_CHECK(cudaSetDevice(dev.gpu));
   CUDA_CHECK(cudaStreamCreateWithFlags(&dev.stream, cudaStreamNonBlocking));
   CUDA_CHECK(cudaStreamCreateWithFlags(&dev.copy_stream, cudaStreamNonBlocking));
 #endif
@@ -63,7 +121,7 @@ std::string device_name(const Device& dev) {
 #ifdef GRAFT_HAVE_CUDA
   if (dev.is_cuda()) {
     cudaDeviceProp prop{};
-    CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+    CUDA_CHECK(cudaGetDeviceProperties(&prop, dev.gpu));
     return prop.name;
   }
 #endif

@@ -15,14 +15,23 @@ enum class DeviceKind { cpu, cuda };
 
 struct Device {
   DeviceKind kind = DeviceKind::cpu;
+  int gpu = 0;                         // CUDA device index (cuda only)
   cudaStream_t stream = nullptr;       // compute stream (cuda only)
   cudaStream_t copy_stream = nullptr;  // host-to-device copies of input batches (cuda only)
   bool is_cuda() const { return kind == DeviceKind::cuda; }
 };
 
-// True when this build has the CUDA backend and a device is usable; *why says otherwise.
+// The GPU that make_device opens: an index among the devices CUDA_VISIBLE_DEVICES leaves visible
+// (default 0). Set once from `--gpu N` before any device is made; like CUDA_VISIBLE_DEVICES it is a
+// property of the process, not of one run.
+void select_gpu(int index);
+int selected_gpu();
+
+// True when this build has the CUDA backend, the selected GPU exists and this binary has code for
+// it (a kernel image for its architecture, or PTX the driver can compile); *why says otherwise.
 bool cuda_available(std::string* why);
-// "auto" -> cuda when available, else cpu; "cpu"; "cuda" (throws with the reason if unusable).
+// "auto" -> cuda when available, else cpu with one line on stderr saying why; "cpu"; "cuda"
+// (throws with the reason, and for a card the build lacks, the CMake setting to rebuild with).
 Device make_device(const std::string& name);
 void destroy_device(Device& dev);
 std::string device_name(const Device& dev);  // "cpu (2 threads)" or the GPU's name
