@@ -78,8 +78,10 @@ Command add_train_command(CLI::App& app) {
   cmd->add_option("--device", c->device, "auto, cpu or cuda")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
       ->capture_default_str();
-  cmd->add_flag("!--no-progress", c->progress, "no live progress bar");
-  return [c, resume, cmd] {
+  auto no_progress = std::make_shared<bool>(false);
+  cmd->add_flag("--no-progress", *no_progress, "no live progress bar");
+  return [c, resume, no_progress, cmd] {
+    c->progress = !*no_progress;
     if (!resume->empty()) {
       TrainConfig saved = load_config(*resume + "/config.json");
       saved.out_dir = *resume;  // the folder as given now, wherever the run was started
@@ -90,7 +92,7 @@ Command add_train_command(CLI::App& app) {
       for (const CLI::Option* o : cmd->get_options()) {
         const std::string name = o->get_name();
         if (o->count() == 0 || name == "--resume" || name == "--epochs" ||
-            name == "--no-progress" || name == "--help")
+            name == "--no-progress" || name == "--gpu" || name == "--help")
           continue;
         ignored += (ignored.empty() ? "" : ", ") + name;
       }
