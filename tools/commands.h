@@ -11,6 +11,7 @@ using Command = std::function<int()>;
 Command add_inspect_command(CLI::App& app);
 Command add_predict_command(CLI::App& app);
 Command add_convert_command(CLI::App& app);
+Command add_export_command(CLI::App& app);
 Command add_train_command(CLI::App& app);
 Command add_eval_command(CLI::App& app);
 Command add_bench_command(CLI::App& app);
