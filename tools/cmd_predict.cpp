@@ -1,4 +1,5 @@
-// graft predict --model M --top K PATH...: one JSON line per image, probabilities descending.
+// graft predict --model M --top K [--device D] PATH...: one JSON line per image, probabilities
+// descending. The forward pass is the one train and eval run (engine/classify.h Classifier).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
