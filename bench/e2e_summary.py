@@ -105,7 +105,8 @@ def graft_run(out):
     log_epochs = epochs_from_log(rows)
     cache = next((line.split('feature cache ', 1)[1] for _, line in rows if 'feature cache ' in line),
                  None)
-    later = [m['images_per_second'] for m in metrics[1:]]
+    # Epochs read from the feature cache decode no image: their images_per_second is null.
+    later = [m['images_per_second'] for m in metrics[1:] if m.get('images_per_second') is not None]
     # graft's own stage timing (RUN_DIR/stages.jsonl): device time from CUDA events.
     stages = []
     for line in read(out, 'graft_stages.jsonl').splitlines():
