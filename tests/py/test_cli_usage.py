@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""How the graft command line answers mistakes in the command itself: an unknown command or
+option names the nearest valid one, every parse error is one line with exit code 2, --version
+names the CUDA architectures compiled in, and help text is complete and free of artefacts.
+Standard library only; run by ctest with GRAFT_BIN set. Exit 0: pass, 1: fail."""
+import os
+import re
+import subprocess
+import sys
+
+GRAFT = os.environ.get("GRAFT_BIN", "")
+failures = []
+
+
+def run(*args):
+    p = subprocess.run([GRAFT, *args], capture_output=True, text=True, timeout=60)
+    return p.returncode, p.stdout, p.stderr
+
+
+def check(cond, what):
+    if not cond:
+        failures.append(what)
+        print("FAIL:", what)
+
+
+def usage_error(args, *needles):
+    rc, out, err = run(*args)
+    lines = [l for l in err.splitlines() if l.strip()]
+    what = "graft " + " ".join(args)
+    check(rc == 2, f"{what}: exit code {rc}, expected 2")
+    check(len(lines) == 1, f"{what}: {len(lines)} lines on stderr, expected one: {err!r}")
+    check(out == "", f"{what}: printed on stdout: {out!r}")
+    for n in needles:
+        check(n in err, f"{what}: stderr lacks {n!r}: {err!r}")
+
+
+def test_unknown_command():
+    usage_error(["trian"], "unknown command 'trian'", "did you mean train?", "predict", "export")
+    usage_error(["frobnicate"], "unknown command 'frobnicate'", "commands: train")
+    rc, _, err = run("frobnicate")
+    check("did you mean" not in err, "no suggestion for a word close to no command")
+
+
+def test_unknown_option():
+    usage_error(["train", "--epoch", "5", "--data", "x"], "unknown option --epoch",
+                "did you mean --epochs?")
+    usage_error(["predict", "--modle", "m.safetensors", "x.jpg"], "did you mean --model?")
+    usage_error(["eval", "--batch_size=4"], "did you mean --batch-size?")
+    usage_error(["train", "--zzzzzzzzzzzz"], "unknown option --zzzzzzzzzzzz",
+                "see graft train --help")
+
+
+def test_parse_errors_are_one_line():
+    usage_error(["train", "--epochs", "0"], "--epochs", "see graft train --help")
+    usage_error(["predict", "--gpu", "-1", "--model", "m", "x.jpg"], "--gpu")
+    usage_error(["convert", "in.pth", "-o", "out", "--arch", "vgg16"], "--arch", "vgg16")
+    usage_error([], "subcommand")
+
+
+def test_version():
+    rc, out, _ = run("--version")
+    check(rc == 0, f"--version exit {rc}")
+    check(re.match(r"graft \d+\.\d+\.\d+\n", out) is not None, f"--version first line: {out!r}")
+    check("CUDA architectures:" in out, f"--version names no CUDA architectures: {out!r}")
+
+
+def test_help():
+    for cmd in ("train", "eval", "predict", "bench"):
+        rc, out, _ = run(cmd, "--help")
+        check(rc == 0 and "--gpu" in out, f"graft {cmd} --help offers --gpu")
+        check(not re.search(r"\{(true|false)\}", out), f"graft {cmd} --help shows a flag default")
+    rc, out, _ = run("convert", "--help")
+    for arch in ("efficientnet_lite0", "efficientnet_lite4", "mobilenet_v2", "resnet18",
+                 "resnet50"):
+        check(arch in out, f"convert --help lists {arch}")
+    for opt in ("--naming", "--labels", "--padding", "--bn-eps", "--input-size", "--resize-mode",
+                "--crop-fraction", "--mean", "--std"):
+        check(opt in out, f"convert --help offers {opt}")
+
+
+def main():
+    if not GRAFT or not os.path.exists(GRAFT):
+        print("GRAFT_BIN is not set to the graft binary")
+        return 1
+    test_unknown_command()
+    test_unknown_option()
+    test_parse_errors_are_one_line()
+    test_version()
+    test_help()
+    print("ok" if not failures else f"{len(failures)} failures")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
