@@ -168,6 +168,25 @@ void arena_reserve(Arena& a, const Device& dev, size_t bytes) {
   a.used = 0;
 }
 
+Arena::Arena(Arena&& o) noexcept : dev(o.dev), base(o.base), capacity(o.capacity), used(o.used) {
+  o.base = nullptr;
+  o.capacity = o.used = 0;
+}
+
+Arena& Arena::operator=(Arena&& o) noexcept {
+  if (this != &o) {
+    arena_release(*this);
+    dev = o.dev, base = o.base, capacity = o.capacity, used = o.used;
+    o.base = nullptr;
+    o.capacity = o.used = 0;
+  }
+  return *this;
+}
+
+Arena::~Arena() {
+  arena_release(*this);
+}
+
 void arena_release(Arena& a) {
   if (a.base) {
 #ifdef GRAFT_HAVE_CUDA
@@ -256,6 +275,19 @@ void event_create(const Device& dev, Event& e) {
     CUDA_CHECK(cudaEventCreateWithFlags(&h, cudaEventDisableTiming));
     e.handle = h;
   });
+}
+
+Event& Event::operator=(Event&& o) noexcept {
+  if (this != &o) {
+    event_destroy(*this);
+    handle = o.handle;
+    o.handle = nullptr;
+  }
+  return *this;
+}
+
+Event::~Event() {
+  event_destroy(*this);
 }
 
 void event_destroy(Event& e) {

@@ -39,14 +39,21 @@ std::string device_name(const Device& dev);  // "cpu (2 threads)" or the GPU's n
 size_t device_free_memory(const Device& dev);
 
 // One allocation per run, carved up front: no malloc/cudaMalloc inside the step loop.
-// Device memory on cuda, 64-byte aligned host memory on cpu.
+// Device memory on cuda, 64-byte aligned host memory on cpu. The arena owns its memory: it is
+// released when the arena goes out of scope (or earlier by arena_release), on every exit path.
 struct Arena {
   Device dev;
   uint8_t* base = nullptr;
   size_t capacity = 0, used = 0;
+  Arena() = default;
+  Arena(const Arena&) = delete;
+  Arena& operator=(const Arena&) = delete;
+  Arena(Arena&& o) noexcept;
+  Arena& operator=(Arena&& o) noexcept;
+  ~Arena();
 };
 void arena_reserve(Arena& a, const Device& dev, size_t bytes);  // throws on out of memory
-void arena_release(Arena& a);
+void arena_release(Arena& a);                                   // idempotent
 // Carves `count` elements of T (64-byte aligned); throws if the arena is too small.
 void* arena_take(Arena& a, size_t bytes);
 template <typename T>
@@ -77,11 +84,17 @@ void pinned_free(void* p);
 // event only before it reuses a pinned source buffer. On cpu all of these are no-ops (and the
 // copy a memcpy).
 struct Event {
-  void* handle = nullptr;  // cudaEvent_t
+  void* handle = nullptr;  // cudaEvent_t; owned, destroyed with the Event
+  Event() = default;
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
+  Event(Event&& o) noexcept : handle(o.handle) { o.handle = nullptr; }
+  Event& operator=(Event&& o) noexcept;
+  ~Event();
 };
 enum class Lane { compute, copy };
 void event_create(const Device& dev, Event& e);
-void event_destroy(Event& e);
+void event_destroy(Event& e);  // idempotent
 void event_record(const Device& dev, Event& e, Lane lane);
 void stream_wait(const Device& dev, const Event& e, Lane waiting_lane);
 void event_synchronize(const Device& dev, const Event& e);  // the host blocks

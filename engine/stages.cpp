@@ -29,11 +29,7 @@ void stage_clock_create(StageClock& c, const Device& dev, bool enabled) {
 }
 
 void stage_clock_destroy(StageClock& c) {
-#ifdef GRAFT_HAVE_CUDA
-  for (Event& e : c.events)
-    if (e.handle) cudaEventDestroy(static_cast<cudaEvent_t>(e.handle));
-#endif
-  c.events.clear();
+  c.events.clear();  // each Event destroys its own handle
 }
 
 void stage_clock_reset(StageClock& c) {
@@ -53,7 +49,7 @@ void stage_mark(StageClock& c, Stage s, bool begin, Lane lane) {
   if (i == c.events.size()) {  // the first epoch grows the pool; later epochs reuse it
     cudaEvent_t e;
     CUDA_CHECK(cudaEventCreate(&e));  // with timing, unlike the ordering events
-    c.events.push_back(Event{e});
+    c.events.emplace_back().handle = e;
   }
   CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(c.events[i].handle),
                              lane == Lane::copy ? c.dev.copy_stream : c.dev.stream));
