@@ -26,8 +26,13 @@ namespace {
 
 constexpr int kScThreads = 256;
 // Resident blocks per SM the register budget is set for (48 registers a thread; without the bound
-// ptxas picked 48 for the 4-channel kernel anyway, and spilled).
+// ptxas picked 48 for the 4-channel kernel anyway, and spilled). Turing (sm_75) holds at most 1024
+// threads per SM, so four blocks there (64 registers a thread).
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ == 750
+constexpr int kScBlocksPerSm = 4;
+#else
 constexpr int kScBlocksPerSm = 5;
+#endif
 constexpr int64_t kScMaxSmem = 48 * 1024;  // the default dynamic shared memory limit
 
 __device__ __forceinline__ void fma4(float4& acc, float a, float4 w) {

@@ -262,6 +262,8 @@ __global__ void global_avg_pool_v1_kernel(int n, int hw, int c, float inv,
 // pixels in flight per thread and blocks per SM.
 constexpr int kGapThreads = 64;
 
+// cp.async is sm_80+; older cards take v1's loop and compile none of this.
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
 __device__ __forceinline__ void cp_async16(float4* smem, const float* gmem) {
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
   // .cg: cache in L2 only; every byte is read once.
@@ -279,6 +281,7 @@ template <int N>
 __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 }
+#endif
 
 template <int BATCH, int STAGES>
 __global__ void __launch_bounds__(kGapThreads)
