@@ -10,7 +10,7 @@
 
 #ifdef GRAFT_HAVE_CUDA
 #include "kernels/cuda/check.h"
-#include "kernels/cuda/probe.h"
+#include "kernels/cuda/kernel_image.h"
 #endif
 
 namespace graft {

@@ -2,7 +2,7 @@
 #include <mutex>
 
 #include "kernels/cuda/common.cuh"
-#include "kernels/cuda/probe.h"
+#include "kernels/cuda/kernel_image.h"
 
 namespace graft::cuda {
 
