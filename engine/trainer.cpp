@@ -35,17 +35,6 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-// The shortest decimal that reads back as the same float: 0.005f prints as "0.005", where the
-// float widened to double would print as 0.004999999888241291.
-std::string shortest(float v) {
-  char buf[32];
-  const auto r = std::to_chars(buf, buf + sizeof(buf), v);
-  return std::string(buf, r.ptr);
-}
-double as_decimal(float v) {
-  return std::strtod(shortest(v).c_str(), nullptr);
-}
-
 // One split's images: paths and labels, plus the cached feature rows when the cache is on.
 struct SplitData {
   std::string name;
@@ -443,57 +432,6 @@ std::string eval_json(const std::string& split, const EvalResult& r,
                                      r.confusion.begin() + size_t(k + 1) * c));
   j["confusion"] = m;
   return j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
-}
-
-void save_config(const TrainConfig& c, const std::string& path) {
-  nlohmann::ordered_json j = {{"data", c.data},
-                              {"val_data", c.val_data},
-                              {"test_data", c.test_data},
-                              {"backbone", c.backbone},
-                              {"out_dir", c.out_dir},
-                              {"device", c.device},
-                              {"epochs", c.epochs},
-                              {"batch_size", c.batch_size},
-                              {"hidden", c.hidden},
-                              {"early_stop", c.early_stop},
-                              {"learning_rate", as_decimal(c.learning_rate)},
-                              {"dropout", as_decimal(c.dropout)},
-                              {"label_smoothing", as_decimal(c.label_smoothing)},
-                              {"lr_schedule", c.lr_schedule},
-                              {"warmup_epochs", as_decimal(c.warmup_epochs)},
-                              {"optimizer", c.opt.optimizer},
-                              {"momentum", as_decimal(c.opt.momentum)},
-                              {"l2", as_decimal(c.opt.l2)},
-                              {"weight_decay", as_decimal(c.opt.weight_decay)},
-                              {"val_split", c.val_split},
-                              {"test_split", c.test_split},
-                              {"seed", c.seed},
-                              {"cache", c.cache},
-                              {"augment", c.augment}};
-  write_file_atomic(path, j.dump(1) + "\n");
-}
-
-TrainConfig load_config(const std::string& path) {
-  std::ifstream f(path);
-  if (!f) throw std::runtime_error(path + ": cannot be read (is this a graft run folder?)");
-  nlohmann::json j = nlohmann::json::parse(f, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) throw std::runtime_error(path + ": not a JSON object");
-  TrainConfig c;
-  try {
-    c.data = j.at("data"), c.val_data = j.at("val_data"), c.test_data = j.at("test_data");
-    c.backbone = j.at("backbone"), c.out_dir = j.at("out_dir"), c.device = j.at("device");
-    c.epochs = j.at("epochs"), c.batch_size = j.at("batch_size"), c.hidden = j.at("hidden");
-    c.early_stop = j.at("early_stop"), c.learning_rate = j.at("learning_rate");
-    c.dropout = j.at("dropout"), c.label_smoothing = j.at("label_smoothing");
-    c.lr_schedule = j.at("lr_schedule"), c.warmup_epochs = j.at("warmup_epochs");
-    c.opt.optimizer = j.at("optimizer"), c.opt.momentum = j.at("momentum");
-    c.opt.l2 = j.at("l2"), c.opt.weight_decay = j.at("weight_decay");
-    c.val_split = j.at("val_split"), c.test_split = j.at("test_split"), c.seed = j.at("seed");
-    c.cache = j.at("cache"), c.augment = j.at("augment");
-  } catch (const nlohmann::json::exception& e) {
-    throw std::runtime_error(path + ": " + e.what());
-  }
-  return c;
 }
 
 namespace {
@@ -971,23 +909,6 @@ void finish_run(Job& job, const RunState& st, TrainResult& result, bool interrup
     std::fprintf(stderr, "graft: %s\n", skipped_summary(job.skipped, job.skipped_folders).c_str());
   std::fprintf(stderr, "graft: model %s (epoch %d)\ngraft: report %s\n", result.model_path.c_str(),
                st.kept_epoch, result.report_path.c_str());
-}
-
-void check_config(const TrainConfig& cfg) {
-  if (cfg.epochs < 1 || cfg.batch_size < 1)
-    throw std::invalid_argument("--epochs and --batch-size must be >= 1");
-  if (!(cfg.dropout >= 0.f && cfg.dropout < 1.f))
-    throw std::invalid_argument("--dropout must be in [0, 1)");
-  if (!(cfg.label_smoothing >= 0.f && cfg.label_smoothing < 1.f))
-    throw std::invalid_argument("--label-smoothing must be in [0, 1)");
-  if (cfg.opt.optimizer != "sgd" && cfg.opt.optimizer != "adamw")
-    throw std::invalid_argument("--optimizer must be sgd or adamw");
-  if (cfg.lr_schedule != "constant" && cfg.lr_schedule != "cosine")
-    throw std::invalid_argument("--lr-schedule must be constant or cosine");
-  if (cfg.cache != "auto" && cfg.cache != "on" && cfg.cache != "off")
-    throw std::invalid_argument("--cache-features must be auto, on or off");
-  if (cfg.cache == "on" && cfg.augment)
-    throw std::invalid_argument("--cache-features on cannot be combined with --augment");
 }
 
 // A trained graft model as --backbone: its head (and classes) cannot carry over to new data.

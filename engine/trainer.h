@@ -6,43 +6,11 @@
 #include <string>
 #include <vector>
 
+#include "engine/config.h"
 #include "engine/head.h"
 #include "io/dataset.h"
 
 namespace graft {
-
-// Defaults follow TensorFlow Lite Model Maker's image classifier (its TF-Hub training path):
-// batch 32, SGD lr 0.005 momentum 0.9, dropout 0.2, L2 1e-4 on the dense kernel, label smoothing
-// 0.1, 5 epochs, constant learning rate. --lr-schedule cosine with --warmup-epochs gives its
-// other path's warm-up + cosine decay.
-struct TrainConfig {
-  std::string data, val_data, test_data, backbone, out_dir;
-  std::string device = "auto";
-  int epochs = 5;
-  int batch_size = 32;
-  int hidden = 0;
-  int early_stop = 0;  // epochs without val_loss improvement before stopping; 0 = never
-  float learning_rate = 0.005f;
-  float dropout = 0.2f;
-  float label_smoothing = 0.1f;
-  std::string lr_schedule = "constant";  // constant | cosine
-  float warmup_epochs = 0.f;
-  OptimConfig opt;
-  double val_split = 0.1, test_split = 0.1;
-  uint64_t seed = 42;
-  std::string cache = "auto";  // auto | on | off
-  bool augment = false;
-  bool progress = true;  // a live bar on a terminal
-  // A new run refuses a non-empty out_dir (another run's model, metrics and report) unless this
-  // is set; then graft's own files there are replaced. Not saved in config.json.
-  bool overwrite = false;
-};
-
-// RUN_DIR/config.json: the whole configuration, written when a run starts, so `graft train
-// --resume RUN_DIR` continues with exactly the same settings. Float settings are stored as the
-// shortest decimal that reads back as the same float (0.005, not 0.004999999888241291).
-void save_config(const TrainConfig& cfg, const std::string& path);
-TrainConfig load_config(const std::string& path);
 
 struct EpochMetrics {
   int epoch = 0;

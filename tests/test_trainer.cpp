@@ -15,8 +15,10 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <set>
 #include <sstream>
 #include <thread>
+#include <type_traits>
 
 #include "engine/head.h"
 #include "engine/trainer.h"
@@ -483,6 +485,81 @@ TEST(Trainer, EmptyClassFolderAloneIsNotCalledAFile) {
   EXPECT_EQ(r.skipped_folders, 1);
   EXPECT_TRUE(contains(err, "graft: 1 empty class folder skipped\n")) << err;
   EXPECT_FALSE(contains(err, "files skipped")) << err;
+}
+
+// The settings are declared once (engine/config.h): every saved one survives config.json with a
+// value other than its default, flags and keys are unique, and each range and choice list is
+// enforced, naming the flag.
+TEST(Trainer, EverySettingRoundTripsAndIsChecked) {
+  TrainConfig c;
+  std::set<std::string> flags, keys;
+  int changed = 0;
+  visit_settings(c, [&](const SettingInfo& s, auto& field) {
+    EXPECT_TRUE(flags.insert(s.flag).second) << s.flag;
+    EXPECT_TRUE(keys.insert(s.key).second) << s.key;
+    EXPECT_GT(std::strlen(s.help), 0u) << s.flag;
+    using T = std::decay_t<decltype(field)>;
+    if constexpr (std::is_same_v<T, bool>) {
+      field = !field;
+    } else if constexpr (std::is_same_v<T, std::string>) {
+      if (s.choices.empty()) field = std::string("path/") + s.key;
+      for (const std::string& w : s.choices)
+        if (w != field) {
+          field = w;
+          break;
+        }
+    } else if (s.min <= s.max) {
+      field = static_cast<T>(s.min + (s.max - s.min) * 0.37);
+    } else {
+      field = static_cast<T>(field + 7);
+    }
+    ++changed;
+  });
+  EXPECT_GE(changed, 20);
+  c.cache = "off";  // "on" (the first other choice) cannot be combined with --augment
+  const std::string path = scratch_dir() + "/config_all.json";
+  save_config(c, path);
+  const TrainConfig back = load_config(path);
+  // Every saved setting left its default, and reads back as written; the unsaved one does not.
+  const std::string path_default = scratch_dir() + "/config_default.json";
+  const std::string path_back = scratch_dir() + "/config_back.json";
+  const TrainConfig defaults;
+  save_config(defaults, path_default);
+  save_config(back, path_back);
+  const auto written = nlohmann::json::parse(read_all(path));
+  const auto fresh = nlohmann::json::parse(read_all(path_default));
+  EXPECT_EQ(read_all(path_back), read_all(path));
+  EXPECT_EQ(written.size(), keys.size() - 1);  // all but --overwrite
+  for (const auto& [key, value] : written.items()) {
+    EXPECT_NE(value, fresh[key]) << key;
+  }
+  EXPECT_FALSE(back.overwrite);
+  EXPECT_NO_THROW(check_config(back));
+
+  TrainConfig probe = back;
+  visit_settings(probe, [&](const SettingInfo& s, auto& field) {
+    using T = std::decay_t<decltype(field)>;
+    TrainConfig bad = back;
+    visit_settings(bad, [&](const SettingInfo& t, auto& f) {
+      if (std::string(t.key) != s.key) return;
+      if constexpr (std::is_arithmetic_v<T> && !std::is_same_v<T, bool> &&
+                    std::is_same_v<std::decay_t<decltype(f)>, T>) {
+        if (t.min <= t.max) f = static_cast<T>(t.max + 1);
+      } else if constexpr (std::is_same_v<T, std::string> &&
+                           std::is_same_v<std::decay_t<decltype(f)>, T>) {
+        if (!t.choices.empty()) f = "bogus";
+      }
+    });
+    if ((s.min <= s.max && std::is_arithmetic_v<T> && !std::is_same_v<T, bool>) ||
+        (std::is_same_v<T, std::string> && !s.choices.empty())) {
+      try {
+        check_config(bad);
+        ADD_FAILURE() << s.flag << " out of range was accepted";
+      } catch (const std::invalid_argument& e) {
+        EXPECT_TRUE(contains(e.what(), s.flag)) << e.what();
+      }
+    }
+  });
 }
 
 // The user's values, not their float's binary expansion: 0.005, not 0.004999999888241291.

@@ -8,6 +8,7 @@
 
 #include "engine/trainer.h"
 #include "tools/commands.h"
+#include "tools/setting_options.h"
 
 namespace graft {
 
@@ -39,20 +40,12 @@ Command add_bench_command(CLI::App& app) {
   a->cfg.epochs = 2;
   a->cfg.cache = "off";
   a->cfg.progress = false;
-  cmd->add_option("--data", a->cfg.data, "folder with one sub-folder of images per class")
-      ->required();
-  cmd->add_option("--backbone", a->cfg.backbone, "pretrained graft weight file")->required();
-  cmd->add_option("--out", a->cfg.out_dir, "run folder (default: a temporary one)");
-  cmd->add_flag("--overwrite", a->cfg.overwrite, "replace the run files in a non-empty --out");
-  cmd->add_option("--epochs", a->cfg.epochs, "epochs to time")->capture_default_str();
-  cmd->add_option("--batch-size", a->cfg.batch_size, "images per step")->capture_default_str();
-  cmd->add_option("--cache-features", a->cfg.cache,
-                  "auto, on or off (off times the whole pipeline)")
-      ->check(CLI::IsMember({"auto", "on", "off"}))
-      ->capture_default_str();
-  cmd->add_option("--device", a->cfg.device, "auto, cpu or cuda")
-      ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
-      ->capture_default_str();
+  add_setting_options(cmd, a->cfg,
+                      {"--data", "--backbone", "--out", "--overwrite", "--epochs", "--batch-size",
+                       "--cache-features", "--device"});
+  cmd->get_option("--data")->required();
+  cmd->get_option("--backbone")->required();
+  cmd->get_option("--out")->description("run folder (default: a temporary one)");
   cmd->add_option("--json", a->json, "write the table as JSON here (default RUN_DIR/bench.json)");
   return [a] {
     TrainConfig cfg = a->cfg;
