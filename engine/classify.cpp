@@ -8,10 +8,7 @@
 namespace graft {
 
 Classifier::~Classifier() {
-  extractor_destroy(fe);  // waits for the device first
-  event_destroy(copied);
-  arena_release(arena);
-  destroy_device(dev);
+  synchronize(dev);  // the head's kernels may still read the arena and the event
 }
 
 void classifier_create(Classifier& c, const std::string& device, const Model& model, int batch) {
@@ -19,28 +16,27 @@ void classifier_create(Classifier& c, const std::string& device, const Model& mo
     throw std::invalid_argument(model.path + ": the file holds a backbone without a classifier");
   c.dev = make_device(device);
   c.model = &model;
-  extractor_create(c.fe, c.dev, model, batch);
+  // The network's head starts from random weights that the model's classifier then replaces: one
+  // way to make a network for training and for inference is worth the few microseconds.
   const HeadShape shape{model.net.feature_dim, model.hidden.out, model.fc.out};
-  arena_reserve(c.arena, c.dev,
-                size_t(batch) * model.net.feature_dim * 4 + 64 + head_arena_bytes(shape, batch));
-  c.features_dev = arena_alloc<float>(c.arena, size_t(batch) * model.net.feature_dim);
-  // head_create draws random weights that head_upload then replaces with the model's: one
-  // initialisation path for training and inference is worth the few microseconds.
-  head_create(c.head, c.arena, shape, batch, 0);
-  head_upload(c.dev, c.head, model.hidden, model.fc);
+  network_create(c.net, c.dev, model, shape, batch, 0, nullptr);
+  head_upload(c.dev, c.net.head, model.hidden, model.fc);
   event_create(c.dev, c.copied);
   c.logits.resize(size_t(batch) * model.fc.out);
 }
 
 const std::vector<float>& classifier_logits(Classifier& c, const uint8_t* images, int n) {
-  if (n < 1 || n > c.fe.batch)
+  if (n < 1 || n > c.net.head.batch)
     throw std::invalid_argument("classifier_logits: " + std::to_string(n) +
-                                " images for a batch of " + std::to_string(c.fe.batch));
-  extract_from_slot(c.fe, images, n, c.features_dev, c.copied);
-  head_eval(c.dev, c.head, n, c.features_dev, nullptr, 0.f, nullptr, nullptr);
-  const size_t count = size_t(n) * c.head.shape.classes;
+                                " images for a batch of " + std::to_string(c.net.head.batch));
+  NetworkInput in;
+  in.n = n;
+  in.images = images;
+  in.copied = &c.copied;
+  network_forward(c.dev, c.net, in, HeadPass{}, nullptr, nullptr);
+  const size_t count = size_t(n) * c.net.head.shape.classes;
   c.logits.resize(count);  // within the capacity reserved at creation: no allocation
-  copy_to_host(c.dev, c.logits.data(), c.head.s.logits, count * 4);
+  copy_to_host(c.dev, c.logits.data(), c.net.head.s.logits, count * 4);
   synchronize(c.dev);  // the compute stream waited for the copy, so the images are free too
   return c.logits;
 }

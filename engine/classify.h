@@ -1,16 +1,15 @@
 #pragma once
 // Inference with a loaded model: preprocessed uint8 images in, class logits out. Classifier runs on
-// a Device through the same ops as train and eval (FeatureExtractor for the backbone, head_eval for
-// the head); classify_logits is its plain CPU twin, kept as the reference the tests compare with.
+// a Device through the same network_forward as train and eval (engine/network.h); classify_logits
+// is its plain CPU twin, kept as the reference the tests compare with.
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "engine/device.h"
-#include "engine/features.h"
 #include "engine/forward.h"
-#include "engine/head.h"
 #include "engine/model.h"
+#include "engine/network.h"
 
 namespace graft {
 
@@ -23,12 +22,9 @@ struct Classifier {
   Classifier& operator=(const Classifier&) = delete;
   Device dev;
   const Model* model = nullptr;  // the caller keeps it alive
-  FeatureExtractor fe;
-  Arena arena;  // features and the head
-  Head head;
-  float* features_dev = nullptr;  // [batch][feature_dim]
-  Event copied;                   // the images have reached the device
-  std::vector<float> logits;      // host copy, [batch][classes]
+  Network net;                   // inference only
+  Event copied;                  // the images have reached the device
+  std::vector<float> logits;     // host copy, [batch][classes]
 };
 
 // device: "auto", "cpu" or "cuda", as make_device takes it. batch: the most images per call.

@@ -103,18 +103,22 @@ Device make_device(const std::string& name) {
   dev.kind = DeviceKind::cuda;
   dev.gpu = g_gpu;
   CUDA_CHECK(cudaSetDevice(dev.gpu));
-  CUDA_CHECK(cudaStreamCreateWithFlags(&dev.stream, cudaStreamNonBlocking));
-  CUDA_CHECK(cudaStreamCreateWithFlags(&dev.copy_stream, cudaStreamNonBlocking));
+  auto streams = std::make_shared<DeviceStreams>();
+  CUDA_CHECK(cudaStreamCreateWithFlags(&streams->compute, cudaStreamNonBlocking));
+  CUDA_CHECK(cudaStreamCreateWithFlags(&streams->copy, cudaStreamNonBlocking));
+  dev.stream = streams->compute;
+  dev.copy_stream = streams->copy;
+  dev.owner = std::move(streams);
 #endif
   return dev;
 }
 
-void destroy_device(Device& dev) {
+DeviceStreams::~DeviceStreams() {
 #ifdef GRAFT_HAVE_CUDA
-  if (dev.is_cuda() && dev.stream) cudaStreamDestroy(dev.stream);
-  if (dev.is_cuda() && dev.copy_stream) cudaStreamDestroy(dev.copy_stream);
+  // Work still queued on a stream finishes first: destroying a stream does not cancel it.
+  if (compute) cudaStreamDestroy(compute);
+  if (copy) cudaStreamDestroy(copy);
 #endif
-  dev.stream = dev.copy_stream = nullptr;
 }
 
 std::string device_name(const Device& dev) {

@@ -4,6 +4,7 @@
 // device's stream), so both backends share one loop and can be compared step by step.
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -13,11 +14,23 @@ namespace graft {
 
 enum class DeviceKind { cpu, cuda };
 
+// Owns a GPU's two streams; destroyed with the last Device that refers to it.
+struct DeviceStreams {
+  cudaStream_t compute = nullptr, copy = nullptr;
+  DeviceStreams() = default;
+  DeviceStreams(const DeviceStreams&) = delete;
+  DeviceStreams& operator=(const DeviceStreams&) = delete;
+  ~DeviceStreams();
+};
+
+// Cheap to copy: arenas, extractors and clocks each keep one, and the streams live until the last
+// copy is gone, so nothing can outlive the streams it runs on.
 struct Device {
   DeviceKind kind = DeviceKind::cpu;
-  int gpu = 0;                         // CUDA device index (cuda only)
-  cudaStream_t stream = nullptr;       // compute stream (cuda only)
-  cudaStream_t copy_stream = nullptr;  // host-to-device copies of input batches (cuda only)
+  int gpu = 0;                                 // CUDA device index (cuda only)
+  cudaStream_t stream = nullptr;               // compute stream (cuda only)
+  cudaStream_t copy_stream = nullptr;          // host-to-device copies of input batches (cuda only)
+  std::shared_ptr<const DeviceStreams> owner;  // what stream and copy_stream belong to
   bool is_cuda() const { return kind == DeviceKind::cuda; }
 };
 
@@ -33,7 +46,6 @@ bool cuda_available(std::string* why);
 // "auto" -> cuda when available, else cpu with one line on stderr saying why; "cpu"; "cuda"
 // (throws with the reason, and for a card the build lacks, the CMake setting to rebuild with).
 Device make_device(const std::string& name);
-void destroy_device(Device& dev);
 std::string device_name(const Device& dev);  // "cpu (2 threads)" or the GPU's name
 // Memory available for new allocations on the device (GPU memory, or free RAM on cpu).
 size_t device_free_memory(const Device& dev);

@@ -27,12 +27,9 @@ void extractor_create(FeatureExtractor& fe, const Device& dev, const Model& mode
   synchronize(dev);
 }
 
-void extractor_destroy(FeatureExtractor& fe) {
-  synchronize(fe.dev);
-  event_destroy(fe.images_consumed);
-  arena_release(fe.arena);
-  fe.buffers.clear();
-  fe.plans.clear();
+FeatureExtractor::~FeatureExtractor() {
+  // The arena and event go with their members; kernels still reading them must finish first.
+  if (arena.base) synchronize(dev);
 }
 
 namespace {

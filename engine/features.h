@@ -11,7 +11,12 @@
 
 namespace graft {
 
+// Owns its device memory and event; destroying it waits for the device's work on them first.
 struct FeatureExtractor {
+  FeatureExtractor() = default;
+  FeatureExtractor(const FeatureExtractor&) = delete;
+  FeatureExtractor& operator=(const FeatureExtractor&) = delete;
+  ~FeatureExtractor();
   Device dev;
   const Model* model = nullptr;
   int batch = 0;
@@ -25,7 +30,6 @@ struct FeatureExtractor {
 };
 
 void extractor_create(FeatureExtractor& fe, const Device& dev, const Model& model, int batch);
-void extractor_destroy(FeatureExtractor& fe);
 
 // Runs the backbone on a batch slot of the streaming loader (n preprocessed uint8 images
 // [n][size][size][3]; pinned memory on cuda). The copy runs on the copy stream and overlaps the

@@ -170,81 +170,83 @@ void head_restore(const Device& dev, Head& head,
   synchronize(dev);
 }
 
-void head_train_step(const Device& dev, Head& head, const OptimConfig& opt, int n,
-                     const float* features, const int32_t* labels, float dropout, float smoothing,
-                     float lr, uint64_t seed, uint64_t dropout_counter, float* loss_out,
-                     int64_t* confusion, StageClock* clock) {
+void head_forward(const Device& dev, Head& head, const HeadPass& pass, int n, const float* features,
+                  const int32_t* labels, float* loss_out, int64_t* confusion) {
   const HeadShape& sh = head.shape;
   const HeadTensors& t = head.t;
   const HeadScratch& s = head.s;
-  const int in2 = sh.hidden ? sh.hidden : sh.in;
-  if (clock) stage_mark(*clock, Stage::head, true, Lane::compute);
-
-  // Forward. Each dropout layer draws from its own counter range so masks never repeat.
+  const float p = pass.training ? pass.dropout : 0.f;
+  // Each dropout layer draws from its own counter range so masks never repeat. Eval skips the
+  // dropout kernels; training runs them even at p = 0 so its inputs are always in s.x_drop/h_drop.
   const uint64_t span = uint64_t(head.batch) * (sh.in + sh.hidden);
-  op_dropout(dev, int64_t(n) * sh.in, dropout, seed, dropout_counter * span, features, s.x_drop);
-  const float* top_in = s.x_drop;
+  const float* x = features;
+  if (pass.training) {
+    op_dropout(dev, int64_t(n) * sh.in, p, pass.seed, pass.counter * span, features, s.x_drop);
+    x = s.x_drop;
+  }
   if (sh.hidden) {
-    op_linear(dev, n, sh.in, sh.hidden, s.x_drop, t.w1, t.b1, s.h);
+    op_linear(dev, n, sh.in, sh.hidden, x, t.w1, t.b1, s.h);
     op_bias_act(dev, n, sh.hidden, s.h, nullptr, nullptr, Act::relu, s.h);
-    op_dropout(dev, int64_t(n) * sh.hidden, dropout, seed,
-               dropout_counter * span + uint64_t(head.batch) * sh.in, s.h, s.h_drop);
-    top_in = s.h_drop;
+    x = s.h;
+    if (pass.training) {
+      op_dropout(dev, int64_t(n) * sh.hidden, p, pass.seed,
+                 pass.counter * span + uint64_t(head.batch) * sh.in, s.h, s.h_drop);
+      x = s.h_drop;
+    }
   }
-  op_linear(dev, n, in2, sh.classes, top_in, t.w2, t.b2, s.logits);
-  op_softmax_xent(dev, n, sh.classes, s.logits, labels, smoothing, 1.f / float(n), loss_out,
-                  s.dlogits);
-  op_confusion_update(dev, n, sh.classes, s.logits, labels, confusion);
-
-  // Backward: d(top layer), then through dropout and ReLU into the hidden layer.
-  op_linear_backward(dev, n, in2, sh.classes, top_in, t.w2, s.dlogits, sh.hidden ? s.dh : nullptr,
-                     t.gw2, t.gb2);
-  if (sh.hidden) {
-    op_dropout(dev, int64_t(n) * sh.hidden, dropout, seed,
-               dropout_counter * span + uint64_t(head.batch) * sh.in, s.dh, s.dh);
-    // ReLU's gradient passes where the saved post-ReLU activation is positive.
-    op_relu_backward(dev, int64_t(n) * sh.hidden, s.h, s.dh);
-    op_linear_backward(dev, n, sh.in, sh.hidden, s.x_drop, t.w1, s.dh, nullptr, t.gw1, t.gb1);
-  }
-
-  if (clock) stage_mark(*clock, Stage::head, false, Lane::compute);
-
-  // Update every head tensor in one launch.
-  ++head.step;
-  if (clock) stage_mark(*clock, Stage::optimiser, true, Lane::compute);
-  const bool sgd = opt.optimizer == "sgd";
-  const float kernel_decay = sgd ? 2.f * opt.l2 : opt.weight_decay;
-  ParamRef refs[4];
-  int num = 0;
-  if (sh.hidden) {
-    refs[num++] = {t.w1, t.gw1, t.mw1, t.vw1, int64_t(sh.hidden) * sh.in, kernel_decay};
-    refs[num++] = {t.b1, t.gb1, t.mb1, t.vb1, sh.hidden, 0.f};
-  }
-  refs[num++] = {t.w2, t.gw2, t.mw2, t.vw2, int64_t(sh.classes) * in2, kernel_decay};
-  refs[num++] = {t.b2, t.gb2, t.mb2, t.vb2, sh.classes, 0.f};
-  if (sgd)
-    op_sgd_momentum(dev, refs, num, lr, opt.momentum);
-  else
-    op_adamw(dev, refs, num, AdamWConfig{lr, opt.beta1, opt.beta2, opt.eps, head.step});
-  if (clock) stage_mark(*clock, Stage::optimiser, false, Lane::compute);
+  op_linear(dev, n, sh.hidden ? sh.hidden : sh.in, sh.classes, x, t.w2, t.b2, s.logits);
+  if (!labels) return;
+  op_softmax_xent(dev, n, sh.classes, s.logits, labels, pass.smoothing,
+                  pass.training ? 1.f / float(n) : 1.f, loss_out,
+                  pass.training ? s.dlogits : nullptr);
+  if (confusion) op_confusion_update(dev, n, sh.classes, s.logits, labels, confusion);
 }
 
-void head_eval(const Device& dev, const Head& head, int n, const float* features,
-               const int32_t* labels, float smoothing, float* loss_out, int64_t* confusion) {
+void head_backward(const Device& dev, Head& head, const HeadPass& pass, int n, float* dfeatures) {
   const HeadShape& sh = head.shape;
   const HeadTensors& t = head.t;
   const HeadScratch& s = head.s;
-  const float* top_in = features;
+  const uint64_t span = uint64_t(head.batch) * (sh.in + sh.hidden);
+  const int in2 = sh.hidden ? sh.hidden : sh.in;
+  const float* top_in = sh.hidden ? s.h_drop : s.x_drop;
+  // The top layer's input gradient goes to the hidden layer, or straight to the features.
+  float* d_top_in = sh.hidden ? s.dh : dfeatures;
+  op_linear_backward(dev, n, in2, sh.classes, top_in, t.w2, s.dlogits, d_top_in, t.gw2, t.gb2);
+  float* d_in = dfeatures;
   if (sh.hidden) {
-    op_linear(dev, n, sh.in, sh.hidden, features, t.w1, t.b1, s.h);
-    op_bias_act(dev, n, sh.hidden, s.h, nullptr, nullptr, Act::relu, s.h);
-    top_in = s.h;
+    op_dropout(dev, int64_t(n) * sh.hidden, pass.dropout, pass.seed,
+               pass.counter * span + uint64_t(head.batch) * sh.in, s.dh, s.dh);
+    // ReLU's gradient passes where the saved post-ReLU activation is positive.
+    op_relu_backward(dev, int64_t(n) * sh.hidden, s.h, s.dh);
+    op_linear_backward(dev, n, sh.in, sh.hidden, s.x_drop, t.w1, s.dh, d_in, t.gw1, t.gb1);
   }
-  op_linear(dev, n, sh.hidden ? sh.hidden : sh.in, sh.classes, top_in, t.w2, t.b2, s.logits);
-  if (labels) {
-    op_softmax_xent(dev, n, sh.classes, s.logits, labels, smoothing, 1.f, loss_out, nullptr);
-    if (confusion) op_confusion_update(dev, n, sh.classes, s.logits, labels, confusion);
+  // Through the first dropout: the same mask, applied to the gradient.
+  if (d_in)
+    op_dropout(dev, int64_t(n) * sh.in, pass.dropout, pass.seed, pass.counter * span, d_in, d_in);
+}
+
+std::vector<ParamRef> head_params(const Head& head, const OptimConfig& opt) {
+  const HeadShape& sh = head.shape;
+  const HeadTensors& t = head.t;
+  const float kernel_decay = opt.optimizer == "sgd" ? 2.f * opt.l2 : opt.weight_decay;
+  std::vector<ParamRef> refs;
+  if (sh.hidden) {
+    refs.push_back({t.w1, t.gw1, t.mw1, t.vw1, int64_t(sh.hidden) * sh.in, kernel_decay});
+    refs.push_back({t.b1, t.gb1, t.mb1, t.vb1, sh.hidden, 0.f});
   }
+  const int in2 = sh.hidden ? sh.hidden : sh.in;
+  refs.push_back({t.w2, t.gw2, t.mw2, t.vw2, int64_t(sh.classes) * in2, kernel_decay});
+  refs.push_back({t.b2, t.gb2, t.mb2, t.vb2, sh.classes, 0.f});
+  return refs;
+}
+
+void optimizer_update(const Device& dev, const OptimConfig& opt,
+                      const std::vector<ParamRef>& params, float lr, int64_t step) {
+  if (opt.optimizer == "sgd")
+    op_sgd_momentum(dev, params.data(), int(params.size()), lr, opt.momentum);
+  else
+    op_adamw(dev, params.data(), int(params.size()),
+             AdamWConfig{lr, opt.beta1, opt.beta2, opt.eps, step});
 }
 
 }  // namespace graft

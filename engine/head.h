@@ -57,19 +57,32 @@ size_t head_arena_bytes(const HeadShape& shape, int batch);
 // stream keyed by `seed` (identical on both devices), zero biases and optimiser state.
 void head_create(Head& head, Arena& arena, const HeadShape& shape, int batch, uint64_t seed);
 
-// One training step on n rows of features [n][in] with labels (both on the device). Writes the
-// per-row loss to loss_out [n] and accumulates the (dropout-on) predictions into confusion.
-// dropout_counter makes the masks depend on (seed, global step) only.
-// clock (may be null) gets the head (forward and backward) and optimiser stages.
-void head_train_step(const Device& dev, Head& head, const OptimConfig& opt, int n,
-                     const float* features, const int32_t* labels, float dropout, float smoothing,
-                     float lr, uint64_t seed, uint64_t dropout_counter, float* loss_out,
-                     int64_t* confusion, StageClock* clock = nullptr);
+// How a forward pass runs: training draws dropout masks and keeps what backward needs; eval does
+// neither (dropout is the identity).
+struct HeadPass {
+  bool training = false;
+  float dropout = 0.f;             // training only
+  uint64_t seed = 0, counter = 0;  // dropout masks depend on (seed, counter) only
+  float smoothing = 0.f;           // label smoothing of the loss
+};
 
-// Inference: logits [n][classes] into head.s.logits; with labels, also the per-row loss and,
-// when confusion is not null, the confusion counts.
-void head_eval(const Device& dev, const Head& head, int n, const float* features,
-               const int32_t* labels, float smoothing, float* loss_out, int64_t* confusion);
+// Forward on n rows of features [n][in] (on the device): logits [n][classes] into head.s.logits;
+// with labels, the per-row loss into loss_out [n] and, training, the loss gradient into
+// head.s.dlogits (scaled by 1/n, the mean); with confusion, the predictions are counted.
+void head_forward(const Device& dev, Head& head, const HeadPass& pass, int n, const float* features,
+                  const int32_t* labels, float* loss_out, int64_t* confusion);
+// Gradients of the head's tensors from head.s.dlogits, through the layers the last training
+// forward ran (the same features, same dropout masks). dfeatures [n][in], the gradient flowing into
+// the backbone, may be null. Gradients are overwritten, never accumulated: no zero-grad step.
+void head_backward(const Device& dev, Head& head, const HeadPass& pass, int n, float* dfeatures);
+// The head's trainable tensors for the optimiser: weight, gradient, moments and decay (the
+// kernels get opt's L2 or weight decay, the biases none).
+std::vector<ParamRef> head_params(const Head& head, const OptimConfig& opt);
+
+// One optimiser update of every tensor in params, in one launch; step counts updates (AdamW's
+// bias correction), 1-based.
+void optimizer_update(const Device& dev, const OptimConfig& opt,
+                      const std::vector<ParamRef>& params, float lr, int64_t step);
 
 // Every tensor of the head's training state (weights and optimiser moments) by name, on the
 // host: what a checkpoint must hold to continue a run exactly. Names: "w1", "b1" (hidden layer,

@@ -28,10 +28,6 @@ void stage_clock_create(StageClock& c, const Device& dev, bool enabled) {
   c.enabled = enabled;
 }
 
-void stage_clock_destroy(StageClock& c) {
-  c.events.clear();  // each Event destroys its own handle
-}
-
 void stage_clock_reset(StageClock& c) {
   c.marks.clear();
   c.times.clear();

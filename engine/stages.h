@@ -29,7 +29,6 @@ struct StageClock {
 };
 
 void stage_clock_create(StageClock& c, const Device& dev, bool enabled);
-void stage_clock_destroy(StageClock& c);
 // Starts an epoch's record.
 void stage_clock_reset(StageClock& c);
 // Marks the begin or end of a stage on the lane that runs it.

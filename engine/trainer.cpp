@@ -18,7 +18,7 @@
 
 #include "engine/augment.h"
 #include "engine/checkpoint.h"
-#include "engine/features.h"
+#include "engine/network.h"
 #include "engine/report.h"
 #include "io/loader.h"
 #include "io/safetensors.h"
@@ -46,17 +46,14 @@ struct SplitData {
 // Everything the loop needs on the device, carved from one arena.
 struct Buffers {
   Arena arena;
-  float* batch_features = nullptr;  // [batch][dim]
-  int32_t* labels = nullptr;        // [batch]
-  int32_t* rows = nullptr;          // [batch] cache rows to gather
-  float* losses = nullptr;          // [largest split] per-row losses of the current pass
-  int64_t* confusion = nullptr;     // [classes][classes]
+  int32_t* labels = nullptr;     // [batch]
+  int32_t* rows = nullptr;       // [batch] cache rows to gather
+  float* losses = nullptr;       // [largest split] per-row losses of the current pass
+  int64_t* confusion = nullptr;  // [classes][classes]
 };
 
-void loader_teardown(struct Job& job);
-
-// Owns every resource of a run; the destructor releases them in order on every exit, an
-// exception or an interrupt included.
+// Owns every resource of a run: each member releases its own on every exit, an exception or an
+// interrupt included.
 struct Job {
   explicit Job(const TrainConfig& c) : cfg(c) {}
   ~Job();
@@ -68,13 +65,11 @@ struct Job {
   Dataset train_ds, val_ds, test_ds;  // val_ds/test_ds used only for --val-data/--test-data
   std::vector<std::string> classes;
   SplitData train, val, test;
-  FeatureExtractor fe;
+  Network net;  // the backbone's op list, then the head
   Loader loader;
   LoaderConfig loader_cfg;
   std::vector<Event> slot_copied;  // per loader slot: its pixels have reached the device
   StageClock clock;
-  Head head;
-  Arena head_arena;
   Buffers buf;
   bool cache = false;
   int skipped = 0;          // files: unreadable, not images, or failing to decode
@@ -108,21 +103,12 @@ void loader_setup(Job& job) {
   for (Event& e : job.slot_copied) event_create(job.dev, e);
 }
 
-void loader_teardown(Job& job) {
-  loader_stop(job.loader);
-  if (job.slot_copied.empty()) return;
-  synchronize(job.dev);
-  for (Event& e : job.slot_copied) event_destroy(e);
-  job.slot_copied.clear();
-}
-
 Job::~Job() {
-  loader_teardown(*this);
-  stage_clock_destroy(clock);
-  extractor_destroy(fe);
-  arena_release(buf.arena);
-  arena_release(head_arena);
-  destroy_device(dev);
+  // Every member releases itself (in reverse order of declaration). Before they go, the loader's
+  // threads stop, and the device finishes the copies out of its pinned slots and the kernels
+  // that read the arenas.
+  loader_stop(loader);
+  synchronize(dev);
 }
 
 // One pass over a split in a given order, one batch at a time: from the feature cache when every
@@ -168,18 +154,21 @@ void pass_end(Job& job, Pass& pass) {
   pass_release_held(job, pass);
 }
 
-// The next batch (positions pos[0..n) of the pass's order) into buf.batch_features rows
-// [0, valid); returns the valid positions (unreadable images dropped, and remembered as bad).
-std::vector<int> pass_next(Job& job, Pass& pass, const int* pos, int n) {
+// The next batch (positions pos[0..n) of the pass's order) as the network's input: decoded
+// images in a loader slot, or rows gathered from the feature cache into net.features. Returns the
+// valid positions (unreadable images dropped, and remembered as bad).
+std::vector<int> pass_next(Job& job, Pass& pass, const int* pos, int n, NetworkInput* in) {
   SplitData& split = *pass.split;
   const int dim = job.backbone.net.feature_dim;
+  *in = NetworkInput{};
   if (!pass.decode) {
     std::vector<int32_t> rows;
     for (int i = 0; i < n; ++i)
       if (!split.bad[pos[i]]) rows.push_back(pos[i]);
     copy_to_device(job.dev, job.buf.rows, rows.data(), rows.size() * 4);
-    op_gather_rows(job.dev, int(rows.size()), dim, split.cache, job.buf.rows,
-                   job.buf.batch_features);
+    op_gather_rows(job.dev, int(rows.size()), dim, split.cache, job.buf.rows, job.net.features);
+    in->n = int(rows.size());
+    in->features = job.net.features;
     return std::vector<int>(rows.begin(), rows.end());
   }
   const LoaderBatch* b = loader_next(job.loader);
@@ -200,18 +189,24 @@ std::vector<int> pass_next(Job& job, Pass& pass, const int* pos, int n) {
     ++e;
     split.bad[pos[i]] = 1;
   }
-  if (b->n_valid > 0) {
-    extract_from_slot(job.fe, b->pixels, b->n_valid, job.buf.batch_features,
-                      job.slot_copied[b->index % job.loader_cfg.slots], pass.clock);
-    if (split.cache && !pass.augment)
-      for (size_t i = 0; i < valid.size(); ++i) {
-        copy_on_device(job.dev, split.cache + size_t(valid[i]) * dim,
-                       job.buf.batch_features + i * dim, size_t(dim) * 4);
-        split.cached[valid[i]] = 1;
-      }
-  }
+  in->n = b->n_valid;
+  in->images = b->pixels;
+  in->copied = &job.slot_copied[b->index % job.loader_cfg.slots];
   pass.held = b;
   return valid;
+}
+
+// After a forward pass over decoded images: their features (net.features) into the cache, so later
+// passes skip decoding and the backbone.
+void pass_cache(Job& job, const Pass& pass, const std::vector<int>& valid) {
+  SplitData& split = *pass.split;
+  if (!pass.decode || !split.cache || pass.augment) return;
+  const int dim = job.backbone.net.feature_dim;
+  for (size_t i = 0; i < valid.size(); ++i) {
+    copy_on_device(job.dev, split.cache + size_t(valid[i]) * dim, job.net.features + i * dim,
+                   size_t(dim) * 4);
+    split.cached[valid[i]] = 1;
+  }
 }
 
 void upload_labels(Job& job, const SplitData& split, const std::vector<int>& pos) {
@@ -234,13 +229,17 @@ EvalResult evaluate_split(Job& job, SplitData& split) {
   Pass pass = pass_begin(job, split, order, false, 0);
   for (int start = 0; start < int(split.items.size()); start += batch) {
     const int n = std::min<int>(batch, int(split.items.size()) - start);
-    std::vector<int> valid = pass_next(job, pass, order.data() + start, n);
+    NetworkInput in;
+    std::vector<int> valid = pass_next(job, pass, order.data() + start, n, &in);
     if (valid.empty()) continue;
     upload_labels(job, split, valid);
+    in.labels = job.buf.labels;
     const int m = int(valid.size());
-    head_eval(job.dev, job.head, m, job.buf.batch_features, job.buf.labels, job.cfg.label_smoothing,
-              job.buf.losses, nullptr);
-    copy_to_host(job.dev, logits.data(), job.head.s.logits, size_t(m) * classes * 4);
+    HeadPass eval;
+    eval.smoothing = job.cfg.label_smoothing;
+    network_forward(job.dev, job.net, in, eval, job.buf.losses, nullptr);
+    pass_cache(job, pass, valid);
+    copy_to_host(job.dev, logits.data(), job.net.head.s.logits, size_t(m) * classes * 4);
     copy_to_host(job.dev, losses.data(), job.buf.losses, size_t(m) * 4);
     synchronize(job.dev);
     for (int i = 0; i < m; ++i) {
@@ -539,16 +538,15 @@ void setup_device(Job& job) {
                job.train.items.size(), job.val.items.size(), job.test.items.size(),
                job.cache ? "on" : "off", why);
 
-  extractor_create(job.fe, job.dev, job.backbone, batch);
+  const HeadShape hs{dim, cfg.hidden, classes};
+  network_create(job.net, job.dev, job.backbone, hs, batch, cfg.seed, &cfg.opt);
   loader_setup(job);
   stage_clock_create(job.clock, job.dev, true);
   const size_t largest = std::max(
       {job.train.items.size(), job.val.items.size(), job.test.items.size(), size_t(batch)});
-  size_t bytes = size_t(batch) * dim * 4 + size_t(batch) * 8 + largest * 4 +
-                 size_t(classes) * classes * 8 + 6 * 64;
+  size_t bytes = size_t(batch) * 8 + largest * 4 + size_t(classes) * classes * 8 + 6 * 64;
   if (job.cache) bytes += cache_bytes + 3 * 64;
   arena_reserve(job.buf.arena, job.dev, bytes);
-  job.buf.batch_features = arena_alloc<float>(job.buf.arena, size_t(batch) * dim);
   job.buf.labels = arena_alloc<int32_t>(job.buf.arena, batch);
   job.buf.rows = arena_alloc<int32_t>(job.buf.arena, batch);
   job.buf.losses = arena_alloc<float>(job.buf.arena, largest);
@@ -558,9 +556,6 @@ void setup_device(Job& job) {
     s->bad.assign(s->items.size(), 0);
     if (job.cache) s->cache = arena_alloc<float>(job.buf.arena, s->items.size() * dim);
   }
-  const HeadShape hs{dim, cfg.hidden, classes};
-  arena_reserve(job.head_arena, job.dev, head_arena_bytes(hs, batch));
-  head_create(job.head, job.head_arena, hs, batch, cfg.seed);
 }
 
 // ---- Epochs ------------------------------------------------------------------------------------
@@ -613,8 +608,8 @@ RunState start_or_resume(Job& job, bool resume, TrainResult& result) {
   const std::string checkpoint_path = run_file(cfg, "checkpoint.safetensors");
   RunState st;
   if (resume && fs::exists(checkpoint_path)) {
-    const Checkpoint ck = read_checkpoint(checkpoint_path, job.head.shape);
-    head_restore(job.dev, job.head, ck.state, ck.head_step);
+    const Checkpoint ck = read_checkpoint(checkpoint_path, job.net.head.shape);
+    head_restore(job.dev, job.net.head, ck.state, ck.head_step);
     truncate_metrics(metrics_path, ck.epoch);
     std::fprintf(stderr, "graft: resuming %s after epoch %d\n", cfg.out_dir.c_str(), ck.epoch);
     st.epoch = ck.epoch;
@@ -669,14 +664,20 @@ EpochMetrics train_pass(Job& job, const RunState& st, int epoch, TrainResult& re
   for (int s = 0; s < st.steps; ++s) {
     if (g_stop.load()) throw Interrupted("interrupted");
     const int n = std::min(batch, ntrain - s * batch);
-    std::vector<int> valid = pass_next(job, pass, order.data() + s * batch, n);
+    NetworkInput in;
+    std::vector<int> valid = pass_next(job, pass, order.data() + s * batch, n, &in);
     if (!valid.empty()) {
       upload_labels(job, job.train, valid);
+      in.labels = job.buf.labels;
       const int64_t step = int64_t(epoch - 1) * st.steps + s;
-      head_train_step(job.dev, job.head, cfg.opt, int(valid.size()), job.buf.batch_features,
-                      job.buf.labels, cfg.dropout, cfg.label_smoothing,
-                      learning_rate_at(cfg, step, st.total_steps, st.warmup_steps), cfg.seed,
-                      uint64_t(step), job.buf.losses + offset, job.buf.confusion, &job.clock);
+      const float lr = learning_rate_at(cfg, step, st.total_steps, st.warmup_steps);
+      // Dropout masks depend on (seed, step) only, so a resumed run draws the same ones.
+      const HeadPass train{true, cfg.dropout, cfg.seed, uint64_t(step), cfg.label_smoothing};
+      network_forward(job.dev, job.net, in, train, job.buf.losses + offset, job.buf.confusion,
+                      &job.clock);
+      pass_cache(job, pass, valid);
+      network_backward(job.dev, job.net, in.n, train, &job.clock);
+      network_update(job.dev, job.net, cfg.opt, lr, &job.clock);
       offset += int(valid.size());
     }
     if (st.tty) progress_bar(epoch, cfg.epochs, s + 1, st.steps, seconds_since(t0));
@@ -737,7 +738,7 @@ void watch_overfitting(RunState& st, const EpochMetrics& em) {
 void keep_and_checkpoint(Job& job, RunState& st, const EpochMetrics& em) {
   const TrainConfig& cfg = job.cfg;
   Dense hidden, out;
-  head_download(job.dev, job.head, &hidden, &out);
+  head_download(job.dev, job.net.head, &hidden, &out);
   const bool improved = !em.has_val || em.val_loss < st.best_val_loss;
   if (improved) {
     st.best_val_loss = em.has_val ? em.val_loss : st.best_val_loss;
@@ -752,12 +753,12 @@ void keep_and_checkpoint(Job& job, RunState& st, const EpochMetrics& em) {
   }
   Checkpoint now;
   now.epoch = em.epoch;
-  now.head_step = job.head.step;
+  now.head_step = job.net.head.step;
   now.best_val_loss = st.best_val_loss;
   now.since_best = st.since_best;
   now.overfit_epochs = st.overfit_epochs;
   now.overfit_warned = st.overfit_warned;
-  now.state = head_state(job.dev, job.head);
+  now.state = head_state(job.dev, job.net.head);
   now.best_hidden = st.best_hidden;
   now.best_out = st.best_out;
   write_checkpoint(run_file(cfg, "checkpoint.safetensors"), now);
@@ -893,7 +894,7 @@ void finish_run(Job& job, const RunState& st, TrainResult& result, bool interrup
                                                    {"interrupted", interrupted}}
                                 .dump());
   if (!interrupted && !job.test.items.empty()) {
-    head_upload(job.dev, job.head, st.best_hidden, st.best_out);
+    head_upload(job.dev, job.net.head, st.best_hidden, st.best_out);
     result.test = evaluate_split(job, job.test);
     result.has_test = true;
     const std::string line = eval_json("test", result.test, job.classes);
@@ -1013,17 +1014,14 @@ EvalResult evaluate_folder(const std::string& model_path, const std::string& dat
 
   job.dev = make_device(device);
   const int dim = job.backbone.net.feature_dim, n_classes = int(job.classes.size());
-  extractor_create(job.fe, job.dev, job.backbone, batch_size);
+  const HeadShape hs{dim, job.backbone.hidden.out, n_classes};
+  network_create(job.net, job.dev, job.backbone, hs, batch_size, 0, nullptr);
+  head_upload(job.dev, job.net.head, job.backbone.hidden, job.backbone.fc);
   loader_setup(job);
-  arena_reserve(job.buf.arena, job.dev, size_t(batch_size) * (dim * 4 + 12) + 4 * 64);
-  job.buf.batch_features = arena_alloc<float>(job.buf.arena, size_t(batch_size) * dim);
+  arena_reserve(job.buf.arena, job.dev, size_t(batch_size) * 12 + 4 * 64);
   job.buf.labels = arena_alloc<int32_t>(job.buf.arena, batch_size);
   job.buf.rows = arena_alloc<int32_t>(job.buf.arena, batch_size);
   job.buf.losses = arena_alloc<float>(job.buf.arena, batch_size);
-  HeadShape hs{dim, job.backbone.hidden.out, n_classes};
-  arena_reserve(job.head_arena, job.dev, head_arena_bytes(hs, batch_size));
-  head_create(job.head, job.head_arena, hs, batch_size, 0);
-  head_upload(job.dev, job.head, job.backbone.hidden, job.backbone.fc);
   // Report the loss the model was trained with (label smoothing is in its metadata).
   if (const auto it = job.backbone.metadata.find("label_smoothing");
       it != job.backbone.metadata.end()) {

@@ -82,9 +82,6 @@ TEST_F(CudaEngine, PretrainedLogitsMatchTheCpu) {
   std::printf("features rel err %.3g, logits rel err %.3g\n", feat_err, logit_err);
   EXPECT_LT(logit_err, 1e-4);
   EXPECT_LT(feat_err, 1e-4);
-  arena_release(out);
-  extractor_destroy(fe);
-  destroy_device(dev);
 }
 
 // Twenty SGD and AdamW steps with dropout and a hidden layer: the weights on both devices agree.
@@ -117,9 +114,16 @@ TEST_F(CudaEngine, HeadTrainingStepsMatchTheCpu) {
       for (auto& l : labels) l = int32_t(rng() % 6);
       copy_to_device(gpu_dev, xg, x.data(), x.size() * 4);
       copy_to_device(gpu_dev, lg, labels.data(), n * 4);
-      head_train_step(cpu_dev, ch, opt, n, x.data(), labels.data(), 0.2f, 0.1f, 0.01f, 5, step,
-                      loss_c.data(), conf_c.data());
-      head_train_step(gpu_dev, gh, opt, n, xg, lg, 0.2f, 0.1f, 0.01f, 5, step, lossg, confg);
+      // The trainer's step: forward, backward, then every tensor updated in one launch.
+      auto train_step = [&](const Device& d, Head& h, const float* xs, const int32_t* ls,
+                            float* loss, int64_t* conf) {
+        const HeadPass train{true, 0.2f, 5, uint64_t(step), 0.1f};
+        head_forward(d, h, train, n, xs, ls, loss, conf);
+        head_backward(d, h, train, n, nullptr);
+        optimizer_update(d, opt, head_params(h, opt), 0.01f, ++h.step);
+      };
+      train_step(cpu_dev, ch, x.data(), labels.data(), loss_c.data(), conf_c.data());
+      train_step(gpu_dev, gh, xg, lg, lossg, confg);
       synchronize(gpu_dev);
     }
     copy_to_host(gpu_dev, loss_g.data(), lossg, n * 4);
@@ -136,10 +140,6 @@ TEST_F(CudaEngine, HeadTrainingStepsMatchTheCpu) {
     EXPECT_LT(relative_error(ghid.w, chid.w), tol) << optimizer;
     EXPECT_LT(relative_error(loss_g, loss_c), 1e-5) << optimizer;
     EXPECT_EQ(conf_g, conf_c) << optimizer;
-    arena_release(ca);
-    arena_release(ga);
-    arena_release(gdata);
-    destroy_device(gpu_dev);
   }
 }
 

@@ -32,14 +32,16 @@ namespace fs = std::filesystem;
 // ---- Head gradients
 // ------------------------------------------------------------------------------
 
-// Mean loss of one training step with learning rate 0: the step computes loss and gradients but
-// leaves the weights as they are, so the same call serves as the function for finite differences.
+// Mean loss of one training forward and backward (no update): the gradients land in the head's
+// tensors (and, given dx, the features'), and the loss serves as the function for finite
+// differences. The dropout masks are the same on every call: they depend on (seed, counter) only.
 double head_loss(Head& head, const std::vector<float>& x, const std::vector<int32_t>& labels,
-                 float dropout, std::vector<float>& loss) {
-  OptimConfig opt;
+                 float dropout, std::vector<float>& loss, float* dx = nullptr) {
   std::vector<int64_t> confusion(size_t(head.shape.classes) * head.shape.classes);
-  head_train_step(Device{}, head, opt, int(labels.size()), x.data(), labels.data(), dropout, 0.1f,
-                  0.f, 7, 3, loss.data(), confusion.data());
+  const HeadPass train{true, dropout, 7, 3, 0.1f};
+  const int n = int(labels.size());
+  head_forward(Device{}, head, train, n, x.data(), labels.data(), loss.data(), confusion.data());
+  head_backward(Device{}, head, train, n, dx);
   double sum = 0;
   for (float l : loss) sum += l;
   return sum / double(labels.size());
@@ -63,7 +65,8 @@ TEST(Head, GradientsMatchFiniteDifferences) {
     std::vector<int32_t> labels = {0, 2, 1, 2};
     std::vector<float> loss(n);
     const float dropout = 0.25f;  // masks are a pure function of (seed, counter): still smooth
-    head_loss(head, x, labels, dropout, loss);
+    std::vector<float> dx(x.size(), NAN);
+    head_loss(head, x, labels, dropout, loss, dx.data());
 
     struct P {
       float* w;
@@ -76,6 +79,8 @@ TEST(Head, GradientsMatchFiniteDifferences) {
       params.push_back({head.t.w1, head.t.gw1, hidden * 7});
       params.push_back({head.t.b1, head.t.gb1, hidden});
     }
+    // The gradient that flows on into the backbone, for fine-tuning: d loss / d features.
+    params.push_back({x.data(), dx.data(), int(x.size())});
     for (const P& p : params) {
       std::vector<float> analytic(p.g, p.g + p.count);
       for (int i = 0; i < p.count; ++i) {
@@ -91,7 +96,6 @@ TEST(Head, GradientsMatchFiniteDifferences) {
             << "hidden " << hidden << " param " << i;
       }
     }
-    arena_release(arena);
   }
 }
 
