@@ -119,6 +119,34 @@ void gather_rows(int n, int cols, const float* src, const int32_t* rows, float* 
 // Backward of ReLU, in place: dy[i] = y[i] > 0 ? dy[i] : 0, with y the ReLU's output.
 void relu_backward(int64_t count, const float* y, float* dy);
 
+// ---- Backward ops (fine-tuning through the backbone) ----------------------------------------
+// The forward conv is y = act(conv(x, w) + bias + residual). Its backward runs as:
+//   act_backward(y, dy)            dz = dy * act'(z), in place, from the saved output y
+//   bias_grad(dz) -> db            the bias and, when there was one, the residual get dz itself
+//   conv2d_backward_data(dz, w)    -> dx
+//   conv2d_backward_filter(x, dz)  -> dw
+// Every output is overwritten, never accumulated (add_inplace accumulates where two paths meet),
+// and every reduction runs in a fixed order, so runs repeat bitwise on each device.
+
+// dx [n][in_h][in_w][in_c] = the transposed convolution of dy [n][out_h][out_w][out_c] with w;
+// input pixels no output reads (stride > kernel, bottom/right edge) get 0.
+void conv2d_backward_data(const ConvShape& s, const float* dy, const float* w, float* dx);
+// dw [k_h][k_w][in_c/groups][out_c] = sum over images and output pixels of x * dy.
+void conv2d_backward_filter(const ConvShape& s, const float* x, const float* dy, float* dw);
+// db[c] = sum over rows of dy[row][c].
+void bias_grad(int64_t rows, int c, const float* dy, float* db);
+// In place: dy[i] *= act'(z[i]) read off the saved output y = act(z): relu passes where y > 0,
+// relu6 where 0 < y < 6, none everywhere.
+void act_backward(int64_t count, Act act, const float* y, float* dy);
+// dx [n][hw][c] = dy [n][c] / hw (global average pool's gradient, spread over the pixels).
+void global_avg_pool_backward(int n, int hw, int c, const float* dy, float* dx);
+// dx [n][in_h][in_w][c]: each output's gradient goes to the first maximum of its window (the tap
+// forward picked, scanning ky then kx); x and y are the pool's saved input and output.
+void max_pool2d_backward(const PoolShape& s, const float* x, const float* y, const float* dy,
+                         float* dx);
+// y[i] += x[i] (where a value feeds two ops, e.g. a residual, their gradients meet).
+void add_inplace(int64_t count, const float* x, float* y);
+
 }  // namespace cpu
 
 namespace cuda {
@@ -151,6 +179,28 @@ void confusion_update(int n, int c, const float* logits, const int32_t* labels, 
 void gather_rows(int n, int cols, const float* src, const int32_t* rows, float* dst,
                  cudaStream_t stream);
 void relu_backward(int64_t count, const float* y, float* dy, cudaStream_t stream);
+
+// Backward ops: the graft::cpu declarations above, on a stream.
+// The two reductions over pixels (dw, db) take a device workspace: without atomics, a parallel
+// fixed-order sum writes per-chunk partial sums and adds them in a second pass, and the partials
+// need memory. *_workspace says how many bytes a shape needs (0 when none; it depends on the shape
+// only, never on the device); carve the largest once (an Arena) and pass it to every call. Calls
+// that may overlap (two streams) need separate workspaces. Too small a workspace throws
+// std::invalid_argument.
+void conv2d_backward_data(const ConvShape& s, const float* dy, const float* w, float* dx,
+                          cudaStream_t stream);
+size_t conv2d_backward_filter_workspace(const ConvShape& s);
+void conv2d_backward_filter(const ConvShape& s, const float* x, const float* dy, float* dw,
+                            void* workspace, size_t workspace_bytes, cudaStream_t stream);
+size_t bias_grad_workspace(int64_t rows, int c);
+void bias_grad(int64_t rows, int c, const float* dy, float* db, void* workspace,
+               size_t workspace_bytes, cudaStream_t stream);
+void act_backward(int64_t count, Act act, const float* y, float* dy, cudaStream_t stream);
+void global_avg_pool_backward(int n, int hw, int c, const float* dy, float* dx,
+                              cudaStream_t stream);
+void max_pool2d_backward(const PoolShape& s, const float* x, const float* y, const float* dy,
+                         float* dx, cudaStream_t stream);
+void add_inplace(int64_t count, const float* x, float* y, cudaStream_t stream);
 
 }  // namespace cuda
 

@@ -216,4 +216,63 @@ void confusion_update(int n, int c, const float* logits, const int32_t* labels,
   }
 }
 
+// Input pixel iy is read by output row oy through tap ky when oy * stride - pad + ky == iy: the
+// tap must leave a multiple of the stride, and the output row must exist.
+static bool output_for_tap(int i, int k, int stride, int pad, int out, int* o) {
+  const int num = i + pad - k;
+  if (num < 0 || num % stride != 0) return false;
+  *o = num / stride;
+  return *o < out;
+}
+
+void conv2d_backward_data(const ConvShape& s, const float* dy, const float* w, float* dx) {
+  const int icg = s.in_c / s.groups, ocg = s.out_c / s.groups;
+  for (int b = 0; b < s.n; ++b)
+    for (int iy = 0; iy < s.in_h; ++iy)
+      for (int ix = 0; ix < s.in_w; ++ix)
+        for (int ic = 0; ic < s.in_c; ++ic) {
+          const int g = ic / icg;
+          double acc = 0.0;
+          for (int ky = 0; ky < s.k_h; ++ky) {
+            int oy;
+            if (!output_for_tap(iy, ky, s.stride_h, s.pad_top, s.out_h, &oy)) continue;
+            for (int kx = 0; kx < s.k_w; ++kx) {
+              int ox;
+              if (!output_for_tap(ix, kx, s.stride_w, s.pad_left, s.out_w, &ox)) continue;
+              for (int oc = g * ocg; oc < (g + 1) * ocg; ++oc) {
+                const float dv = dy[((int64_t(b) * s.out_h + oy) * s.out_w + ox) * s.out_c + oc];
+                const float wv =
+                    w[((int64_t(ky) * s.k_w + kx) * icg + ic - g * icg) * s.out_c + oc];
+                acc += double(dv) * double(wv);
+              }
+            }
+          }
+          dx[((int64_t(b) * s.in_h + iy) * s.in_w + ix) * s.in_c + ic] = float(acc);
+        }
+}
+
+void conv2d_backward_filter(const ConvShape& s, const float* x, const float* dy, float* dw) {
+  const int icg = s.in_c / s.groups, ocg = s.out_c / s.groups;
+  for (int ky = 0; ky < s.k_h; ++ky)
+    for (int kx = 0; kx < s.k_w; ++kx)
+      for (int icl = 0; icl < icg; ++icl)
+        for (int oc = 0; oc < s.out_c; ++oc) {
+          const int ic = oc / ocg * icg + icl;
+          double acc = 0.0;
+          for (int b = 0; b < s.n; ++b)
+            for (int oy = 0; oy < s.out_h; ++oy) {
+              const int iy = oy * s.stride_h - s.pad_top + ky;
+              if (iy < 0 || iy >= s.in_h) continue;
+              for (int ox = 0; ox < s.out_w; ++ox) {
+                const int ix = ox * s.stride_w - s.pad_left + kx;
+                if (ix < 0 || ix >= s.in_w) continue;
+                const float xv = x[((int64_t(b) * s.in_h + iy) * s.in_w + ix) * s.in_c + ic];
+                const float dv = dy[((int64_t(b) * s.out_h + oy) * s.out_w + ox) * s.out_c + oc];
+                acc += double(xv) * double(dv);
+              }
+            }
+          dw[((int64_t(ky) * s.k_w + kx) * icg + icl) * s.out_c + oc] = float(acc);
+        }
+}
+
 }  // namespace graft::cpu::ref

@@ -27,4 +27,9 @@ void sgd_momentum(const ParamRef* params, int num_params, float lr, float moment
 void adamw(const ParamRef* params, int num_params, const AdamWConfig& cfg);
 void confusion_update(int n, int c, const float* logits, const int32_t* labels, int64_t* confusion);
 
+// Backward convolution, one output element at a time with a double accumulator: dx gathers every
+// (output pixel, tap) that read it, dw sums x * dy over images and output pixels.
+void conv2d_backward_data(const ConvShape& s, const float* dy, const float* w, float* dx);
+void conv2d_backward_filter(const ConvShape& s, const float* x, const float* dy, float* dw);
+
 }  // namespace graft::cpu::ref
