@@ -181,6 +181,8 @@ TEST(ConvBackward, FiniteDifferences) {
       {"3x3 s2 valid 8x8 (bottom/right unread)",
        make_conv(1, 8, 8, 3, 4, 3, 3, 2, 2, 0, 0, 0, 0, 1)},
       {"3x5 s(2,1) asym pad b3", make_conv(3, 7, 5, 3, 4, 3, 5, 2, 1, 1, 2, 0, 1, 1)},
+      {"3x3 s2 SAME b1 7x5 16->5 (wide input)", make_same(1, 7, 5, 16, 5, 3, 2, 1)},
+      {"1x1 s2 b3 5x7 17->6 (wide input)", make_conv(3, 5, 7, 17, 6, 1, 1, 2, 2, 0, 0, 0, 0, 1)},
       {"one channel 3x3 pad1", make_conv(1, 7, 5, 1, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1)},
       // depthwise path
       {"dw 3x3 s1 SAME b3 7x5 c5", make_same(3, 7, 5, 5, 5, 3, 1, 5)},
@@ -252,6 +254,9 @@ const ConvCase kLargeCases[] = {
     {"3x3 s1 pad1 b1 17x15 40->70", make_conv(1, 17, 15, 40, 70, 3, 3, 1, 1, 1, 1, 1, 1, 1)},
     {"7x7 s2 pad3 b3 33x31 3->20", make_conv(3, 33, 31, 3, 20, 7, 7, 2, 2, 3, 3, 3, 3, 1)},
     {"5x5 s1 asym pad b2 13x17 6->17", make_conv(2, 13, 17, 6, 17, 5, 5, 1, 1, 1, 2, 3, 0, 1)},
+    {"3x3 s2 SAME b2 15x13 24->40", make_same(2, 15, 13, 24, 40, 3, 2, 1)},
+    {"5x5 s2 SAME b1 11x11 20->8", make_same(1, 11, 11, 20, 8, 5, 2, 1)},
+    {"3x3 s2 SAME b1 9x9 15->16 (narrow, odd)", make_same(1, 9, 9, 15, 16, 3, 2, 1)},
     {"1x1 s2 b2 15x13 24->40", make_conv(2, 15, 13, 24, 40, 1, 1, 2, 2, 0, 0, 0, 0, 1)},
     {"3x3 s1 pad1 b2 8x8 128->128", make_conv(2, 8, 8, 128, 128, 3, 3, 1, 1, 1, 1, 1, 1, 1)},
 };

@@ -5,7 +5,8 @@
 //   depthwise: dx with stride 1 is the forward's depthwise kernel run on dy with the kernel
 //     flipped; other strides and dw are direct loops vectorised over channels;
 //   groups 1, any kernel and stride: dx as one accumulating GEMM per tap (dy row times that tap's
-//     transposed weights, scattered with the stride), dw as dy^T times an im2col of x.
+//     transposed weights, scattered with the stride), or for inputs of few channels one GEMM to
+//     column gradients and a gather; dw as dy^T times an im2col of x.
 //
 // Determinism: every output element is written by exactly one work item, and the work items and
 // the order of every sum are fixed by the shape alone, never by the thread count. Where a sum over
@@ -452,6 +453,80 @@ void general_data(const ConvShape& s, const float* dy, const float* w, float* dx
   }
 }
 
+// dx for inputs of few channels (an image: 3), where general_data's per-tap GEMMs would be only
+// in_c columns wide. Instead one GEMM per band of dx rows makes the column gradients of the
+// output rows the band reads, dcols[pixel][tap * in_c + c] = dy . w^T (K = out_c, in_c * taps
+// columns wide), and dx gathers them: each input pixel adds its (output pixel, tap) entries in
+// (ky, kx) order. A band's first output row may also belong to the band before; it is computed
+// again, to the same bits (a GEMM element does not depend on which rows it is computed with).
+void general_data_narrow(const ConvShape& s, const float* dy, const float* w, float* dx) {
+  constexpr int kBand = 8;  // dx rows per work item
+  const int ic = s.in_c, oc = s.out_c, K = s.k_h * s.k_w * ic;
+  static thread_local std::vector<float> wt_buf;
+  if (wt_buf.size() < size_t(K) * oc) wt_buf.resize(size_t(K) * oc);
+  float* const wt = wt_buf.data();
+  transpose_parallel(K, oc, w, wt);  // w is [K][out_c] with one group
+  const int bands = (s.in_h + kBand - 1) / kBand;
+  // Output rows a band [iy0, iy1) reads: oy*stride - pad + ky in the band for some ky.
+  auto oy_range = [&](int iy0, int iy1, int* lo, int* hi) {
+    const int num_lo = iy0 + s.pad_top - (s.k_h - 1);
+    *lo = num_lo <= 0 ? 0 : (num_lo + s.stride_h - 1) / s.stride_h;
+    const int num_hi = iy1 - 1 + s.pad_top;
+    *hi = num_hi < 0 ? 0 : std::min(s.out_h, num_hi / s.stride_h + 1);
+    if (*hi < *lo) *hi = *lo;
+  };
+  int max_rows = 0;
+  for (int bd = 0; bd < bands; ++bd) {
+    int lo, hi;
+    oy_range(bd * kBand, std::min(s.in_h, bd * kBand + kBand), &lo, &hi);
+    max_rows = std::max(max_rows, hi - lo);
+  }
+  // Per input column: its (kx, ox) taps, computed once (cx_n[ix] of them at cx[ix * k_w...]).
+  static thread_local std::vector<int> col_buf;
+  if (col_buf.size() < size_t(s.in_w) * (2 * s.k_w + 1))
+    col_buf.resize(size_t(s.in_w) * (2 * s.k_w + 1));
+  int* const cx_n = col_buf.data();
+  int* const cx_k = cx_n + s.in_w;
+  int* const cx_o = cx_k + int64_t(s.in_w) * s.k_w;
+  for (int ix = 0; ix < s.in_w; ++ix)
+    cx_n[ix] =
+        taps_for(ix, s.k_w, s.stride_w, s.pad_left, s.out_w, cx_k + ix * s.k_w, cx_o + ix * s.k_w);
+#pragma omp parallel
+  {
+    thread_local std::vector<float> dcols;
+    thread_local std::vector<int> kbuf;
+    if (dcols.size() < size_t(max_rows) * s.out_w * K) dcols.resize(size_t(max_rows) * s.out_w * K);
+    if (kbuf.size() < size_t(2 * s.k_h)) kbuf.resize(size_t(2 * s.k_h));
+#pragma omp for schedule(static)
+    for (int64_t item = 0; item < int64_t(s.n) * bands; ++item) {
+      const int b = int(item / bands), iy0 = int(item % bands) * kBand;
+      const int iy1 = std::min(s.in_h, iy0 + kBand);
+      int lo, hi;
+      oy_range(iy0, iy1, &lo, &hi);
+      if (hi > lo)
+        gemm((hi - lo) * s.out_w, K, oc, dy + (int64_t(b) * s.out_h + lo) * s.out_w * oc, oc, wt, K,
+             dcols.data(), K, false, nullptr);
+      int* kys = kbuf.data();
+      int* oys = kys + s.k_h;
+      for (int iy = iy0; iy < iy1; ++iy) {
+        const int ny = taps_for(iy, s.k_h, s.stride_h, s.pad_top, s.out_h, kys, oys);
+        float* d = dx + (int64_t(b) * s.in_h + iy) * s.in_w * ic;
+        std::fill(d, d + int64_t(s.in_w) * ic, 0.f);
+        for (int a = 0; a < ny; ++a) {
+          const float* row =
+              dcols.data() + int64_t(oys[a] - lo) * s.out_w * K + kys[a] * s.k_w * ic;
+          for (int ix = 0; ix < s.in_w; ++ix)
+            for (int t = 0; t < cx_n[ix]; ++t) {
+              const float* src =
+                  row + int64_t(cx_o[ix * s.k_w + t]) * K + cx_k[ix * s.k_w + t] * ic;
+              for (int ch = 0; ch < ic; ++ch) d[int64_t(ix) * ic + ch] += src[ch];
+            }
+        }
+      }
+    }
+  }
+}
+
 // im2col of output row (b, oy): cols[ox][(ky*k_w + kx)*in_c + c], zeros outside the image.
 void im2col(const ConvShape& s, const float* x, int b, int oy, float* cols) {
   const int ic = s.in_c, K = s.k_h * s.k_w * ic;
@@ -527,6 +602,8 @@ void conv2d_backward_data(const ConvShape& s, const float* dy, const float* w, f
     pw_data(s, dy, w, dx);
   else if (is_depthwise(s))
     dw_data(s, dy, w, dx);
+  else if (s.groups == 1 && s.in_c < 16)
+    general_data_narrow(s, dy, w, dx);
   else if (s.groups == 1)
     general_data(s, dy, w, dx);
   else
