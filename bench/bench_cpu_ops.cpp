@@ -2,7 +2,8 @@
 // Every conv reports GFLOP/s with flops = 2 * n * oh * ow * oc * kh * kw * ic / groups; the
 // Peak benchmark measures what the cores sustain on independent FMAs, the yardstick for "% of
 // peak" in bench/worklog-cpu.md. Run with --benchmark_filter to pick layers; the reference (naive)
-// convs run at batch 1 only, they are slow.
+// convs run at batch 1 only, they are slow. ConvBwdData and ConvBwdFilter are the backward convs
+// (dx and dw) on the same layers, counted with the forward's flops.
 #include <benchmark/benchmark.h>
 #include <omp.h>
 
@@ -106,6 +107,28 @@ void Conv(benchmark::State& state, Layer l) {
       benchmark::Counter(flops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// Backward convs on the same layers: dx (kData) or dw (!kData), the same flop count as the
+// forward (each is one multiply-add per forward multiply-add).
+template <bool kData>
+void ConvBackward(benchmark::State& state, Layer l) {
+  const ConvShape s = shape_for(l, int(state.range(0)));
+  const auto x = random_vec(size_t(s.n) * s.in_h * s.in_w * s.in_c, 1);
+  const auto w = random_vec(size_t(s.k_h) * s.k_w * (s.in_c / s.groups) * s.out_c, 2);
+  const auto dy = random_vec(size_t(s.n) * s.out_h * s.out_w * s.out_c, 3);
+  std::vector<float> dx(x.size()), dw(w.size());
+  for (auto _ : state) {
+    if (kData)
+      cpu::conv2d_backward_data(s, dy.data(), w.data(), dx.data());
+    else
+      cpu::conv2d_backward_filter(s, x.data(), dy.data(), dw.data());
+    benchmark::DoNotOptimize(dx.data());
+    benchmark::DoNotOptimize(dw.data());
+  }
+  const double flops = 2.0 * s.n * s.out_h * s.out_w * s.out_c * s.k_h * s.k_w * s.in_c / s.groups;
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(flops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
 void Linear(benchmark::State& state) {
   const int n = int(state.range(0)), in = 1280, out = int(state.range(1));
   const auto x = random_vec(size_t(n) * in, 1), w = random_vec(size_t(out) * in, 2);
@@ -156,6 +179,18 @@ int register_convs() {
         ->UseRealTime()
         ->Unit(benchmark::kMillisecond);
     benchmark::RegisterBenchmark((std::string("Conv/") + l.name).c_str(), Conv<false>, l)
+        ->Arg(1)
+        ->Arg(8)
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark((std::string("ConvBwdData/") + l.name).c_str(), ConvBackward<true>,
+                                 l)
+        ->Arg(1)
+        ->Arg(8)
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark((std::string("ConvBwdFilter/") + l.name).c_str(),
+                                 ConvBackward<false>, l)
         ->Arg(1)
         ->Arg(8)
         ->UseRealTime()
