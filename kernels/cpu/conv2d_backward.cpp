@@ -108,12 +108,13 @@ void pw_data(const ConvShape& s, const float* dy, const float* w, float* dx) {
 // dw[in_c][out_c] = x^T . dy, a sum over pixels. The GEMM wants the pixel dimension as K with a
 // row-major A, so one of x and dy is transposed chunk by chunk: the one with fewer channels (the
 // transpose costs a pass over it; B is only packed). With dy as A the GEMM yields dw^T.
-// Items are (split of the pixel chunks, block of A's rows); a split accumulates its chunks into its
+// Items are (split of the pixel chunks, block of A's rows, block of B's columns: with few pixels
+// there is one split, and the blocks keep both cores busy); a split accumulates its chunks into its
 // own partial result with the GEMM's accumulate flag, and the partials are added in split order
 // while dw is written (transposing when the GEMM made dw^T).
 void pw_filter(const ConvShape& s, const float* x, const float* dy, float* dw) {
   constexpr int64_t kChunk = 320;  // two even K blocks of the GEMM
-  constexpr int kRowBlock = 96;
+  constexpr int kRowBlock = 96, kMaxColBlock = 256;
   const int64_t m = int64_t(s.n) * s.out_h * s.out_w;
   if (m == 0) {  // no pixels: the sum is empty, and dw is still written
     std::fill(dw, dw + int64_t(s.in_c) * s.out_c, 0.f);
@@ -132,21 +133,29 @@ void pw_filter(const ConvShape& s, const float* x, const float* dy, float* dw) {
   if (!direct && part_buf.size() < size_t(splits) * count) part_buf.resize(size_t(splits) * count);
   float* const partials = direct ? dw : part_buf.data();
   const int row_blocks = (ca + kRowBlock - 1) / kRowBlock;
+  // Narrower column blocks while there are fewer than 4 items (the shape decides, not the threads).
+  int col_block = kMaxColBlock;
+  while (col_block > 64 && splits * row_blocks * ((cb + col_block - 1) / col_block) < 4)
+    col_block /= 2;
+  const int col_blocks = (cb + col_block - 1) / col_block;
+  const int blocks = row_blocks * col_blocks;
 #pragma omp parallel
   {
     thread_local std::vector<float> at;
     if (at.size() < size_t(kRowBlock) * kChunk) at.resize(size_t(kRowBlock) * kChunk);
 #pragma omp for schedule(dynamic, 1)
-    for (int item = 0; item < splits * row_blocks; ++item) {
-      const int sp = item / row_blocks, r0 = item % row_blocks * kRowBlock;
-      const int rows = std::min(kRowBlock, ca - r0);
-      float* out = partials + sp * count + int64_t(r0) * cb;
+    for (int item = 0; item < splits * blocks; ++item) {
+      const int sp = item / blocks, r0 = item % blocks / col_blocks * kRowBlock;
+      const int j0 = item % col_blocks * col_block;
+      const int rows = std::min(kRowBlock, ca - r0), cols = std::min(col_block, cb - j0);
+      float* out = partials + sp * count + int64_t(r0) * cb + j0;
       // splits <= chunks, so every split has at least one chunk and writes all of its rows.
       const int64_t c0 = chunks * sp / splits, c1 = chunks * (sp + 1) / splits;
       for (int64_t c = c0; c < c1; ++c) {
         const int64_t p0 = c * kChunk, len = std::min(kChunk, m - p0);
         transpose(len, rows, a_src + p0 * ca + r0, ca, at.data(), len);
-        gemm(rows, cb, int(len), at.data(), len, b_src + p0 * cb, cb, out, cb, c != c0, nullptr);
+        gemm(rows, cols, int(len), at.data(), len, b_src + p0 * cb + j0, cb, out, cb, c != c0,
+             nullptr);
       }
     }
   }
