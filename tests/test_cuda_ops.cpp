@@ -835,11 +835,15 @@ struct ParamSet {
   }
 };
 
-ParamSet make_params(const std::vector<int64_t>& counts, std::mt19937& rng, bool misalign_last) {
+// misalign_every > 0: tensors 0, k, 2k, ... also sit one float off 16-byte alignment.
+ParamSet make_params(const std::vector<int64_t>& counts, std::mt19937& rng, bool misalign_last,
+                     size_t misalign_every = 0) {
   ParamSet s;
   for (size_t t = 0; t < counts.size(); ++t) {
     const size_t n = size_t(counts[t]);
-    const size_t off = (misalign_last && t + 1 == counts.size()) ? 1 : 0;
+    const bool shift =
+        (misalign_last && t + 1 == counts.size()) || (misalign_every && t % misalign_every == 0);
+    const size_t off = shift ? 1 : 0;
     s.p.push_back(random_floats(n, rng));
     s.g.push_back(random_floats(n, rng));
     s.m.push_back(random_floats(n, rng, -0.1f, 0.1f));
@@ -891,13 +895,40 @@ TEST_F(CudaOps, AdamWMatchesCpu) {
   expect_params_close(s, true, "adamw");
 }
 
-TEST_F(CudaOps, OptimisersRejectMoreThan16Tensors) {
-  std::vector<ParamRef> refs(17, ParamRef{nullptr, nullptr, nullptr, nullptr, 0, 0.f});
-  EXPECT_THROW(cuda::sgd_momentum(refs.data(), 17, 0.1f, 0.9f, stream_), std::invalid_argument);
-  EXPECT_THROW(cuda::adamw(refs.data(), 17, AdamWConfig{1e-3f, 0.9f, 0.999f, 1e-8f, 1}, stream_),
+// Fine-tuning through the backbone updates every tensor of the network in one launch (~130 for
+// EfficientNet-Lite0): 300 tensors of awkward sizes (empty, 1, 3, odd, float4 multiples, a few
+// large), every seventh misaligned so the scalar path mixes with the float4 one.
+TEST_F(CudaOps, OptimisersUpdate300TensorsLikeCpu) {
+  std::mt19937 rng(1850);
+  std::uniform_int_distribution<int> small(0, 700);
+  std::vector<int64_t> counts;
+  for (int t = 0; t < 300; ++t)
+    counts.push_back(t % 50 == 7 ? 100003 + t : t % 11 == 0 ? t % 5 : small(rng));
+  for (const bool adam : {false, true}) {
+    ParamSet s = make_params(counts, rng, false, 7);
+    for (int64_t step = 1; step <= 2; ++step) {
+      auto h = s.host_refs();
+      auto d = s.device_refs();
+      if (adam) {
+        const AdamWConfig cfg{1e-3f, 0.9f, 0.999f, 1e-8f, step};
+        cpu::adamw(h.data(), int(h.size()), cfg);
+        cuda::adamw(d.data(), int(d.size()), cfg, stream_);
+      } else {
+        cpu::sgd_momentum(h.data(), int(h.size()), 0.05f, 0.9f);
+        cuda::sgd_momentum(d.data(), int(d.size()), 0.05f, 0.9f, stream_);
+      }
+    }
+    expect_params_close(s, adam, adam ? "adamw x300" : "sgd_momentum x300");
+  }
+}
+
+TEST_F(CudaOps, OptimisersRejectMoreThan1024Tensors) {
+  std::vector<ParamRef> refs(1025, ParamRef{nullptr, nullptr, nullptr, nullptr, 0, 0.f});
+  EXPECT_THROW(cuda::sgd_momentum(refs.data(), 1025, 0.1f, 0.9f, stream_), std::invalid_argument);
+  EXPECT_THROW(cuda::adamw(refs.data(), 1025, AdamWConfig{1e-3f, 0.9f, 0.999f, 1e-8f, 1}, stream_),
                std::invalid_argument);
-  // Exactly 16 is fine (empty tensors: nothing to do).
-  EXPECT_NO_THROW(cuda::sgd_momentum(refs.data(), 16, 0.1f, 0.9f, stream_));
+  // Exactly 1024 is fine (empty tensors: nothing to do).
+  EXPECT_NO_THROW(cuda::sgd_momentum(refs.data(), 1024, 0.1f, 0.9f, stream_));
 }
 
 TEST_F(CudaOps, ConfusionUpdateExact) {
@@ -1007,8 +1038,10 @@ TEST(CudaOpsValidation, RejectsBadShapes) {
                std::invalid_argument);
   EXPECT_THROW(cuda::gather_rows(-1, 4, nullptr, nullptr, nullptr, nullptr), std::invalid_argument);
   EXPECT_THROW(cuda::relu_backward(-1, nullptr, nullptr, nullptr), std::invalid_argument);
-  std::vector<ParamRef> refs(17, ParamRef{nullptr, nullptr, nullptr, nullptr, 0, 0.f});
-  EXPECT_THROW(cuda::sgd_momentum(refs.data(), 17, 0.1f, 0.9f, nullptr), std::invalid_argument);
+  std::vector<ParamRef> refs(1025, ParamRef{nullptr, nullptr, nullptr, nullptr, 0, 0.f});
+  EXPECT_THROW(cuda::sgd_momentum(refs.data(), 1025, 0.1f, 0.9f, nullptr), std::invalid_argument);
+  refs[3].count = -1;
+  EXPECT_THROW(cuda::sgd_momentum(refs.data(), 4, 0.1f, 0.9f, nullptr), std::invalid_argument);
 }
 
 // Empty outputs are a no-op and touch no pointer.
