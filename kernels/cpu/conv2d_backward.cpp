@@ -91,11 +91,18 @@ void pw_data(const ConvShape& s, const float* dy, const float* w, float* dx) {
   if (wt_buf.size() < size_t(n) * k) wt_buf.resize(size_t(n) * k);
   float* const wt = wt_buf.data();  // the pointer, not the thread_local, enters the region
   transpose_parallel(n, k, w, wt);
-  int mc = 96;
-  const int nc = 256;
-  const int64_t n_blocks = (n + nc - 1) / nc;
-  while (mc > 24 && ((m + mc - 1) / mc) * n_blocks < 8) mc /= 2;
-  const int64_t m_blocks = (m + mc - 1) / mc;
+  // Too few items (few pixels) for both cores: narrower column blocks first, then shorter row
+  // blocks. Every item packs its K x nc slice of B, and K is out_c (up to 1280): splitting rows
+  // would pack all of B once per row block.
+  int mc = 96, nc = 256;
+  auto items = [&] { return ((m + mc - 1) / mc) * ((n + nc - 1) / nc); };
+  while (items() < 4 && (nc > 64 || mc > 24)) {
+    if (nc > 64)
+      nc /= 2;
+    else
+      mc /= 2;
+  }
+  const int64_t n_blocks = (n + nc - 1) / nc, m_blocks = (m + mc - 1) / mc;
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t item = 0; item < m_blocks * n_blocks; ++item) {
     const int64_t i0 = item / n_blocks * mc;
