@@ -8,7 +8,10 @@
 //     head), deduplicated with a count, and the head linear 1280 -> classes, at batch 32 and 256:
 //     hand kernel vs cuDNN (NHWC fp32, fastest algorithm from cudnnFindConvolutionForwardAlgorithm,
 //     workspace allocated before timing) or cuBLAS sgemm (pedantic math);
-// (c) memory-bound kernels at chip-filling sizes.
+// (c) the backward of every one of those convs (dx and dw, the dispatcher's path with its
+//     workspace) vs cuDNN's BackwardData / BackwardFilter (same settings), at batch 32 and 256,
+//     with the plain versions beside the fast ones at batch 32 (bench/worklog-cuda-backward.md);
+// (d) memory-bound kernels at chip-filling sizes, and the small backward ops at training sizes.
 // Timing: CUDA events around each launch, warm-up first, median of >= 20 repetitions, inputs
 // rotated among enough buffers to exceed twice the L2 so no repetition reads a warm cache.
 // Self-checks: every hand conv / linear is compared with the vendor result where both compute the
@@ -37,6 +40,7 @@
 #endif
 
 #include "kernels/cuda/check.h"
+#include "kernels/cuda/conv_backward_internal.cuh"
 #include "kernels/cuda/conv_internal.cuh"
 #include "kernels/cuda/pool_internal.cuh"
 #include "kernels/cuda/probe.cuh"
@@ -458,6 +462,338 @@ void bench_convs(int batch, size_t l2, bool with_v1, bool tile_sweep, void* cudn
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Conv backward (fine-tuning through the backbone): dx and dw of every Lite0 conv against cuDNN's
+// cudnnConvolutionBackwardData / BackwardFilter (NHWC fp32, FMA math, fastest algorithm from
+// cudnnFind*, workspace allocated before timing).
+
+#if GRAFT_HAVE_CUDNN
+// Descriptors as CudnnConv (symmetric padding of max(before, after)), plus the two backward
+// algorithms. Filters are KRSC on cuDNN's side, HWIO on graft's.
+struct CudnnConvBwd {
+  cudnnHandle_t h = nullptr;
+  cudnnTensorDescriptor_t xd = nullptr, yd = nullptr;
+  cudnnFilterDescriptor_t wd = nullptr;
+  cudnnConvolutionDescriptor_t cd = nullptr;
+  cudnnConvolutionBwdDataAlgo_t data_algo{};
+  cudnnConvolutionBwdFilterAlgo_t filter_algo{};
+  std::unique_ptr<DevBuf> ws;
+  int oh = 0, ow = 0;
+  std::string err;
+
+  void setup(cudnnHandle_t handle, const ConvShape& s) {
+    h = handle;
+    const int pb = std::max(0, (s.out_h - 1) * s.stride_h + s.k_h - s.in_h - s.pad_top);
+    const int pr = std::max(0, (s.out_w - 1) * s.stride_w + s.k_w - s.in_w - s.pad_left);
+    const int ph = std::max(s.pad_top, pb), pw = std::max(s.pad_left, pr);
+    CUDNN_OR(cudnnCreateTensorDescriptor(&xd), err);
+    CUDNN_OR(cudnnCreateTensorDescriptor(&yd), err);
+    CUDNN_OR(cudnnCreateFilterDescriptor(&wd), err);
+    CUDNN_OR(cudnnCreateConvolutionDescriptor(&cd), err);
+    CUDNN_OR(cudnnSetTensor4dDescriptor(xd, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, s.n, s.in_c,
+                                        s.in_h, s.in_w),
+             err);
+    CUDNN_OR(cudnnSetFilter4dDescriptor(wd, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NHWC, s.out_c,
+                                        s.in_c / s.groups, s.k_h, s.k_w),
+             err);
+    CUDNN_OR(cudnnSetConvolution2dDescriptor(cd, ph, pw, s.stride_h, s.stride_w, 1, 1,
+                                             CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
+             err);
+    CUDNN_OR(cudnnSetConvolutionGroupCount(cd, s.groups), err);
+    CUDNN_OR(cudnnSetConvolutionMathType(cd, CUDNN_FMA_MATH), err);
+    int on, oc;
+    CUDNN_OR(cudnnGetConvolution2dForwardOutputDim(cd, xd, wd, &on, &oc, &oh, &ow), err);
+    CUDNN_OR(cudnnSetTensor4dDescriptor(yd, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, on, oc, oh, ow),
+             err);
+    cudnnConvolutionBwdDataAlgoPerf_t dperf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+    cudnnConvolutionBwdFilterAlgoPerf_t fperf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+    int nd = 0, nf = 0;
+    CUDNN_OR(cudnnFindConvolutionBackwardDataAlgorithm(
+                 h, wd, yd, cd, xd, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &nd, dperf),
+             err);
+    CUDNN_OR(cudnnFindConvolutionBackwardFilterAlgorithm(
+                 h, xd, yd, cd, wd, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &nf, fperf),
+             err);
+    int dp = -1, fp = -1;
+    for (int i = 0; i < nd && dp < 0; ++i)
+      if (dperf[i].status == CUDNN_STATUS_SUCCESS && dperf[i].mathType != CUDNN_TENSOR_OP_MATH)
+        dp = i;
+    for (int i = 0; i < nf && fp < 0; ++i)
+      if (fperf[i].status == CUDNN_STATUS_SUCCESS && fperf[i].mathType != CUDNN_TENSOR_OP_MATH)
+        fp = i;
+    if (dp < 0 || fp < 0) {
+      err = "no fp32 FMA backward algorithm";
+      return;
+    }
+    data_algo = dperf[dp].algo;
+    filter_algo = fperf[fp].algo;
+    size_t a = 0, b = 0;
+    CUDNN_OR(cudnnGetConvolutionBackwardDataWorkspaceSize(h, wd, yd, cd, xd, data_algo, &a), err);
+    CUDNN_OR(cudnnGetConvolutionBackwardFilterWorkspaceSize(h, xd, yd, cd, wd, filter_algo, &b),
+             err);
+    ws = std::make_unique<DevBuf>(std::max(a, b));
+  }
+  bool same_function(const ConvShape& s) const {
+    const int pb = std::max(0, (s.out_h - 1) * s.stride_h + s.k_h - s.in_h - s.pad_top);
+    const int pr = std::max(0, (s.out_w - 1) * s.stride_w + s.k_w - s.in_w - s.pad_left);
+    return pb == s.pad_top && pr == s.pad_left && oh == s.out_h && ow == s.out_w;
+  }
+  void data(const float* dy, const float* w_krsc, float* dx) {
+    const float one = 1.f, zero = 0.f;
+    const cudnnStatus_t st = cudnnConvolutionBackwardData(
+        h, &one, wd, w_krsc, yd, dy, cd, data_algo, ws->p, ws->bytes, &zero, xd, dx);
+    if (st != CUDNN_STATUS_SUCCESS)
+      throw std::runtime_error(std::string("cudnnConvolutionBackwardData: ") +
+                               cudnnGetErrorString(st));
+  }
+  void filter(const float* x, const float* dy, float* dw_krsc) {
+    const float one = 1.f, zero = 0.f;
+    const cudnnStatus_t st = cudnnConvolutionBackwardFilter(h, &one, xd, x, yd, dy, cd, filter_algo,
+                                                            ws->p, ws->bytes, &zero, wd, dw_krsc);
+    if (st != CUDNN_STATUS_SUCCESS)
+      throw std::runtime_error(std::string("cudnnConvolutionBackwardFilter: ") +
+                               cudnnGetErrorString(st));
+  }
+  ~CudnnConvBwd() {
+    if (xd) cudnnDestroyTensorDescriptor(xd);
+    if (yd) cudnnDestroyTensorDescriptor(yd);
+    if (wd) cudnnDestroyFilterDescriptor(wd);
+    if (cd) cudnnDestroyConvolutionDescriptor(cd);
+  }
+};
+
+// HWIO [ky][kx][ci][oc] <-> KRSC [oc][ky][kx][ci], on the host.
+std::vector<float> hwio_krsc(const ConvShape& s, const std::vector<float>& v, bool to_krsc) {
+  const int cig = s.in_c / s.groups;
+  std::vector<float> o(v.size());
+  for (int ky = 0; ky < s.k_h; ++ky)
+    for (int kx = 0; kx < s.k_w; ++kx)
+      for (int ci = 0; ci < cig; ++ci)
+        for (int oc = 0; oc < s.out_c; ++oc) {
+          const size_t k = ((size_t(oc) * s.k_h + ky) * s.k_w + kx) * cig + ci;
+          const size_t hw = ((size_t(ky) * s.k_w + kx) * cig + ci) * s.out_c + oc;
+          if (to_krsc)
+            o[k] = v[hw];
+          else
+            o[hw] = v[k];
+        }
+  return o;
+}
+#endif
+
+// The plain versions beside the fast ones (batch 32 only: v1 of depthwise dw walks every pixel in
+// one thread per weight and takes milliseconds).
+void bench_conv_backward_versions(const ConvCfg& c, const Row& dx_row, const Row& dw_row,
+                                  const std::vector<std::unique_ptr<DevBuf>>& xb,
+                                  const std::vector<std::unique_ptr<DevBuf>>& yb, DevBuf& w,
+                                  DevBuf& dx, DevBuf& dw) {
+  const ConvShape& s = c.s;
+  const int rot = int(xb.size());
+  auto add_version = [&](const Row& base, const std::string& tag, const std::string& note,
+                         const std::function<void(int)>& f) {
+    Row r = base;
+    r.name = c.name + (base.name == dx_row.name ? " dx [" : " dw [") + tag + "]";
+    r.vendor_us = NAN;
+    r.check = NAN;
+    r.note = note;
+    r.hand_us = time_us(f, 5, 1);
+    add_row(r);
+  };
+  if (s.groups == s.in_c && s.groups == s.out_c && s.groups > 1) {
+    add_version(dx_row, "v1", "conv_bwd_data_depthwise_v1 (thread per element, every tap)",
+                [&](int i) {
+                  cuda::conv_bwd_data_depthwise_v1(s, yb[i % rot]->f(), w.f(), dx.f(), nullptr);
+                });
+    add_version(dw_row, "v1", "conv_bwd_filter_depthwise_v1 (thread per weight, all pixels)",
+                [&](int i) {
+                  cuda::conv_bwd_filter_depthwise_v1(s, xb[i % rot]->f(), yb[i % rot]->f(), dw.f(),
+                                                     nullptr);
+                });
+  } else if (s.k_h == 1 && s.stride_h == 1 && s.groups == 1 && (s.in_c <= 64 || s.out_c <= 64)) {
+    const size_t need = cuda::conv_bwd_filter_pointwise_v1_workspace(s);
+    DevBuf ws(need);
+    add_version(dw_row, "v1 gemm", "conv_bwd_filter_pointwise_v1 (gemm.cuh tiles, split-K)",
+                [&](int i) {
+                  cuda::conv_bwd_filter_pointwise_v1(s, xb[i % rot]->f(), yb[i % rot]->f(), dw.f(),
+                                                     ws.p, need, nullptr);
+                });
+  } else if (s.groups == 1 && !(s.k_h == 1 && s.stride_h == 1)) {
+    const size_t need = cuda::conv_bwd_filter_generic_workspace(s);
+    DevBuf ws(need);
+    add_version(dw_row, "generic", "conv_bwd_filter_generic (thread per weight and split)",
+                [&](int i) {
+                  cuda::conv_bwd_filter_generic(s, xb[i % rot]->f(), yb[i % rot]->f(), dw.f(), ws.p,
+                                                need, nullptr);
+                });
+  }
+}
+
+// x and dy rotations from one host vector of a cheap generator (xorshift32 to [-1, 1)): the
+// batch-256 tensors reach 308M floats, and a mersenne twister per buffer would cost seconds per
+// shape.
+void fill_pair(std::vector<std::unique_ptr<DevBuf>>& xb, std::vector<std::unique_ptr<DevBuf>>& yb,
+               uint32_t seed) {
+  const size_t n = std::max(xb[0]->bytes, yb[0]->bytes) / sizeof(float);
+  std::vector<float> h(n);
+  uint32_t st = seed * 2654435761u + 1u;
+  for (float& v : h) {
+    st ^= st << 13, st ^= st >> 17, st ^= st << 5;
+    v = float(st >> 8) * (2.f / 16777216.f) - 1.f;
+  }
+  for (auto* bufs : {&xb, &yb})
+    for (auto& b : *bufs) CUDA_CHECK(cudaMemcpy(b->p, h.data(), b->bytes, cudaMemcpyHostToDevice));
+}
+
+void bench_conv_backward(int batch, size_t l2, bool with_v1, void* cudnn_handle) {
+  (void)cudnn_handle;
+  uint32_t seed = 5000u + batch;
+  for (const auto& [c, count] : efficientnet_lite0_convs(batch)) {
+    const ConvShape& s = c.s;
+    const size_t xs = size_t(s.n) * s.in_h * s.in_w * s.in_c,
+                 ys = size_t(s.n) * s.out_h * s.out_w * s.out_c;
+    const size_t wsz = size_t(s.k_h) * s.k_w * (s.in_c / s.groups) * s.out_c;
+    const int rot = rotation((xs + ys) * sizeof(float), l2);
+    std::vector<std::unique_ptr<DevBuf>> xb, yb;
+    for (int i = 0; i < rot; ++i) {
+      xb.push_back(std::make_unique<DevBuf>(xs * sizeof(float)));
+      yb.push_back(std::make_unique<DevBuf>(ys * sizeof(float)));
+    }
+    fill_pair(xb, yb, seed++);
+    DevBuf w(wsz * sizeof(float)), dx(xs * sizeof(float)), dw(wsz * sizeof(float));
+    fill_random(w, seed++, -0.2f, 0.2f);
+    const size_t need = cuda::conv2d_backward_filter_workspace(s);
+    DevBuf ws(need);
+    const double flops = 2.0 * double(ys) * s.k_h * s.k_w * (s.in_c / s.groups);
+    Row dxr, dwr;
+    dxr.group = dwr.group = "bwd b" + std::to_string(batch);
+    dxr.name = c.name + " dx";
+    dwr.name = c.name + " dw";
+    dxr.shape = dwr.shape = conv_str(s);
+    dxr.count = dwr.count = count;
+    dxr.flops = dwr.flops = flops;
+    dxr.bytes = 4.0 * (ys + wsz + xs);
+    dwr.bytes = 4.0 * (xs + ys + wsz);
+    dxr.note = "path " + cuda::conv_bwd_data_path(s);
+    dwr.note = "path " + cuda::conv_bwd_filter_path(s) + ", workspace " +
+               std::to_string(need >> 10) + " KiB";
+    dxr.hand_us = time_us(
+        [&](int i) { cuda::conv2d_backward_data(s, yb[i % rot]->f(), w.f(), dx.f(), nullptr); });
+    dwr.hand_us = time_us([&](int i) {
+      cuda::conv2d_backward_filter(s, xb[i % rot]->f(), yb[i % rot]->f(), dw.f(), ws.p, need,
+                                   nullptr);
+    });
+#if GRAFT_HAVE_CUDNN
+    CudnnConvBwd v;
+    v.setup(static_cast<cudnnHandle_t>(cudnn_handle), s);
+    if (v.err.empty()) {
+      const std::vector<float> wk = hwio_krsc(s, download(w.f(), wsz), true);
+      DevBuf wkd(wsz * sizeof(float)), vdx(xs * sizeof(float)), vdw(wsz * sizeof(float));
+      CUDA_CHECK(cudaMemcpy(wkd.p, wk.data(), wsz * sizeof(float), cudaMemcpyHostToDevice));
+      dxr.vendor_us = time_us([&](int i) { v.data(yb[i % rot]->f(), wkd.f(), vdx.f()); });
+      dwr.vendor_us =
+          time_us([&](int i) { v.filter(xb[i % rot]->f(), yb[i % rot]->f(), vdw.f()); });
+      if (v.same_function(s)) {
+        cuda::conv2d_backward_data(s, yb[0]->f(), w.f(), dx.f(), nullptr);
+        v.data(yb[0]->f(), wkd.f(), vdx.f());
+        dxr.check = rel_error(download(dx.f(), xs), download(vdx.f(), xs));
+        cuda::conv2d_backward_filter(s, xb[0]->f(), yb[0]->f(), dw.f(), ws.p, need, nullptr);
+        v.filter(xb[0]->f(), yb[0]->f(), vdw.f());
+        dwr.check = rel_error(download(dw.f(), wsz), hwio_krsc(s, download(vdw.f(), wsz), false));
+      } else {
+        dxr.note += "; cuDNN pads symmetrically (TF SAME is not): timed, not compared";
+        dwr.note += "; cuDNN pads symmetrically: timed, not compared";
+      }
+      dxr.note += "; cuDNN bwd data algo " + std::to_string(int(v.data_algo));
+      dwr.note += "; cuDNN bwd filter algo " + std::to_string(int(v.filter_algo));
+    } else {
+      dxr.note += "; cuDNN: " + v.err;
+      dwr.note += "; cuDNN: " + v.err;
+    }
+#endif
+    if (dxr.check > 1e-4 || dwr.check > 1e-4) g_check_failed = true;
+    add_row(dxr);
+    add_row(dwr);
+    if (with_v1) bench_conv_backward_versions(c, dxr, dwr, xb, yb, w, dx, dw);
+  }
+}
+
+// The small backward ops at training sizes: bias_grad (v1 plain, v2 split) on Lite0's widest and
+// longest layers, act_backward, global_avg_pool_backward, max_pool2d_backward, add_inplace.
+void bench_backward_memory(bool quick) {
+  const int batch = quick ? 32 : 256;
+  struct BG {
+    int64_t rows;
+    int c;
+  };
+  for (const BG t : {BG{int64_t(batch) * 112 * 112, 32}, BG{int64_t(batch) * 56 * 56, 144},
+                     BG{int64_t(batch) * 14 * 14, 480}, BG{int64_t(batch) * 7 * 7, 1280}}) {
+    DevBuf dy(size_t(t.rows) * t.c * 4), db(size_t(t.c) * 4);
+    fill_random(dy, 31);
+    const size_t need = cuda::bias_grad_workspace(t.rows, t.c);
+    DevBuf ws(need);
+    Row r;
+    r.group = "bwd memory";
+    r.name = "bias_grad";
+    r.shape = std::to_string(t.rows) + "x" + std::to_string(t.c);
+    r.bytes = 4.0 * double(t.rows) * t.c;
+    r.note = "v2: split rows, fixed tree, partials + ordered sum";
+    r.hand_us =
+        time_us([&](int) { cuda::bias_grad(t.rows, t.c, dy.f(), db.f(), ws.p, need, nullptr); });
+    add_row(r);
+    Row v1 = r;
+    v1.name = "bias_grad [v1]";
+    v1.note = "thread per column, all rows in order";
+    v1.hand_us =
+        time_us([&](int) { cuda::bias_grad_v1(t.rows, t.c, dy.f(), db.f(), nullptr); }, 5, 1);
+    add_row(v1);
+  }
+  const int64_t count = (int64_t(64) << 20) / (quick ? 4 : 1);
+  DevBuf a(size_t(count) * 4), b(size_t(count) * 4);
+  fill_random(a, 32, -1.f, 7.f);
+  fill_random(b, 33);
+  Row r;
+  r.group = "bwd memory";
+  r.name = "act_backward relu6";
+  r.shape = std::to_string(count >> 20) + "M";
+  r.bytes = 4.0 * 3.0 * double(count);
+  r.hand_us = time_us([&](int) { cuda::act_backward(count, Act::relu6, a.f(), b.f(), nullptr); });
+  add_row(r);
+  r.name = "add_inplace";
+  r.hand_us = time_us([&](int) { cuda::add_inplace(count, a.f(), b.f(), nullptr); });
+  add_row(r);
+  {
+    const int n = batch, hw = 49, c = 1280;
+    DevBuf dy(size_t(n) * c * 4), dx(size_t(n) * hw * c * 4);
+    fill_random(dy, 34);
+    Row g;
+    g.group = "bwd memory";
+    g.name = "global_avg_pool_backward";
+    g.shape = std::to_string(n) + "x7x7x1280";
+    g.bytes = 4.0 * (double(n) * c + double(n) * hw * c);
+    g.hand_us =
+        time_us([&](int) { cuda::global_avg_pool_backward(n, hw, c, dy.f(), dx.f(), nullptr); });
+    add_row(g);
+  }
+  {
+    PoolShape s{batch, 112, 112, 64, 56, 56, 3, 3, 2, 2, 1, 1};  // ResNet's stem pool
+    const size_t xs = size_t(s.n) * s.in_h * s.in_w * s.c,
+                 ys = size_t(s.n) * s.out_h * s.out_w * s.c;
+    DevBuf x(xs * 4), y(ys * 4), dy(ys * 4), dx(xs * 4);
+    fill_random(x, 35);
+    fill_random(dy, 36);
+    cuda::max_pool2d(s, x.f(), y.f(), nullptr);
+    Row m;
+    m.group = "bwd memory";
+    m.name = "max_pool2d_backward 3x3 s2";
+    m.shape = std::to_string(s.n) + "x112x112x64";
+    m.bytes = 4.0 * (2.0 * xs + 2.0 * ys);
+    m.note = "gather: each input re-checks the <= 4 windows holding it";
+    m.hand_us =
+        time_us([&](int) { cuda::max_pool2d_backward(s, x.f(), y.f(), dy.f(), dx.f(), nullptr); });
+    add_row(m);
+  }
+}
+
 void bench_linear(int batch, int classes, size_t l2, cublasHandle_t cb) {
   const int in = 1280;
   const size_t xs = size_t(batch) * in, ws = size_t(classes) * in, ys = size_t(batch) * classes;
@@ -832,7 +1168,10 @@ int main(int argc, char** argv) {
       bench_convs(batch, l2, batch == 32, tile_sweep, dnn);
       for (int classes : {10, 1000}) bench_linear(batch, classes, l2, cb);
     }
+    for (int batch : quick ? std::vector<int>{32} : std::vector<int>{32, 256})
+      bench_conv_backward(batch, l2, batch == 32, dnn);
     bench_memory(quick, l2);
+    bench_backward_memory(quick);
 #if GRAFT_HAVE_CUDNN
     cudnnDestroy(h);
 #endif

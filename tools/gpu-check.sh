@@ -84,7 +84,9 @@ GRAFT_REQUIRE_GPU=1 OMP_NUM_THREADS=2 ctest --test-dir "$BUILD" -j8 --timeout 30
 tail -5 "$WORK/tests.log"
 
 step yardsticks
-timeout 150 "$BUILD/bench/bench_cuda_ops" --tile-sweep --json="$WORK/kernels.json" >"$WORK/bench.log" 2>&1
+# 300 s: the conv backward rows (dx and dw of every Lite0 conv at batch 32 and 256, each with a
+# cuDNN algorithm search) roughly double the forward rows' time.
+timeout 300 "$BUILD/bench/bench_cuda_ops" --tile-sweep --json="$WORK/kernels.json" >"$WORK/bench.log" 2>&1
 tail -60 "$WORK/bench.log"
 
 step train
@@ -108,7 +110,7 @@ if [ -f "$WORK/run-cuda/split.json" ]; then
 fi
 
 step sanitizer
-for t in test_cuda_ops test_cuda_engine; do
+for t in test_cuda_ops test_cuda_backward test_cuda_engine; do
   [ -x "$BUILD/tests/$t" ] || continue
   echo "### $t" >>"$WORK/sanitizer.log"
   GRAFT_REQUIRE_GPU=1 timeout "${SANITIZER_SECONDS:-120}" "$SANITIZER" --tool memcheck --leak-check no \
@@ -120,13 +122,17 @@ done
 # has its own time limit so a slow one cannot hide the other's result.
 racecheck() {
   echo "### racecheck $1" >>"$WORK/sanitizer.log"
-  GRAFT_REQUIRE_GPU=1 timeout "$2" "$SANITIZER" --tool racecheck "$BUILD/tests/test_cuda_ops" \
+  GRAFT_REQUIRE_GPU=1 timeout "$2" "$SANITIZER" --tool racecheck "$BUILD/tests/${3:-test_cuda_ops}" \
     --gtest_filter="$1" >>"$WORK/sanitizer.log" 2>&1
   echo "### racecheck exit $?" >>"$WORK/sanitizer.log"
 }
 racecheck 'CudaOps.GlobalAvgPool*:CudaOps.NormalizeU8*' "${RACECHECK_SECONDS:-30}"
 racecheck 'CudaOps.ConvSmallCin*:CudaOps.ConvPointwiseV2*:CudaOps.ConvDepthwise*:CudaOps.Linear*' \
   "${RACECHECK_SECONDS:-60}"
+# The backward kernels' block reductions (bias_grad's tree, the depthwise and narrow pointwise dw
+# group sums) and the implicit-GEMM dw tiles.
+racecheck 'CudaBackward.Depthwise*:CudaBackward.ImplicitGemm*:CudaBackward.BiasGrad*:CudaBackward.Misaligned*' \
+  "${RACECHECK_SECONDS:-60}" test_cuda_backward
 grep -E "ERROR SUMMARY|RACECHECK SUMMARY|### exit|### racecheck exit" "$WORK/sanitizer.log"
 
 
