@@ -318,8 +318,8 @@ void dw_data(const ConvShape& s, const float* dy, const float* w, float* dx) {
   conv2d(f, dy, flip_buf.data(), nullptr, nullptr, Act::none, dx);
 }
 
-// Sum of x * dy for one tap over output rows [r0, r1) and channels [c0, c0 + 16*NV) (or one
-// channel when NV == 0), in row then column order, into out[c0...].
+// Adds x * dy for one tap over output rows [r0, r1) and channels [c0, c0 + 16*NV) (or one
+// channel when NV == 0), in row then column order, to out[c0...].
 template <int NV>
 void dw_filter_tap(const ConvShape& s, const float* x, const float* dy, int ky, int kx, int64_t r0,
                    int64_t r1, int c0, float* out) {
@@ -327,8 +327,10 @@ void dw_filter_tap(const ConvShape& s, const float* x, const float* dy, int ky, 
   constexpr int L = NV == 0 ? 1 : NV;
   int ox_lo, ox_hi;
   tap_columns(kx, s.stride_w, s.pad_left, s.in_w, s.out_w, &ox_lo, &ox_hi);
-  V16 acc[L] = {};
-  float acc1 = 0.f;
+  V16 acc[L];
+  float acc1 = out[c0];
+  if constexpr (NV > 0)
+    for (int j = 0; j < NV; ++j) acc[j] = load16(out + c0 + kVec * j);
   for (int64_t r = r0; r < r1; ++r) {
     const int b = int(r / s.out_h), oy = int(r % s.out_h);
     const int iy = oy * s.stride_h - s.pad_top + ky;
@@ -354,7 +356,7 @@ void dw_filter_tap(const ConvShape& s, const float* x, const float* dy, int ky, 
 
 // All KW taps of kernel row ky at once, channels [c0, c0 + 16*NV), output rows [r0, r1): each dy
 // vector is loaded once for KW FMAs (dw_filter_tap loads x and dy for every FMA). Each tap's sum
-// runs in row then column order, into out[kx * C + c0...].
+// runs in row then column order, added to out[kx * C + c0...].
 template <int KW, int NV>
 void dw_filter_row(const ConvShape& s, const float* x, const float* dy, int ky, int64_t r0,
                    int64_t r1, int c0, float* out) {
@@ -364,7 +366,9 @@ void dw_filter_row(const ConvShape& s, const float* x, const float* dy, int ky, 
   tap_columns(0, s.stride_w, s.pad_left, s.in_w, s.out_w, &lo_first, &hi_first);
   tap_columns(KW - 1, s.stride_w, s.pad_left, s.in_w, s.out_w, &lo_last, &hi_last);
   const int in_lo = std::max(lo_first, lo_last), in_hi = std::min(hi_first, hi_last);
-  V16 acc[KW][NV] = {};
+  V16 acc[KW][NV];
+  for (int kx = 0; kx < KW; ++kx)
+    for (int j = 0; j < NV; ++j) acc[kx][j] = load16(out + int64_t(kx) * C + c0 + kVec * j);
   for (int64_t r = r0; r < r1; ++r) {
     const int b = int(r / s.out_h), oy = int(r % s.out_h);
     const int iy = oy * s.stride_h - s.pad_top + ky;
@@ -414,7 +418,7 @@ void dw_filter_block(const ConvShape& s, const float* x, const float* dy, int ky
 }
 
 // Depthwise dw[ky][kx][c]: items are (split of output rows, block of 64 channels); each sums its
-// rows into its own partial filter, and the partials are added in split order.
+// rows into its own partial filter (zeroed first), and the partials are added in split order.
 void dw_filter(const ConvShape& s, const float* x, const float* dy, float* dw) {
   const int C = s.in_c;
   const int64_t rows = int64_t(s.n) * s.out_h;
@@ -429,8 +433,14 @@ void dw_filter(const ConvShape& s, const float* x, const float* dy, float* dw) {
     const int sp = item / cblocks, cb = item % cblocks;
     const int64_t r0 = rows * sp / splits, r1 = rows * (sp + 1) / splits;
     float* out = sp == 0 ? dw : partials + (sp - 1) * count;
-    for (int ky = 0; ky < s.k_h; ++ky)
-      dw_filter_block(s, x, dy, ky, r0, r1, cb * 64, std::min(C, cb * 64 + 64), out);
+    const int c0 = cb * 64, c1 = std::min(C, c0 + 64);
+    for (int t = 0; t < s.k_h * s.k_w; ++t) std::fill(out + t * C + c0, out + t * C + c1, 0.f);
+    // Blocks of 4 output rows, every kernel row over one block before the next: the rows of x
+    // and dy a block reads stay in cache for the k_h passes. The sums run over rows in the same
+    // order as without blocks (the accumulators go through `out` between blocks).
+    for (int64_t rb = r0; rb < r1; rb += 4)
+      for (int ky = 0; ky < s.k_h; ++ky)
+        dw_filter_block(s, x, dy, ky, rb, std::min(r1, rb + 4), c0, c1, out);
   }
   reduce_splits(splits, count, partials, dw);
 }
