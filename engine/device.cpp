@@ -8,6 +8,8 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "engine/dispatch.h"
+
 #ifdef GRAFT_HAVE_CUDA
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/kernel_image.h"
@@ -211,23 +213,6 @@ void* arena_take(Arena& a, size_t bytes) {
   a.used += aligned;
   return p;
 }
-
-#ifdef GRAFT_HAVE_CUDA
-#define GRAFT_DISPATCH(dev, cpu_call, cuda_call) \
-  do {                                           \
-    if ((dev).is_cuda()) {                       \
-      cuda_call;                                 \
-    } else {                                     \
-      cpu_call;                                  \
-    }                                            \
-  } while (0)
-#else
-#define GRAFT_DISPATCH(dev, cpu_call, cuda_call) \
-  do {                                           \
-    (void)(dev);                                 \
-    cpu_call;                                    \
-  } while (0)
-#endif
 
 void copy_to_device(const Device& dev, void* dst, const void* src, size_t bytes) {
   if (bytes == 0) return;

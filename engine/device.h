@@ -137,4 +137,19 @@ void op_relu_backward(const Device& d, int64_t count, const float* y, float* dy)
 void op_gather_rows(const Device& d, int n, int cols, const float* src, const int32_t* rows,
                     float* dst);
 
+// Backward ops (engine/device_backward.cpp). The two reductions take a workspace on cuda (sized by
+// op_backward_workspace_bytes, ignored on the cpu); see kernels/ops.h.
+size_t op_backward_workspace_bytes(const Device& d, const ConvShape& s);
+void op_conv2d_backward_data(const Device& d, const ConvShape& s, const float* dy, const float* w,
+                             float* dx);
+void op_conv2d_backward_filter(const Device& d, const ConvShape& s, const float* x, const float* dy,
+                               float* dw, void* ws, size_t ws_bytes);
+void op_bias_grad(const Device& d, int64_t rows, int c, const float* dy, float* db, void* ws,
+                  size_t ws_bytes);
+void op_act_backward(const Device& d, int64_t count, Act act, const float* y, float* dy);
+void op_global_avg_pool_backward(const Device& d, int n, int hw, int c, const float* dy, float* dx);
+void op_max_pool2d_backward(const Device& d, const PoolShape& s, const float* x, const float* y,
+                            const float* dy, float* dx);
+void op_add_inplace(const Device& d, int64_t count, const float* x, float* y);
+
 }  // namespace graft

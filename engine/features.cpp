@@ -7,12 +7,14 @@
 
 namespace graft {
 
-void extractor_create(FeatureExtractor& fe, const Device& dev, const Model& model, int batch) {
+void extractor_create(FeatureExtractor& fe, const Device& dev, const Model& model, int batch,
+                      int keep_from) {
   fe.dev = dev;
   fe.model = &model;
   fe.batch = batch;
+  fe.keep_from = keep_from;
   const int size = model.preprocess.size;
-  const NetPlan& plan = fe.plans[batch] = plan_net(model.net, batch, size, size);
+  const NetPlan& plan = fe.plans[batch] = plan_net(model.net, batch, size, size, keep_from);
   const size_t pixels = size_t(batch) * size * size * 3;
   size_t bytes = model.net.params.size() * 4 + pixels + pixels * 4 + 64 * 4;
   for (size_t n : plan.buffer_numel) bytes += n * 4 + 64;
@@ -39,7 +41,8 @@ void run_backbone(FeatureExtractor& fe, int n, float* features_dev) {
   const Model& m = *fe.model;
   const int size = m.preprocess.size;
   auto it = fe.plans.find(n);
-  if (it == fe.plans.end()) it = fe.plans.emplace(n, plan_net(m.net, n, size, size)).first;
+  if (it == fe.plans.end())
+    it = fe.plans.emplace(n, plan_net(m.net, n, size, size, fe.keep_from)).first;
   const int64_t pixels = int64_t(n) * size * size;
   op_normalize_u8(fe.dev, pixels, 3, fe.images_dev, m.preprocess.mean, m.preprocess.std,
                   fe.input_dev);

@@ -21,7 +21,8 @@ struct FeatureExtractor {
   const Model* model = nullptr;
   int batch = 0;
   Arena arena;                    // params, activations, input on the device
-  const float* params = nullptr;  // folded backbone parameters on the device
+  float* params = nullptr;        // folded backbone parameters on the device (trained ones move)
+  int keep_from = -1;             // ops from here on are trained: their values are kept
   std::vector<float*> buffers;    // activation buffers for the largest batch
   uint8_t* images_dev = nullptr;  // [batch][size][size][3]
   float* input_dev = nullptr;     // normalised input
@@ -29,7 +30,10 @@ struct FeatureExtractor {
   std::map<int, NetPlan> plans;   // by batch size (the last batch may be partial)
 };
 
-void extractor_create(FeatureExtractor& fe, const Device& dev, const Model& model, int batch);
+// keep_from: the first trained op, whose values (and those of every op after it) the plan keeps
+// for backward (engine/backprop.h); -1 when the whole backbone is frozen.
+void extractor_create(FeatureExtractor& fe, const Device& dev, const Model& model, int batch,
+                      int keep_from = -1);
 
 // Runs the backbone on a batch slot of the streaming loader (n preprocessed uint8 images
 // [n][size][size][3]; pinned memory on cuda). The copy runs on the copy stream and overlaps the

@@ -56,7 +56,40 @@ static void axis_geometry(PadMode mode, int in, int k, int stride, int* out, int
   }
 }
 
-NetPlan plan_net(const Net& net, int n, int in_h, int in_w) {
+namespace {
+
+// "stem", "blocks.7" or "head": the block an op belongs to, by the name of its conv.
+std::string block_key(const Net& net, size_t i) {
+  for (size_t j = i + 1; j-- > 0;) {
+    if (net.ops[j].kind != OpKind::conv) continue;
+    const std::string& name = net.ops[j].conv.name;
+    const size_t dot = name.find('.');
+    if (name.compare(0, 7, "blocks.") != 0) return name.substr(0, dot);
+    return name.substr(0, name.find('.', 7));
+  }
+  return "stem";
+}
+
+}  // namespace
+
+int count_blocks(const Net& net) {
+  int blocks = 0;
+  for (size_t i = 0; i < net.ops.size(); ++i)
+    blocks += i == 0 || block_key(net, i) != block_key(net, i - 1);
+  return blocks;
+}
+
+int first_trainable_op(const Net& net, int blocks) {
+  if (blocks <= 0) return int(net.ops.size());
+  int seen = 0;
+  for (size_t i = net.ops.size(); i-- > 0;) {
+    if (i + 1 == net.ops.size() || block_key(net, i) != block_key(net, i + 1)) ++seen;
+    if (seen > blocks) return int(i) + 1;
+  }
+  return 0;
+}
+
+NetPlan plan_net(const Net& net, int n, int in_h, int in_w, int keep_from) {
   if (n <= 0 || in_h <= 0 || in_w <= 0)
     throw std::invalid_argument("plan_net: batch and image size must be positive");
   NetPlan plan;
@@ -117,10 +150,14 @@ NetPlan plan_net(const Net& net, int n, int in_h, int in_w) {
 
   // Buffer sharing by liveness: a value's buffer is free again after the last op that reads it.
   // An op's output never shares a buffer with its own inputs, so kernels need not handle aliasing.
+  // A value a trained op reads or writes is used again by backward: it is never freed.
   std::vector<int> last_use(net.num_values, -1);
+  const int forever = int(net.ops.size());
   for (size_t i = 0; i < net.ops.size(); ++i) {
-    last_use[net.ops[i].input] = int(i);
-    if (net.ops[i].residual >= 0) last_use[net.ops[i].residual] = int(i);
+    const bool kept = keep_from >= 0 && int(i) >= keep_from;
+    last_use[net.ops[i].input] = kept ? forever : int(i);
+    if (net.ops[i].residual >= 0) last_use[net.ops[i].residual] = kept ? forever : int(i);
+    if (kept) last_use[net.ops[i].output] = forever;
   }
   const int final_value = net.ops.empty() ? 0 : net.ops.back().output;
   plan.buffer_of.assign(net.num_values, -1);

@@ -75,7 +75,16 @@ struct NetPlan {
   std::vector<int> buffer_of;
   std::vector<size_t> buffer_numel;
 };
-NetPlan plan_net(const Net& net, int n, int in_h, int in_w);
+// keep_from: ops from this index on are trained; every value they read or write gets a buffer of
+// its own, kept until backward has used it (-1: inference, buffers shared by liveness).
+NetPlan plan_net(const Net& net, int n, int in_h, int in_w, int keep_from = -1);
+
+// Blocks, for fine-tuning: the stem, then each "blocks.K" in order, then the final 1x1 "head" conv
+// where the arch has one. An op without parameters (pooling) belongs to the block before it.
+// Returns the first op of the last `blocks` blocks: 0 for all of them (or more blocks than there
+// are), net.ops.size() for none.
+int first_trainable_op(const Net& net, int blocks);
+int count_blocks(const Net& net);
 
 // Multiply-adds of one image's forward pass at the planned size (for throughput reports).
 double net_flops_per_image(const Net& net, const NetPlan& plan);

@@ -1,18 +1,83 @@
 #include "engine/network.h"
 
+#include <numeric>
 #include <stdexcept>
 #include <string>
 
 namespace graft {
 
+namespace {
+
+// Rethrows an allocation failure with both settings that size the memory of a fine-tuning run.
+template <class F>
+void reserve_or_explain(F&& reserve) {
+  try {
+    reserve();
+  } catch (const std::runtime_error& e) {
+    throw std::runtime_error(std::string(e.what()) + ", or train fewer blocks with --fine-tune");
+  }
+}
+
+// Gradients, moments and backward buffers for ops [first, end) of the backbone, and their
+// ParamRefs appended to net.trainable.
+void create_backbone_training(Network& net, const Device& dev, int batch, int first,
+                              const OptimConfig& opt) {
+  const Net& bn = net.backbone.model->net;
+  net.bp = plan_backprop(dev, bn, net.backbone.plans.at(batch), first);
+  const BackpropPlan& bp = net.bp;
+  const size_t slice = bn.params.size() - bp.param_begin;
+  const size_t grads = std::accumulate(bp.grad_numel.begin(), bp.grad_numel.end(), size_t(0));
+  const size_t dim = size_t(bn.feature_dim);
+  const size_t bytes = (grads + bp.scratch_numel + 3 * slice + size_t(batch) * dim) * 4 +
+                       bp.workspace_bytes + (bp.grad_numel.size() + 6) * 64;
+  reserve_or_explain([&] { arena_reserve(net.train_arena, dev, bytes); });
+  for (size_t n : bp.grad_numel) net.value_grads.push_back(arena_alloc<float>(net.train_arena, n));
+  float* dparams = arena_alloc<float>(net.train_arena, slice);
+  float* m = arena_alloc<float>(net.train_arena, slice);
+  float* v = arena_alloc<float>(net.train_arena, slice);
+  fill_zero(dev, m, slice * 4);
+  fill_zero(dev, v, slice * 4);
+  net.dfeatures = arena_alloc<float>(net.train_arena, size_t(batch) * dim);
+  BackpropBuffers& bb = net.bb;
+  bb.params = net.backbone.params;
+  bb.x = net.backbone.input_dev;
+  bb.acts = net.backbone.buffers.data();
+  bb.grads = net.value_grads.data();
+  bb.scratch = arena_alloc<float>(net.train_arena, std::max<size_t>(bp.scratch_numel, 1));
+  bb.workspace = bp.workspace_bytes ? arena_take(net.train_arena, bp.workspace_bytes) : nullptr;
+  bb.dparams = dparams;
+  // Kernels decay like the head's (Keras L2 with SGD, decoupled with AdamW); biases do not.
+  const float kernel_decay = opt.optimizer == "sgd" ? 2.f * opt.l2 : opt.weight_decay;
+  for (size_t i = first; i < bn.ops.size(); ++i) {
+    if (bn.ops[i].kind != OpKind::conv) continue;
+    const size_t w = bn.w_off[i] - bp.param_begin, b = bn.b_off[i] - bp.param_begin;
+    const int64_t w_count = int64_t(bn.b_off[i] - bn.w_off[i]), b_count = bn.ops[i].conv.out_c;
+    float* p = net.backbone.params + bp.param_begin;
+    net.trainable.push_back({p + w, dparams + w, m + w, v + w, w_count, kernel_decay});
+    net.trainable.push_back({p + b, dparams + b, m + b, v + b, b_count, 0.f});
+  }
+}
+
+}  // namespace
+
+bool backbone_trained(const Network& net) {
+  return net.backbone.model && net.bp.first_op < int(net.backbone.model->net.ops.size());
+}
+
 void network_create(Network& net, const Device& dev, const Model& model, const HeadShape& head,
-                    int batch, uint64_t seed, const OptimConfig* opt) {
-  extractor_create(net.backbone, dev, model, batch);
+                    int batch, uint64_t seed, const OptimConfig* opt, int fine_tune) {
+  const int first = first_trainable_op(model.net, opt ? fine_tune : 0);
+  const bool trains_backbone = first < int(model.net.ops.size());
+  reserve_or_explain(
+      [&] { extractor_create(net.backbone, dev, model, batch, trains_backbone ? first : -1); });
   const size_t feature_floats = size_t(batch) * model.net.feature_dim;
   arena_reserve(net.arena, dev, feature_floats * 4 + 64 + head_arena_bytes(head, batch));
   net.features = arena_alloc<float>(net.arena, feature_floats);
   head_create(net.head, net.arena, head, batch, seed);
   net.trainable = opt ? head_params(net.head, *opt) : std::vector<ParamRef>{};
+  net.bp = BackpropPlan{};
+  net.bp.first_op = int(model.net.ops.size());
+  if (trains_backbone) create_backbone_training(net, dev, batch, first, *opt);
 }
 
 void network_forward(const Device& dev, Network& net, const NetworkInput& in, const HeadPass& pass,
@@ -21,6 +86,7 @@ void network_forward(const Device& dev, Network& net, const NetworkInput& in, co
     throw std::invalid_argument("network_forward: " + std::to_string(in.n) +
                                 " rows for a network sized for " + std::to_string(net.head.batch));
   const float* features = in.features;
+  net.ran_backbone = in.images != nullptr;
   if (in.images) {
     extract_from_slot(net.backbone, in.images, in.n, net.features, *in.copied, clock);
     features = net.features;
@@ -34,10 +100,17 @@ void network_backward(const Device& dev, Network& net, int n, const HeadPass& pa
                       StageClock* clock) {
   if (net.trainable.empty())
     throw std::logic_error("network_backward: the network was made for inference only");
+  const bool backbone = backbone_trained(net);
+  if (backbone && !net.ran_backbone)
+    throw std::logic_error("network_backward: the backbone trains, but the forward skipped it");
   if (clock) stage_mark(*clock, Stage::head, true, Lane::compute);
-  // The backbone is frozen: nothing needs the gradient of the features.
-  head_backward(dev, net.head, pass, n, nullptr);
+  head_backward(dev, net.head, pass, n, backbone ? net.dfeatures : nullptr);
   if (clock) stage_mark(*clock, Stage::head, false, Lane::compute);
+  if (!backbone) return;
+  if (clock) stage_mark(*clock, Stage::backbone, true, Lane::compute);
+  backbone_backward(dev, net.backbone.model->net, net.backbone.plans.at(n), net.bp, net.bb,
+                    net.dfeatures);
+  if (clock) stage_mark(*clock, Stage::backbone, false, Lane::compute);
 }
 
 void network_update(const Device& dev, Network& net, const OptimConfig& opt, float lr,

@@ -8,12 +8,14 @@
 //   network_backward(dev, net, pass)      the loss gradient back through every trainable layer
 //   network_update(dev, net, opt, lr)     every trainable tensor, in one optimiser launch
 //
-// There is no zero-grad call: every backward op overwrites its gradient (kernels/ops.h). The
-// backbone is frozen (inference mode, batch norm folded into the convs), so its forward keeps no
-// activations and backward stops at the head.
+// There is no zero-grad call: every backward op overwrites its gradient (kernels/ops.h).
+// Fine-tuning trains the last blocks of the backbone too (engine/backprop.h): the forward keeps the
+// activations of every trained op and backward continues from the head into them. The frozen
+// blocks before them keep nothing, and batch norm stays frozen everywhere (folded into the convs).
 #include <cstdint>
 #include <vector>
 
+#include "engine/backprop.h"
 #include "engine/device.h"
 #include "engine/features.h"
 #include "engine/head.h"
@@ -23,12 +25,22 @@
 namespace graft {
 
 struct Network {
-  FeatureExtractor backbone;        // frozen: runs the Model's op list, keeps nothing
+  FeatureExtractor backbone;        // runs the Model's op list
   Arena arena;                      // the head (weights, gradients, optimiser state), features
   Head head;                        // trainable
   float* features = nullptr;        // [batch][feature_dim]: the backbone's output, the head's input
   std::vector<ParamRef> trainable;  // every trainable tensor (empty when made for inference)
+
+  // The trained part of the backbone: ops [bp.first_op, end), none when first_op is the op count.
+  // Its gradients, moments and backward buffers live in train_arena.
+  BackpropPlan bp;
+  Arena train_arena;
+  std::vector<float*> value_grads;  // per bp.grad_numel entry
+  BackpropBuffers bb;               // what backbone_backward reads and writes
+  float* dfeatures = nullptr;       // [batch][feature_dim]: d loss / d features
+  bool ran_backbone = false;        // the last forward started from images
 };
+bool backbone_trained(const Network& net);
 
 // One batch's input: n decoded images [n][size][size][3] in a loader slot (pinned on cuda; their
 // copy overlaps the previous batch's compute and `copied` is recorded once it has landed), or n
@@ -42,11 +54,13 @@ struct NetworkInput {
 };
 
 // Sizes the network for batches of up to `batch` images and uploads the model's parameters.
-// head: the shape of the head; its weights are Glorot-initialised from `seed` (training) or, with
-// the model's own classifier, replaced by network_load_head. opt: the optimiser whose tensors
-// network_update will step, or null for a network that only runs forward.
+// head: the shape of the head; its weights are Glorot-initialised from `seed` (for inference the
+// caller then uploads the model's own with head_upload). opt: the optimiser whose tensors
+// network_update will step, or null for a network that only runs forward. fine_tune: how many of
+// the backbone's last blocks train with the head (first_trainable_op of engine/net.h; 0: none).
+// Out of memory names --batch-size and --fine-tune.
 void network_create(Network& net, const Device& dev, const Model& model, const HeadShape& head,
-                    int batch, uint64_t seed, const OptimConfig* opt);
+                    int batch, uint64_t seed, const OptimConfig* opt, int fine_tune = 0);
 
 // Forward through every layer (the backbone only for images). Leaves the logits in
 // net.head.s.logits [n][classes]; with labels, the per-row loss in loss [n] (and, training, the
@@ -54,7 +68,8 @@ void network_create(Network& net, const Device& dev, const Model& model, const H
 // gets the copy, backbone and head stages.
 void network_forward(const Device& dev, Network& net, const NetworkInput& in, const HeadPass& pass,
                      float* loss, int64_t* confusion, StageClock* clock = nullptr);
-// Gradients of every trainable tensor, from the last training forward (same n, same pass).
+// Gradients of every trainable tensor, from the last training forward (same n, same pass; with a
+// trained backbone that forward must have run it, from images rather than cached features).
 void network_backward(const Device& dev, Network& net, int n, const HeadPass& pass,
                       StageClock* clock = nullptr);
 // One optimiser step of every trainable tensor.
