@@ -65,10 +65,11 @@ void conv_backward(Walk& w, size_t i) {
   float* dz = w.grad(op.output);
   if (op.conv.act != Act::none)
     op_act_backward(w.dev, rows * s.out_c, op.conv.act, w.value(op.output), dz);
-  op_bias_grad(w.dev, rows, s.out_c, dz, w.b.dparams + (w.net.b_off[i] - w.bp.param_begin), w.b.workspace,
-               w.bp.workspace_bytes);
-  op_conv2d_backward_filter(w.dev, s, w.value(op.input), dz, w.b.dparams + (w.net.w_off[i] - w.bp.param_begin),
-                            w.b.workspace, w.bp.workspace_bytes);
+  op_bias_grad(w.dev, rows, s.out_c, dz, w.b.dparams + (w.net.b_off[i] - w.bp.param_begin),
+               w.b.workspace, w.bp.workspace_bytes);
+  op_conv2d_backward_filter(w.dev, s, w.value(op.input), dz,
+                            w.b.dparams + (w.net.w_off[i] - w.bp.param_begin), w.b.workspace,
+                            w.bp.workspace_bytes);
   if (op.residual >= 0 && w.needs_grad(op.residual)) {  // y = act(conv + bias + residual)
     copy_on_device(w.dev, w.target(op.residual), dz, size_t(rows) * s.out_c * 4);
     w.contributed(op.residual);
