@@ -21,9 +21,9 @@ enum class Act : int { none = 0, relu = 1, relu6 = 2 };
 
 // 2-D convolution.
 //   x: [n][in_h][in_w][in_c]   w: [k_h][k_w][in_c/groups][out_c]   y: [n][out_h][out_w][out_c]
-// Output (oy, ox), tap (ky, kx) reads input (oy*stride_h - pad_top + ky, ox*stride_w - pad_left + kx);
-// taps outside the input read zero. Bottom/right padding is implied by out_h/out_w: that is how
-// TensorFlow's asymmetric "SAME" padding (more padding after than before) is expressed.
+// Output (oy, ox), tap (ky, kx) reads input (oy*stride_h - pad_top + ky, ox*stride_w - pad_left +
+// kx); taps outside the input read zero. Bottom/right padding is implied by out_h/out_w: that is
+// how TensorFlow's asymmetric "SAME" padding (more padding after than before) is expressed.
 struct ConvShape {
   int n, in_h, in_w, in_c;
   int out_h, out_w, out_c;
@@ -42,8 +42,10 @@ struct PoolShape {
   int pad_top, pad_left;
 };
 
-// One head parameter tensor for the optimiser updates. m and v are optimiser state of the same
-// size (v unused by SGD, may be null there).
+// One parameter tensor for the optimiser updates. m and v are optimiser state of the same size (v
+// unused by SGD, may be null there). The tensor's learning rate is the call's lr times lr_scale
+// (computed as one float product, the same on both devices): the backbone's tensors train at a
+// fraction of the head's rate.
 struct ParamRef {
   float* param;
   const float* grad;
@@ -51,6 +53,7 @@ struct ParamRef {
   float* v;
   int64_t count;
   float weight_decay;
+  float lr_scale = 1.f;
 };
 
 struct AdamWConfig {
@@ -60,13 +63,14 @@ struct AdamWConfig {
 
 namespace cpu {
 
-// y = act(conv(x, w) + bias + residual); bias [out_c] may be null; residual (shape of y) may be null.
+// y = act(conv(x, w) + bias + residual); bias [out_c] may be null; residual (shape of y) may be
+// null.
 void conv2d(const ConvShape& s, const float* x, const float* w, const float* bias,
             const float* residual, Act act, float* y);
 
 // The same epilogue on its own: y[r][c] = act(x[r][c] + bias[c] + residual[r][c]). y may alias x.
-void bias_act(int64_t rows, int c, const float* x, const float* bias, const float* residual, Act act,
-              float* y);
+void bias_act(int64_t rows, int c, const float* x, const float* bias, const float* residual,
+              Act act, float* y);
 
 // Max over the window; padded taps are ignored (as if -inf).
 void max_pool2d(const PoolShape& s, const float* x, float* y);
@@ -89,18 +93,21 @@ void softmax(int n, int c, const float* x, float* y);
 // Fused softmax cross-entropy with label smoothing, forward and backward in one pass.
 // Target q = (1 - smoothing) * onehot(label) + smoothing / c.
 //   loss[i]       = -sum_j q_j log softmax(logits[i])_j               (per row, [n])
-//   dlogits[i][j] = grad_scale * (softmax(logits[i])_j - q_j)         (grad_scale is 1/n for a mean)
+//   dlogits[i][j] = grad_scale * (softmax(logits[i])_j - q_j)         (grad_scale is 1/n for a
+//   mean)
 // dlogits may be null (evaluation). labels must be in [0, c).
 void softmax_xent(int n, int c, const float* logits, const int32_t* labels, float smoothing,
                   float grad_scale, float* loss, float* dlogits);
 
 // Inverted dropout with a counter-based RNG: element i is kept when the Philox4x32-10 uniform for
-// (seed, counter_base + i) is >= p, and scaled by 1/(1-p). The mask depends only on (seed, counter),
-// so the backward pass calls this same function on dy with the same seed and counter_base.
-// y may alias x. p in [0, 1).
-void dropout(int64_t count, float p, uint64_t seed, uint64_t counter_base, const float* x, float* y);
+// (seed, counter_base + i) is >= p, and scaled by 1/(1-p). The mask depends only on (seed,
+// counter), so the backward pass calls this same function on dy with the same seed and
+// counter_base. y may alias x. p in [0, 1).
+void dropout(int64_t count, float p, uint64_t seed, uint64_t counter_base, const float* x,
+             float* y);
 
-// uint8 image pixels -> float: y = (x / 255 - mean[ch]) / std[ch]; x [pixels][c], mean/std host [c].
+// uint8 image pixels -> float: y = (x / 255 - mean[ch]) / std[ch]; x [pixels][c], mean/std host
+// [c].
 void normalize_u8(int64_t pixels, int c, const uint8_t* x, const float* mean, const float* std,
                   float* y);
 
@@ -153,8 +160,8 @@ namespace cuda {
 
 void conv2d(const ConvShape& s, const float* x, const float* w, const float* bias,
             const float* residual, Act act, float* y, cudaStream_t stream);
-void bias_act(int64_t rows, int c, const float* x, const float* bias, const float* residual, Act act,
-              float* y, cudaStream_t stream);
+void bias_act(int64_t rows, int c, const float* x, const float* bias, const float* residual,
+              Act act, float* y, cudaStream_t stream);
 void max_pool2d(const PoolShape& s, const float* x, float* y, cudaStream_t stream);
 void avg_pool2d(const PoolShape& s, bool count_pad, const float* x, float* y, cudaStream_t stream);
 void global_avg_pool(int n, int hw, int c, const float* x, float* y, cudaStream_t stream);

@@ -537,10 +537,12 @@ OptimState make_state(size_t count, uint32_t seed) {
   return s;
 }
 
+// The second tensor trains at a tenth of the rate (lr_scale), as the backbone does when
+// fine-tuning.
 TEST(Optim, SgdMomentumMatchesPyTorchFormula) {
   const float lr = 0.05f, momentum = 0.9f;
   const size_t sizes[2] = {37, 70001};
-  const float wds[2] = {0.f, 1e-2f};
+  const float wds[2] = {0.f, 1e-2f}, scales[2] = {1.f, 0.1f};
   OptimState st[2] = {make_state(sizes[0], 101), make_state(sizes[1], 111)};
   std::vector<std::vector<double>> p(2), m(2);
   for (int t = 0; t < 2; ++t) {
@@ -550,12 +552,12 @@ TEST(Optim, SgdMomentumMatchesPyTorchFormula) {
   for (int step = 0; step < 3; ++step) {
     ParamRef refs[2];
     for (int t = 0; t < 2; ++t) {
-      refs[t] = ParamRef{st[t].p.data(), st[t].g.data(),    st[t].m.data(),
-                         nullptr,        int64_t(sizes[t]), wds[t]};
+      refs[t] = ParamRef{st[t].p.data(),    st[t].g.data(), st[t].m.data(), nullptr,
+                         int64_t(sizes[t]), wds[t],         scales[t]};
       for (size_t i = 0; i < sizes[t]; ++i) {
         const double g = st[t].g[i] + double(wds[t]) * p[t][i];
         m[t][i] = momentum * m[t][i] + g;
-        p[t][i] -= lr * m[t][i];
+        p[t][i] -= double(lr * scales[t]) * m[t][i];
       }
     }
     cpu::sgd_momentum(refs, 2, lr, momentum);
@@ -569,7 +571,7 @@ TEST(Optim, SgdMomentumMatchesPyTorchFormula) {
 TEST(Optim, AdamWMatchesPyTorchFormula) {
   const float lr = 1e-2f, b1 = 0.9f, b2 = 0.999f, eps = 1e-8f;
   const size_t sizes[2] = {70001, 13};
-  const float wds[2] = {1e-2f, 0.f};
+  const float wds[2] = {1e-2f, 0.f}, scales[2] = {0.1f, 1.f};
   OptimState st[2] = {make_state(sizes[0], 121), make_state(sizes[1], 131)};
   std::vector<std::vector<double>> p(2), m(2), v(2);
   for (int t = 0; t < 2; ++t) {
@@ -580,16 +582,17 @@ TEST(Optim, AdamWMatchesPyTorchFormula) {
   for (int64_t step = 1; step <= 3; ++step) {
     ParamRef refs[2];
     for (int t = 0; t < 2; ++t) {
-      refs[t] = ParamRef{st[t].p.data(), st[t].g.data(),    st[t].m.data(),
-                         st[t].v.data(), int64_t(sizes[t]), wds[t]};
+      refs[t] = ParamRef{st[t].p.data(),    st[t].g.data(), st[t].m.data(), st[t].v.data(),
+                         int64_t(sizes[t]), wds[t],         scales[t]};
+      const double lr_t = double(lr * scales[t]);
       for (size_t i = 0; i < sizes[t]; ++i) {
         const double g = st[t].g[i];
-        p[t][i] *= 1 - double(lr) * wds[t];
+        p[t][i] *= 1 - lr_t * wds[t];
         m[t][i] = b1 * m[t][i] + (1 - double(b1)) * g;
         v[t][i] = b2 * v[t][i] + (1 - double(b2)) * g * g;
         const double mhat = m[t][i] / (1 - std::pow(double(b1), double(step)));
         const double vhat = v[t][i] / (1 - std::pow(double(b2), double(step)));
-        p[t][i] -= lr * mhat / (std::sqrt(vhat) + eps);
+        p[t][i] -= lr_t * mhat / (std::sqrt(vhat) + eps);
       }
     }
     cpu::adamw(refs, 2, AdamWConfig{lr, b1, b2, eps, step});

@@ -10,12 +10,12 @@ void sgd_momentum(const ParamRef* params, int num_params, float lr, float moment
     float* p = r.param;
     float* m = r.m;
     const float* g = r.grad;
-    const float wd = r.weight_decay;
+    const float wd = r.weight_decay, lr_t = lr * r.lr_scale;
 #pragma omp parallel for simd schedule(static) if (r.count > 65536)
     for (int64_t i = 0; i < r.count; ++i) {
       const float gi = g[i] + wd * p[i];
       m[i] = momentum * m[i] + gi;
-      p[i] -= lr * m[i];
+      p[i] -= lr_t * m[i];
     }
   }
 }
@@ -24,7 +24,6 @@ void adamw(const ParamRef* params, int num_params, const AdamWConfig& cfg) {
   // PyTorch's arrangement: step = lr / bc1, denom = sqrt(v) / sqrt(bc2) + eps.
   const double bc1 = 1.0 - std::pow(double(cfg.beta1), double(cfg.step));
   const double bc2 = 1.0 - std::pow(double(cfg.beta2), double(cfg.step));
-  const float step_size = float(cfg.lr / bc1);
   const float inv_sqrt_bc2 = float(1.0 / std::sqrt(bc2));
   const float b1 = cfg.beta1, b2 = cfg.beta2, eps = cfg.eps;
   for (int t = 0; t < num_params; ++t) {
@@ -33,7 +32,8 @@ void adamw(const ParamRef* params, int num_params, const AdamWConfig& cfg) {
     float* m = r.m;
     float* v = r.v;
     const float* g = r.grad;
-    const float decay = 1.0f - cfg.lr * r.weight_decay;
+    const float lr_t = cfg.lr * r.lr_scale;
+    const float step_size = float(lr_t / bc1), decay = 1.0f - lr_t * r.weight_decay;
 #pragma omp parallel for simd schedule(static) if (r.count > 65536)
     for (int64_t i = 0; i < r.count; ++i) {
       const float gi = g[i];

@@ -19,9 +19,9 @@
 namespace graft::cuda {
 namespace {
 
-constexpr int kMaxParams = 1024;
+constexpr int kMaxParams = 1000;
 
-// One tensor of the table: 56 bytes, 56 KB for 1024 (the __constant__ limit is 64 KB a module).
+// One tensor of the table: 64 bytes, 62.5 KB for 1000 (the __constant__ limit is 64 KB a module).
 struct ParamEntry {
   float* param;
   const float* grad;
@@ -29,30 +29,32 @@ struct ParamEntry {
   float* v;
   int64_t group_start;  // exclusive prefix sum of ceil(count / 4)
   int64_t count;
-  float coef;  // SGD: weight_decay; AdamW: 1 - lr * weight_decay
+  float coef;  // SGD: weight_decay; AdamW: 1 - lr_t * weight_decay
+  float rate;  // SGD: lr_t; AdamW: lr_t / bc1 (lr_t = lr * lr_scale, the tensor's own rate)
   int vec;     // all pointers 16-byte aligned
 };
 
 __constant__ ParamEntry c_params[kMaxParams];
 
 struct SgdCoef {
-  float lr, momentum;
+  float momentum;
 };
 struct AdamCoef {
-  float b1, b2, eps, step_size, inv_sqrt_bc2;
+  float b1, b2, eps, inv_sqrt_bc2;
 };
 
-__device__ __forceinline__ void sgd_one(float& p, float g, float& m, float wd, const SgdCoef& c) {
+__device__ __forceinline__ void sgd_one(float& p, float g, float& m, float wd, float lr,
+                                        const SgdCoef& c) {
   const float gi = g + wd * p;
   m = c.momentum * m + gi;
-  p -= c.lr * m;
+  p -= lr * m;
 }
 
 __device__ __forceinline__ void adam_one(float& p, float g, float& m, float& v, float decay,
-                                         const AdamCoef& c) {
+                                         float step_size, const AdamCoef& c) {
   m = c.b1 * m + (1.0f - c.b1) * g;
   v = c.b2 * v + (1.0f - c.b2) * g * g;
-  p = p * decay - c.step_size * m / (sqrtf(v) * c.inv_sqrt_bc2 + c.eps);
+  p = p * decay - step_size * m / (sqrtf(v) * c.inv_sqrt_bc2 + c.eps);
 }
 
 // The tensor owning group q: the last entry whose group_start <= q (empty tensors share their
@@ -81,16 +83,16 @@ __global__ void optim_kernel(int num, int64_t groups, const SgdCoef sc, const Ad
       float4 m = ld4(r.m + e0);
       if constexpr (ADAM) {
         float4 v = ld4(r.v + e0);
-        adam_one(p.x, g.x, m.x, v.x, r.coef, ac);
-        adam_one(p.y, g.y, m.y, v.y, r.coef, ac);
-        adam_one(p.z, g.z, m.z, v.z, r.coef, ac);
-        adam_one(p.w, g.w, m.w, v.w, r.coef, ac);
+        adam_one(p.x, g.x, m.x, v.x, r.coef, r.rate, ac);
+        adam_one(p.y, g.y, m.y, v.y, r.coef, r.rate, ac);
+        adam_one(p.z, g.z, m.z, v.z, r.coef, r.rate, ac);
+        adam_one(p.w, g.w, m.w, v.w, r.coef, r.rate, ac);
         st4(r.v + e0, v);
       } else {
-        sgd_one(p.x, g.x, m.x, r.coef, sc);
-        sgd_one(p.y, g.y, m.y, r.coef, sc);
-        sgd_one(p.z, g.z, m.z, r.coef, sc);
-        sgd_one(p.w, g.w, m.w, r.coef, sc);
+        sgd_one(p.x, g.x, m.x, r.coef, r.rate, sc);
+        sgd_one(p.y, g.y, m.y, r.coef, r.rate, sc);
+        sgd_one(p.z, g.z, m.z, r.coef, r.rate, sc);
+        sgd_one(p.w, g.w, m.w, r.coef, r.rate, sc);
       }
       st4(r.m + e0, m);
       st4(r.param + e0, p);
@@ -99,10 +101,10 @@ __global__ void optim_kernel(int num, int64_t groups, const SgdCoef sc, const Ad
         float p = r.param[e], m = r.m[e];
         if constexpr (ADAM) {
           float v = r.v[e];
-          adam_one(p, r.grad[e], m, v, r.coef, ac);
+          adam_one(p, r.grad[e], m, v, r.coef, r.rate, ac);
           r.v[e] = v;
         } else {
-          sgd_one(p, r.grad[e], m, r.coef, sc);
+          sgd_one(p, r.grad[e], m, r.coef, r.rate, sc);
         }
         r.m[e] = m;
         r.param[e] = p;
@@ -112,8 +114,9 @@ __global__ void optim_kernel(int num, int64_t groups, const SgdCoef sc, const Ad
 }
 
 // Validates the list and builds the table; returns the total number of 4-element groups.
+// bc1: AdamW's first bias correction (in double, as the CPU twin computes it); unused by SGD.
 int64_t pack_params(const char* op, const ParamRef* params, int num_params, bool adam, float lr,
-                    std::vector<ParamEntry>* table) {
+                    double bc1, std::vector<ParamEntry>* table) {
   if (num_params < 0 || (num_params > 0 && !params))
     invalid(op, "bad parameter list (num_params=" + std::to_string(num_params) + ")");
   if (num_params > kMaxParams)
@@ -134,7 +137,9 @@ int64_t pack_params(const char* op, const ParamRef* params, int num_params, bool
     e.v = r.v;
     e.group_start = start;
     e.count = r.count;
-    e.coef = adam ? 1.0f - lr * r.weight_decay : r.weight_decay;
+    const float lr_t = lr * r.lr_scale;
+    e.coef = adam ? 1.0f - lr_t * r.weight_decay : r.weight_decay;
+    e.rate = adam ? float(lr_t / bc1) : lr_t;
     e.vec = aligned16(r.param) && aligned16(r.grad) && aligned16(r.m) && (!adam || aligned16(r.v));
     start += ceil_div(r.count, 4);
   }
@@ -154,25 +159,24 @@ void upload_table(const std::vector<ParamEntry>& table, cudaStream_t stream) {
 void sgd_momentum(const ParamRef* params, int num_params, float lr, float momentum,
                   cudaStream_t stream) {
   std::vector<ParamEntry> table;
-  const int64_t groups = pack_params("sgd_momentum", params, num_params, false, lr, &table);
+  const int64_t groups = pack_params("sgd_momentum", params, num_params, false, lr, 1.0, &table);
   if (groups == 0) return;
   upload_table(table, stream);
   optim_kernel<false><<<grid_for(groups, 256), 256, 0, stream>>>(num_params, groups,
-                                                                 SgdCoef{lr, momentum}, AdamCoef{});
+                                                                 SgdCoef{momentum}, AdamCoef{});
   CUDA_CHECK_LAUNCH("sgd_momentum_kernel",
                     "tensors=" + std::to_string(num_params) + " groups=" + std::to_string(groups));
 }
 
 void adamw(const ParamRef* params, int num_params, const AdamWConfig& cfg, cudaStream_t stream) {
   if (cfg.step < 1) invalid("adamw", "step must be >= 1, got " + std::to_string(cfg.step));
-  std::vector<ParamEntry> table;
-  const int64_t groups = pack_params("adamw", params, num_params, true, cfg.lr, &table);
-  if (groups == 0) return;
   // Bias corrections in double on the host, exactly as the CPU twin.
   const double bc1 = 1.0 - std::pow(double(cfg.beta1), double(cfg.step));
   const double bc2 = 1.0 - std::pow(double(cfg.beta2), double(cfg.step));
-  const AdamCoef ac{cfg.beta1, cfg.beta2, cfg.eps, float(cfg.lr / bc1),
-                    float(1.0 / std::sqrt(bc2))};
+  std::vector<ParamEntry> table;
+  const int64_t groups = pack_params("adamw", params, num_params, true, cfg.lr, bc1, &table);
+  if (groups == 0) return;
+  const AdamCoef ac{cfg.beta1, cfg.beta2, cfg.eps, float(1.0 / std::sqrt(bc2))};
   upload_table(table, stream);
   optim_kernel<true><<<grid_for(groups, 256), 256, 0, stream>>>(num_params, groups, SgdCoef{}, ac);
   CUDA_CHECK_LAUNCH("adamw_kernel",
