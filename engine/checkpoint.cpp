@@ -35,6 +35,10 @@ void write_checkpoint(const std::string& path, const Checkpoint& c) {
   add("best.hidden.b", c.best_hidden.b);
   add("best.fc.w", c.best_out.w);
   add("best.fc.b", c.best_out.b);
+  add("backbone.params", c.backbone);
+  add("backbone.m", c.backbone_m);
+  add("backbone.v", c.backbone_v);
+  add("best.backbone.params", c.best_backbone);
   write_weights(path, t,
                 {{"format", "graft-checkpoint"},
                  {"epoch", std::to_string(c.epoch)},
@@ -77,6 +81,10 @@ Checkpoint read_checkpoint(const std::string& path, const HeadShape& shape) {
       throw std::runtime_error(path + ": checkpoint does not match the run's head");
   }
   c.best_out = Dense{in2, shape.classes, get("best.fc.w"), get("best.fc.b")};
+  c.backbone = get("backbone.params");
+  c.backbone_m = get("backbone.m");
+  c.backbone_v = get("backbone.v");
+  c.best_backbone = get("best.backbone.params");
   if (c.best_out.w.size() != size_t(shape.classes) * in2)
     throw std::runtime_error(path + ": checkpoint does not match the run's head");
   return c;

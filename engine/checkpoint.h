@@ -20,6 +20,9 @@ struct Checkpoint {
   bool overfit_warned = false;
   std::vector<std::pair<std::string, std::vector<float>>> state;  // head_state()
   Dense best_hidden, best_out;
+  // Fine-tuning: the trained slice of the backbone with its moments, and as kept (empty when the
+  // backbone is frozen).
+  std::vector<float> backbone, backbone_m, backbone_v, best_backbone;
 };
 
 void write_checkpoint(const std::string& path, const Checkpoint& c);

@@ -59,6 +59,23 @@ void check_config(const TrainConfig& cfg) {
   });
   if (cfg.cache == "on" && cfg.augment)
     throw std::invalid_argument("--cache-features on cannot be combined with --augment");
+  const bool fine_tune = cfg.fine_tune != "0";
+  if (fine_tune && cfg.fine_tune != "all" &&
+      cfg.fine_tune.find_first_not_of("0123456789") != std::string::npos)
+    throw std::invalid_argument("--fine-tune must be a number of blocks or all, not '" +
+                                cfg.fine_tune + "'");
+  if (!fine_tune && cfg.freeze_epochs > 0)
+    throw std::invalid_argument(
+        "--freeze-epochs needs --fine-tune (the backbone is frozen anyway)");
+  if (fine_tune && cfg.freeze_epochs >= cfg.epochs)
+    throw std::invalid_argument("--freeze-epochs " + std::to_string(cfg.freeze_epochs) +
+                                " leaves none of the " + std::to_string(cfg.epochs) +
+                                " --epochs to fine-tune in");
+  // The cached features are the frozen backbone's: they serve the head-only epochs, no others.
+  if (fine_tune && cfg.freeze_epochs == 0 && cfg.cache == "on")
+    throw std::invalid_argument(
+        "--cache-features on needs a frozen backbone: with --fine-tune, only the --freeze-epochs "
+        "epochs can use the cache");
 }
 
 void save_config(const TrainConfig& cfg, const std::string& path) {

@@ -34,6 +34,11 @@ struct TrainConfig {
   uint64_t seed = 42;
   std::string cache = "auto";  // auto | on | off
   bool augment = false;
+  // Fine-tuning (engine/fine_tune.h): the backbone's last blocks that train ("0", N or "all"),
+  // after how many head-only epochs, and at what learning rate (0: a tenth of learning_rate).
+  std::string fine_tune = "0";
+  int freeze_epochs = 0;
+  float backbone_lr = 0.f;
   // A new run refuses a non-empty out_dir (another run's model, metrics and report) unless this
   // is set; then graft's own files there are replaced. Not saved in config.json.
   bool overwrite = false;
@@ -113,6 +118,19 @@ void visit_settings(TrainConfig& c, Visit&& visit) {
         c.cache);
   visit(SettingInfo{"augment", "--augment", "random resized crop and horizontal flip (cache off)"},
         c.augment);
+  visit(
+      SettingInfo{"fine_tune", "--fine-tune",
+                  "train the backbone's last N blocks with the head (the final 1x1 conv counts as "
+                  "one), or all of it; batch norm stays frozen"},
+      c.fine_tune);
+  visit(SettingInfo{"freeze_epochs", "--freeze-epochs",
+                    "with --fine-tune: train the head alone for the first K epochs, then unfreeze",
+                    0, 100000},
+        c.freeze_epochs);
+  visit(
+      SettingInfo{"backbone_lr", "--backbone-lr",
+                  "learning rate of the fine-tuned blocks (0: a tenth of --learning-rate)", 0, 100},
+      c.backbone_lr);
   visit(unsaved(SettingInfo{"overwrite", "--overwrite",
                             "replace the run files in a non-empty --out folder (refused without "
                             "it)"}),

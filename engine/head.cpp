@@ -240,13 +240,12 @@ std::vector<ParamRef> head_params(const Head& head, const OptimConfig& opt) {
   return refs;
 }
 
-void optimizer_update(const Device& dev, const OptimConfig& opt,
-                      const std::vector<ParamRef>& params, float lr, int64_t step) {
+void optimizer_update(const Device& dev, const OptimConfig& opt, const ParamRef* params,
+                      size_t count, float lr, int64_t step) {
   if (opt.optimizer == "sgd")
-    op_sgd_momentum(dev, params.data(), int(params.size()), lr, opt.momentum);
+    op_sgd_momentum(dev, params, int(count), lr, opt.momentum);
   else
-    op_adamw(dev, params.data(), int(params.size()),
-             AdamWConfig{lr, opt.beta1, opt.beta2, opt.eps, step});
+    op_adamw(dev, params, int(count), AdamWConfig{lr, opt.beta1, opt.beta2, opt.eps, step});
 }
 
 }  // namespace graft

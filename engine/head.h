@@ -81,8 +81,8 @@ std::vector<ParamRef> head_params(const Head& head, const OptimConfig& opt);
 
 // One optimiser update of every tensor in params, in one launch; step counts updates (AdamW's
 // bias correction), 1-based.
-void optimizer_update(const Device& dev, const OptimConfig& opt,
-                      const std::vector<ParamRef>& params, float lr, int64_t step);
+void optimizer_update(const Device& dev, const OptimConfig& opt, const ParamRef* params,
+                      size_t count, float lr, int64_t step);
 
 // Every tensor of the head's training state (weights and optimiser moments) by name, on the
 // host: what a checkpoint must hold to continue a run exactly. Names: "w1", "b1" (hidden layer,

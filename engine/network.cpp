@@ -21,7 +21,7 @@ void reserve_or_explain(F&& reserve) {
 // Gradients, moments and backward buffers for ops [first, end) of the backbone, and their
 // ParamRefs appended to net.trainable.
 void create_backbone_training(Network& net, const Device& dev, int batch, int first,
-                              const OptimConfig& opt) {
+                              const OptimConfig& opt, float lr_scale) {
   const Net& bn = net.backbone.model->net;
   net.bp = plan_backprop(dev, bn, net.backbone.plans.at(batch), first);
   const BackpropPlan& bp = net.bp;
@@ -37,6 +37,8 @@ void create_backbone_training(Network& net, const Device& dev, int batch, int fi
   float* v = arena_alloc<float>(net.train_arena, slice);
   fill_zero(dev, m, slice * 4);
   fill_zero(dev, v, slice * 4);
+  net.moments_m = m;
+  net.moments_v = v;
   net.dfeatures = arena_alloc<float>(net.train_arena, size_t(batch) * dim);
   BackpropBuffers& bb = net.bb;
   bb.params = net.backbone.params;
@@ -53,8 +55,8 @@ void create_backbone_training(Network& net, const Device& dev, int batch, int fi
     const size_t w = bn.w_off[i] - bp.param_begin, b = bn.b_off[i] - bp.param_begin;
     const int64_t w_count = int64_t(bn.b_off[i] - bn.w_off[i]), b_count = bn.ops[i].conv.out_c;
     float* p = net.backbone.params + bp.param_begin;
-    net.trainable.push_back({p + w, dparams + w, m + w, v + w, w_count, kernel_decay});
-    net.trainable.push_back({p + b, dparams + b, m + b, v + b, b_count, 0.f});
+    net.trainable.push_back({p + w, dparams + w, m + w, v + w, w_count, kernel_decay, lr_scale});
+    net.trainable.push_back({p + b, dparams + b, m + b, v + b, b_count, 0.f, lr_scale});
   }
 }
 
@@ -65,8 +67,8 @@ bool backbone_trained(const Network& net) {
 }
 
 void network_create(Network& net, const Device& dev, const Model& model, const HeadShape& head,
-                    int batch, uint64_t seed, const OptimConfig* opt, int fine_tune) {
-  const int first = first_trainable_op(model.net, opt ? fine_tune : 0);
+                    int batch, uint64_t seed, const OptimConfig* opt, const FineTune& fine_tune) {
+  const int first = first_trainable_op(model.net, opt ? fine_tune.blocks : 0);
   const bool trains_backbone = first < int(model.net.ops.size());
   reserve_or_explain(
       [&] { extractor_create(net.backbone, dev, model, batch, trains_backbone ? first : -1); });
@@ -75,9 +77,14 @@ void network_create(Network& net, const Device& dev, const Model& model, const H
   net.features = arena_alloc<float>(net.arena, feature_floats);
   head_create(net.head, net.arena, head, batch, seed);
   net.trainable = opt ? head_params(net.head, *opt) : std::vector<ParamRef>{};
+  net.head_tensors = net.trainable.size();
   net.bp = BackpropPlan{};
   net.bp.first_op = int(model.net.ops.size());
-  if (trains_backbone) create_backbone_training(net, dev, batch, first, *opt);
+  if (trains_backbone) create_backbone_training(net, dev, batch, first, *opt, fine_tune.lr_scale);
+}
+
+void network_train_backbone(Network& net, bool on) {
+  net.train_backbone = on;
 }
 
 void network_forward(const Device& dev, Network& net, const NetworkInput& in, const HeadPass& pass,
@@ -100,7 +107,7 @@ void network_backward(const Device& dev, Network& net, int n, const HeadPass& pa
                       StageClock* clock) {
   if (net.trainable.empty())
     throw std::logic_error("network_backward: the network was made for inference only");
-  const bool backbone = backbone_trained(net);
+  const bool backbone = backbone_trained(net) && net.train_backbone;
   if (backbone && !net.ran_backbone)
     throw std::logic_error("network_backward: the backbone trains, but the forward skipped it");
   if (clock) stage_mark(*clock, Stage::head, true, Lane::compute);
@@ -117,7 +124,9 @@ void network_update(const Device& dev, Network& net, const OptimConfig& opt, flo
                     StageClock* clock) {
   if (clock) stage_mark(*clock, Stage::optimiser, true, Lane::compute);
   ++net.head.step;
-  optimizer_update(dev, opt, net.trainable, lr, net.head.step);
+  // A frozen stage steps the head alone: the backbone's moments stay as they were.
+  const size_t count = net.train_backbone ? net.trainable.size() : net.head_tensors;
+  optimizer_update(dev, opt, net.trainable.data(), count, lr, net.head.step);
   if (clock) stage_mark(*clock, Stage::optimiser, false, Lane::compute);
 }
 

@@ -24,6 +24,12 @@
 
 namespace graft {
 
+// Which blocks of the backbone train with the head, and at what fraction of its learning rate.
+struct FineTune {
+  int blocks = 0;  // the backbone's last blocks (first_trainable_op of engine/net.h); 0: none
+  float lr_scale = 0.1f;  // the backbone's learning rate over the head's
+};
+
 struct Network {
   FeatureExtractor backbone;        // runs the Model's op list
   Arena arena;                      // the head (weights, gradients, optimiser state), features
@@ -35,10 +41,15 @@ struct Network {
   // Its gradients, moments and backward buffers live in train_arena.
   BackpropPlan bp;
   Arena train_arena;
-  std::vector<float*> value_grads;  // per bp.grad_numel entry
-  BackpropBuffers bb;               // what backbone_backward reads and writes
-  float* dfeatures = nullptr;       // [batch][feature_dim]: d loss / d features
-  bool ran_backbone = false;        // the last forward started from images
+  std::vector<float*> value_grads;                   // per bp.grad_numel entry
+  BackpropBuffers bb;                                // what backbone_backward reads and writes
+  float* dfeatures = nullptr;                        // [batch][feature_dim]: d loss / d features
+  float *moments_m = nullptr, *moments_v = nullptr;  // the trained slice's optimiser state
+  bool ran_backbone = false;                         // the last forward started from images
+  // Off while the backbone waits for its turn (--freeze-epochs): backward stops at the head and
+  // the update steps the head's tensors only (the first head_tensors of trainable).
+  bool train_backbone = true;
+  size_t head_tensors = 0;
 };
 bool backbone_trained(const Network& net);
 
@@ -56,11 +67,13 @@ struct NetworkInput {
 // Sizes the network for batches of up to `batch` images and uploads the model's parameters.
 // head: the shape of the head; its weights are Glorot-initialised from `seed` (for inference the
 // caller then uploads the model's own with head_upload). opt: the optimiser whose tensors
-// network_update will step, or null for a network that only runs forward. fine_tune: how many of
-// the backbone's last blocks train with the head (first_trainable_op of engine/net.h; 0: none).
-// Out of memory names --batch-size and --fine-tune.
+// network_update will step, or null for a network that only runs forward. fine_tune: the
+// backbone's blocks that train with the head. Out of memory names --batch-size and --fine-tune.
 void network_create(Network& net, const Device& dev, const Model& model, const HeadShape& head,
-                    int batch, uint64_t seed, const OptimConfig* opt, int fine_tune = 0);
+                    int batch, uint64_t seed, const OptimConfig* opt,
+                    const FineTune& fine_tune = FineTune{});
+// Whether the trained blocks train now (see Network::train_backbone).
+void network_train_backbone(Network& net, bool on);
 
 // Forward through every layer (the backbone only for images). Leaves the logits in
 // net.head.s.logits [n][classes]; with labels, the per-row loss in loss [n] (and, training, the

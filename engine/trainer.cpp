@@ -14,10 +14,12 @@
 #include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <thread>
 
 #include "engine/augment.h"
 #include "engine/checkpoint.h"
+#include "engine/fine_tune.h"
 #include "engine/network.h"
 #include "engine/report.h"
 #include "io/loader.h"
@@ -72,6 +74,7 @@ struct Job {
   StageClock clock;
   Buffers buf;
   bool cache = false;
+  int fine_tune = 0;        // the backbone's blocks that train (engine/fine_tune.h)
   int skipped = 0;          // files: unreadable, not images, or failing to decode
   int skipped_folders = 0;  // class folders without images
 };
@@ -326,13 +329,29 @@ void progress_bar(int epoch, int epochs, int step, int steps, double elapsed) {
 
 // The trained model as one file: the backbone's tensors exactly as they came, plus the head,
 // with labels and preprocessing in the metadata.
-void export_model(Job& job, const std::string& path, const Dense& hidden, const Dense& out) {
+// The trained model as one file: the backbone's tensors as they came, except the fine-tuned
+// convs' (written from `backbone`, the kept trained slice: engine/fine_tune.h), plus the head,
+// with labels and preprocessing in the metadata.
+void export_model(Job& job, const std::string& path, const Dense& hidden, const Dense& out,
+                  const std::vector<float>& backbone) {
   WeightFile src = open_weights(job.cfg.backbone);
+  const std::vector<OwnedTensor> trained =
+      backbone.empty() ? std::vector<OwnedTensor>{}
+                       : trained_backbone_tensors(job.backbone, job.net.bp.first_op,
+                                                  job.net.bp.param_begin, backbone);
+  std::set<std::string> replaced;
+  for (const OwnedTensor& t : trained) replaced.insert(t.name);
+  for (const NetOp& op : job.backbone.net.ops)  // folded into the trained bias
+    if (op.kind == OpKind::conv && replaced.count(op.conv.name + ".conv.weight"))
+      replaced.insert(op.conv.name + ".conv.bias");
   std::vector<TensorToWrite> tensors;
   for (const TensorView& t : src.tensors) {
     if (t.name == "fc.weight" || t.name == "fc.bias" || t.name.rfind("hidden.", 0) == 0) continue;
+    if (replaced.count(t.name)) continue;
     tensors.push_back({t.name, t.dtype, t.shape, t.data, t.nbytes});
   }
+  for (const OwnedTensor& t : trained)
+    tensors.push_back({t.name, DType::f32, t.shape, t.data.data(), t.data.size() * 4});
   if (hidden.out) {
     tensors.push_back({"hidden.weight",
                        DType::f32,
@@ -351,6 +370,8 @@ void export_model(Job& job, const std::string& path, const Dense& hidden, const 
   meta["label_smoothing"] = shortest(job.cfg.label_smoothing);
   meta["head"] = hidden.out ? "dropout,dense(" + std::to_string(hidden.out) + "),relu,dropout,dense"
                             : "dropout,dense";
+  if (!backbone.empty())
+    meta["fine_tuned"] = job.cfg.fine_tune + " blocks (batch norm folded: identity statistics)";
   write_weights(path, tensors, meta);
 }
 
@@ -526,10 +547,16 @@ void setup_device(Job& job) {
   const size_t cache_bytes =
       (job.train.items.size() + job.val.items.size() + job.test.items.size()) * dim * 4;
   const bool cache_fits = cache_bytes < device_free_memory(job.dev) / 2;
-  job.cache = cfg.cache == "on" || (cfg.cache == "auto" && !cfg.augment && cache_fits);
+  // Fine-tuning changes the features from the first unfrozen epoch on: only the head-only epochs
+  // before it (--freeze-epochs) can use the cache.
+  const bool frozen_epochs = job.fine_tune == 0 || cfg.freeze_epochs > 0;
+  job.cache =
+      cfg.cache == "on" || (cfg.cache == "auto" && !cfg.augment && cache_fits && frozen_epochs);
   const char* why = cfg.cache != "auto" ? ""
                     : cfg.augment       ? " (auto: augmentation changes every epoch's features)"
                     : !cache_fits       ? " (auto: the features would not fit in memory)"
+                    : !frozen_epochs    ? " (auto: --fine-tune changes the features every step)"
+                    : job.fine_tune     ? " (auto: for the --freeze-epochs head-only epochs)"
                                         : " (auto: frozen backbone, no augmentation)";
   std::fprintf(stderr,
                "graft: %s on %s: %zu classes, %zu train / %zu val / %zu test images; feature "
@@ -539,7 +566,9 @@ void setup_device(Job& job) {
                job.cache ? "on" : "off", why);
 
   const HeadShape hs{dim, cfg.hidden, classes};
-  network_create(job.net, job.dev, job.backbone, hs, batch, cfg.seed, &cfg.opt);
+  const float backbone_lr = cfg.backbone_lr > 0 ? cfg.backbone_lr : cfg.learning_rate / 10;
+  network_create(job.net, job.dev, job.backbone, hs, batch, cfg.seed, &cfg.opt,
+                 FineTune{job.fine_tune, backbone_lr / cfg.learning_rate});
   loader_setup(job);
   stage_clock_create(job.clock, job.dev, true);
   const size_t largest = std::max(
@@ -565,6 +594,7 @@ struct RunState {
   int epoch = 0;       // finished epochs
   int kept_epoch = 0;  // the epoch of best_hidden/best_out
   Dense best_hidden, best_out;
+  std::vector<float> best_backbone;  // the trained slice at kept_epoch (fine-tuning only)
   double best_val_loss = std::numeric_limits<double>::infinity();
   int since_best = 0, overfit_epochs = 0;
   bool overfit_warned = false, stopped_early = false;
@@ -610,6 +640,12 @@ RunState start_or_resume(Job& job, bool resume, TrainResult& result) {
   if (resume && fs::exists(checkpoint_path)) {
     const Checkpoint ck = read_checkpoint(checkpoint_path, job.net.head.shape);
     head_restore(job.dev, job.net.head, ck.state, ck.head_step);
+    try {
+      backbone_upload(job.dev, job.net, BackboneState{ck.backbone, ck.backbone_m, ck.backbone_v});
+    } catch (const std::runtime_error& e) {
+      throw std::runtime_error(checkpoint_path + ": " + e.what());
+    }
+    st.best_backbone = ck.best_backbone;
     truncate_metrics(metrics_path, ck.epoch);
     std::fprintf(stderr, "graft: resuming %s after epoch %d\n", cfg.out_dir.c_str(), ck.epoch);
     st.epoch = ck.epoch;
@@ -746,9 +782,11 @@ void keep_and_checkpoint(Job& job, RunState& st, const EpochMetrics& em) {
   } else {
     ++st.since_best;
   }
+  BackboneState backbone = backbone_download(job.dev, job.net, true);
   if (cfg.early_stop == 0 || improved) {
     st.best_hidden = hidden;
     st.best_out = out;
+    st.best_backbone = backbone.params;
     st.kept_epoch = em.epoch;
   }
   Checkpoint now;
@@ -761,6 +799,10 @@ void keep_and_checkpoint(Job& job, RunState& st, const EpochMetrics& em) {
   now.state = head_state(job.dev, job.net.head);
   now.best_hidden = st.best_hidden;
   now.best_out = st.best_out;
+  now.backbone = std::move(backbone.params);
+  now.backbone_m = std::move(backbone.m);
+  now.backbone_v = std::move(backbone.v);
+  now.best_backbone = st.best_backbone;
   write_checkpoint(run_file(cfg, "checkpoint.safetensors"), now);
   st.epoch = em.epoch;
   // "Early" only when epochs were left to run: at the last epoch the run simply ends.
@@ -773,8 +815,24 @@ void keep_and_checkpoint(Job& job, RunState& st, const EpochMetrics& em) {
   }
 }
 
+// The head trains alone for the first --freeze-epochs, then the fine-tuned blocks join it. From
+// then on the backbone changes every step, so the feature cache no longer holds its output.
+void unfreeze_for(Job& job, int epoch) {
+  const bool on = job.fine_tune > 0 && epoch > job.cfg.freeze_epochs;
+  network_train_backbone(job.net, on);
+  if (!on) return;
+  for (SplitData* s : {&job.train, &job.val, &job.test}) {
+    s->cache = nullptr;
+    std::fill(s->cached.begin(), s->cached.end(), 0);
+  }
+  if (job.cfg.freeze_epochs > 0 && epoch == job.cfg.freeze_epochs + 1)
+    std::fprintf(stderr, "graft: epoch %d: the backbone's last %d blocks train from now on\n",
+                 epoch, job.fine_tune);
+}
+
 void run_epoch(Job& job, RunState& st, int epoch, TrainResult& result) {
   const auto t0 = Clock::now();
+  unfreeze_for(job, epoch);
   EpochMetrics em = train_pass(job, st, epoch, result);
   if (!job.val.items.empty()) {
     EvalResult v = evaluate_split(job, job.val);
@@ -791,6 +849,14 @@ void run_epoch(Job& job, RunState& st, int epoch, TrainResult& result) {
 }
 
 // ---- Finishing ---------------------------------------------------------------------------------
+
+std::string fine_tune_text(const TrainConfig& c, int blocks) {
+  if (blocks == 0) return "off: the backbone is frozen";
+  const float lr = c.backbone_lr > 0 ? c.backbone_lr : c.learning_rate / 10;
+  return (c.fine_tune == "all" ? "all " + std::to_string(blocks) : std::to_string(blocks)) +
+         " blocks from epoch " + std::to_string(c.freeze_epochs + 1) + ", learning rate " +
+         shortest(lr) + "; batch norm frozen";
+}
 
 std::vector<std::pair<std::string, std::string>> report_settings(const Job& job) {
   const TrainConfig& c = job.cfg;
@@ -815,6 +881,7 @@ std::vector<std::pair<std::string, std::string>> report_settings(const Job& job)
                                   : "off"},
       {"seed", std::to_string(c.seed)},
       {"augmentation", c.augment ? "random resized crop, horizontal flip" : "off"},
+      {"fine-tuning", fine_tune_text(c, job.fine_tune)},
       {"feature cache", cache},
       {"device", c.device + " (" + device_name(job.dev) + ")"},
       {"validation", c.val_data.empty() ? shortest(float(c.val_split)) + " of --data" : c.val_data},
@@ -884,7 +951,7 @@ void finish_run(Job& job, const RunState& st, TrainResult& result, bool interrup
   result.stopped_early = st.stopped_early;
   // The model file is written once, from the kept head; until then the per-epoch checkpoint
   // (small: the head and its optimiser state) is what protects finished work.
-  export_model(job, result.model_path, st.best_hidden, st.best_out);
+  export_model(job, result.model_path, st.best_hidden, st.best_out, st.best_backbone);
   if (!st.stopped_early && cfg.early_stop > 0 && st.kept_epoch != st.epoch)
     std::fprintf(stderr, "graft: keeping epoch %d, the lowest val_loss (--early-stop)\n",
                  st.kept_epoch);
@@ -895,6 +962,7 @@ void finish_run(Job& job, const RunState& st, TrainResult& result, bool interrup
                                 .dump());
   if (!interrupted && !job.test.items.empty()) {
     head_upload(job.dev, job.net.head, st.best_hidden, st.best_out);
+    if (!st.best_backbone.empty()) backbone_upload(job.dev, job.net, {st.best_backbone, {}, {}});
     result.test = evaluate_split(job, job.test);
     result.has_test = true;
     const std::string line = eval_json("test", result.test, job.classes);
@@ -934,6 +1002,7 @@ TrainResult train_impl(const TrainConfig& cfg, bool resume) {
   job.test.name = "test";
   // Everything that can reject the input runs before the run folder gets its first file.
   job.backbone = load_model(cfg.backbone);
+  job.fine_tune = fine_tune_blocks(cfg.fine_tune, job.backbone.net);
   warn_if_trained_model(job);
   setup_splits(job);
   prepare_run_folder(cfg, resume);

@@ -127,7 +127,7 @@ void make_trial(Trial& t, const std::string& arch, int size, const std::string& 
   t.n = n;
   OptimConfig opt;
   const HeadShape head{t.model.net.feature_dim, 0, 3};
-  network_create(t.net, Device{}, t.model, head, n, 9, &opt, fine_tune);
+  network_create(t.net, Device{}, t.model, head, n, 9, &opt, FineTune{fine_tune, 1.f});
   // Noise around a brightness that depends on the class, so there is something to learn.
   std::mt19937 rng(11);
   t.images.resize(size_t(n) * size * size * 3);

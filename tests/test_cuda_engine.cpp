@@ -120,7 +120,8 @@ TEST_F(CudaEngine, HeadTrainingStepsMatchTheCpu) {
         const HeadPass train{true, 0.2f, 5, uint64_t(step), 0.1f};
         head_forward(d, h, train, n, xs, ls, loss, conf);
         head_backward(d, h, train, n, nullptr);
-        optimizer_update(d, opt, head_params(h, opt), 0.01f, ++h.step);
+        const std::vector<ParamRef> params = head_params(h, opt);
+        optimizer_update(d, opt, params.data(), params.size(), 0.01f, ++h.step);
       };
       train_step(cpu_dev, ch, x.data(), labels.data(), loss_c.data(), conf_c.data());
       train_step(gpu_dev, gh, xg, lg, lossg, confg);

@@ -21,6 +21,7 @@
 #include <type_traits>
 
 #include "engine/head.h"
+#include "engine/net.h"
 #include "engine/trainer.h"
 #include "io/safetensors.h"
 
@@ -520,7 +521,9 @@ TEST(Trainer, EverySettingRoundTripsAndIsChecked) {
     ++changed;
   });
   EXPECT_GE(changed, 20);
-  c.cache = "off";  // "on" (the first other choice) cannot be combined with --augment
+  c.cache = "off";      // "on" (the first other choice) cannot be combined with --augment
+  c.fine_tune = "2";    // a word with no list of choices, but a grammar of its own
+  c.freeze_epochs = 1;  // fewer than --epochs
   const std::string path = scratch_dir() + "/config_all.json";
   save_config(c, path);
   const TrainConfig back = load_config(path);
@@ -564,6 +567,100 @@ TEST(Trainer, EverySettingRoundTripsAndIsChecked) {
       }
     }
   });
+}
+
+// --fine-tune 2 --freeze-epochs 2: two epochs train the head alone (the second from the feature
+// cache the first filled), the third the last two blocks too, decoding again. The model file
+// carries the trained blocks, read back by the loader to exactly the kept weights, and the frozen
+// blocks exactly as they came.
+TEST(Trainer, FineTuneWritesTheTrainedBlocksToTheModel) {
+  const std::string data = make_dataset("finetune_ds", 10);
+  TrainConfig c = small_config(data, "run_finetune");
+  c.epochs = 3;
+  c.fine_tune = "2";
+  c.freeze_epochs = 2;
+  const TrainResult r = train(c);
+  ASSERT_EQ(r.epochs.size(), 3u);
+  EXPECT_TRUE(r.cache_used);
+  EXPECT_FALSE(r.epochs[0].from_cache);
+  EXPECT_TRUE(r.epochs[1].from_cache);
+  EXPECT_FALSE(r.epochs[2].from_cache);
+
+  const Model original = load_model(c.backbone), tuned = load_model(r.model_path);
+  const int first = first_trainable_op(original.net, 2);
+  size_t begin = original.net.params.size();
+  for (size_t i = first; i < original.net.ops.size(); ++i)
+    if (original.net.ops[i].kind == OpKind::conv) begin = std::min(begin, original.net.w_off[i]);
+  ASSERT_LT(begin, original.net.params.size());
+  ASSERT_EQ(tuned.net.params.size(), original.net.params.size());
+  EXPECT_EQ(0, std::memcmp(original.net.params.data(), tuned.net.params.data(), begin * 4));
+  size_t changed = 0;
+  for (size_t k = begin; k < original.net.params.size(); ++k)
+    changed += original.net.params[k] != tuned.net.params[k];
+  EXPECT_GT(changed, (original.net.params.size() - begin) * 9 / 10);
+  // The kept slice as the checkpoint holds it, bit for bit after the trip through the file.
+  WeightFile ck = open_weights(c.out_dir + "/checkpoint.safetensors");
+  const TensorView* kept = find_tensor(ck, "best.backbone.params");
+  ASSERT_NE(kept, nullptr);
+  const std::vector<float> slice = tensor_to_f32(*kept);
+  ASSERT_EQ(slice.size(), original.net.params.size() - begin);
+  EXPECT_EQ(0, std::memcmp(slice.data(), tuned.net.params.data() + begin, slice.size() * 4));
+  EXPECT_EQ(tuned.metadata.at("fine_tuned").rfind("2 blocks", 0), 0u);
+}
+
+// A fine-tuned run stopped after two epochs and resumed to three ends exactly as one that ran
+// three: the checkpoint carries the trained blocks and their optimiser moments.
+TEST(Trainer, FineTuneResumesExactly) {
+  const std::string data = make_dataset("finetune_resume_ds", 10);
+  TrainConfig ref = small_config(data, "run_finetune_ref");
+  ref.epochs = 3;
+  ref.fine_tune = "all";
+  train(ref);
+  TrainConfig c = small_config(data, "run_finetune_resume");
+  c.epochs = 2;
+  c.fine_tune = "all";
+  train(c);
+  TrainConfig more = load_config(c.out_dir + "/config.json");
+  more.progress = false;
+  more.epochs = 3;
+  train(more, true);
+  EXPECT_EQ(metrics_without_timing(c.out_dir), metrics_without_timing(ref.out_dir));
+  WeightFile a = open_weights(c.out_dir + "/model.safetensors"),
+             b = open_weights(ref.out_dir + "/model.safetensors");
+  ASSERT_EQ(a.tensors.size(), b.tensors.size());
+  for (const TensorView& t : a.tensors) {
+    const TensorView* u = find_tensor(b, t.name);
+    ASSERT_NE(u, nullptr) << t.name;
+    ASSERT_EQ(t.nbytes, u->nbytes) << t.name;
+    EXPECT_EQ(0, std::memcmp(t.data, u->data, t.nbytes)) << t.name;
+  }
+}
+
+// Settings that cannot work are refused before the run folder gets a file.
+TEST(Trainer, FineTuneRefusesWhatCannotWork) {
+  const std::string data = make_dataset("finetune_bad_ds", 4);
+  auto refused = [&](TrainConfig c, const std::string& needle) {
+    try {
+      train(c);
+      ADD_FAILURE() << "accepted: " << needle;
+    } catch (const std::exception& e) {
+      EXPECT_TRUE(contains(e.what(), needle)) << e.what();
+    }
+    EXPECT_FALSE(fs::exists(c.out_dir + "/config.json")) << needle;
+  };
+  auto config = [&](const char* fine_tune, int freeze_epochs) {
+    TrainConfig c = small_config(data, "run_finetune_bad");
+    c.fine_tune = fine_tune;
+    c.freeze_epochs = freeze_epochs;
+    return c;
+  };
+  refused(config("40", 0), "mobilenet_v2 has 19 blocks");
+  refused(config("two", 0), "--fine-tune must be a number of blocks or all");
+  refused(config("0", 1), "--freeze-epochs needs --fine-tune");
+  TrainConfig c = config("1", 0);
+  refused(config("1", c.epochs), "leaves none");
+  c.cache = "on";
+  refused(c, "--cache-features on needs a frozen backbone");
 }
 
 // The user's values, not their float's binary expansion: 0.005, not 0.004999999888241291.
