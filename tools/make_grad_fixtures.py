@@ -17,8 +17,8 @@ read from the graft files the C++ test loads:
   mobilenet_v2, resnet18
                       the deterministic synthetic weights (tools/synth_weights.py through
                       tools/convert.py, as tests/py/make_synth_models.py makes them)
-On top sits a 3-class dense head with seeded weights (stored as fc.weight, fc.bias). The input is a
-batch of two uint8 images derived from the forward fixture tests/fixtures/<arch>.safetensors
+On top sits a 3-class dense head with seeded weights (stored as fc.weight, fc.bias). The input
+is a batch of two uint8 images derived from the forward fixture tests/fixtures/<arch>.safetensors
 (see images()), normalised as graft's loader normalises them, with fixed labels; the loss is
 the mean cross-entropy, no label smoothing, no dropout. Everything runs in float64 from the
 float32 folded weights, so the reference carries no float32 error of its own.
@@ -35,10 +35,11 @@ HWIO [kh][kw][in/groups][out], the dense weight [out][in]):
 each as `proj` [T][4]: projections onto pseudo-random +-1 vectors (sign_vectors(), which the
 C++ test reproduces: the top bit of SplitMix64((t << 40) | (k << 32) | i) for tensor t,
 vector k, element i), `norm` [T]: the L2 norm, and `sample` [T][16]: the elements at
-`sample_index` [T][16]. `loss` [3] holds the mean loss of the three forwards. The metadata
-`<setting>.grad_tolerance` and `.step_tolerance` say how close graft must come (record()). Full gradients
+`sample_index` [T][16]. `loss` [3] holds the mean loss of the three forwards. Full gradients
 of Lite0 would be millions of floats; these are a few kilobytes and still catch any element
-gone wrong (a projection moves by that element's error).
+gone wrong (a projection moves by that element's error). The metadata `<setting>.grad_tolerance`
+and `.step_tolerance` say how close graft must come: 1e-4 of the norm, or three times the
+distance of PyTorch's own float32 autograd where that is larger (record()).
 """
 
 import argparse
@@ -340,7 +341,8 @@ def make(arch, spec, lite0, tmp):
         'optimizer': f'PyTorch SGD lr {spec["lr"]} (the backbone {BACKBONE_LR_SCALE} of it), '
                      f'momentum {MOMENTUM}, dampening 0, weight decay {2 * L2} on conv and dense '
                      f'kernels (graft l2 {L2}), none on biases, {STEPS} steps on the same batch',
-        'lr': str(spec['lr']), 'backbone_lr_scale': str(BACKBONE_LR_SCALE), 'momentum': str(MOMENTUM), 'l2': str(L2), 'steps': str(STEPS),
+        'lr': str(spec['lr']), 'backbone_lr_scale': str(BACKBONE_LR_SCALE),
+        'momentum': str(MOMENTUM), 'l2': str(L2), 'steps': str(STEPS),
         'batch_norm': 'folded into each conv as engine/model.cpp folds it (float32), frozen',
         'signs': 'vector k of tensor t, element i: -1 where the top bit of '
                  'SplitMix64((t << 40) | (k << 32) | i) is set, else +1',
@@ -364,7 +366,8 @@ def make(arch, spec, lite0, tmp):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    ap.add_argument('--lite0', default=os.path.join(REPO, 'models', 'efficientnet_lite0.safetensors'),
+    ap.add_argument('--lite0',
+                    default=os.path.join(REPO, 'models', 'efficientnet_lite0.safetensors'),
                     help='the graft file of the pretrained EfficientNet-Lite0')
     ap.add_argument('--arch', action='append', choices=list(MODELS),
                     help='only these (repeatable; default all)')
