@@ -17,6 +17,7 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <ostream>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -214,6 +215,9 @@ void compare(const WeightFile& f, const std::string& prefix, const std::string& 
 struct Case {
   std::string arch, prefix;  // prefix: the fixture's setting, "ft2" or "all"
 };
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << c.arch << " " << c.prefix;
+}
 
 class GradFixture : public testing::TestWithParam<Case> {};
 
