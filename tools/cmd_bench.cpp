@@ -42,7 +42,7 @@ Command add_bench_command(CLI::App& app) {
   a->cfg.progress = false;
   add_setting_options(cmd, a->cfg,
                       {"--data", "--backbone", "--out", "--overwrite", "--epochs", "--batch-size",
-                       "--cache-features", "--device"});
+                       "--cache-features", "--device", "--fine-tune", "--backbone-lr"});
   cmd->get_option("--data")->required();
   cmd->get_option("--backbone")->required();
   cmd->get_option("--out")->description("run folder (default: a temporary one)");
