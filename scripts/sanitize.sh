@@ -10,6 +10,10 @@
 # binding needs clang 16).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# ctest runs tests side by side, and several start OpenMP teams on the same cores: threads that
+# spin while they wait for work then starve the others (a resume test took 15 minutes instead of 5
+# seconds). Waiting threads sleep instead.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 
 build=${ASAN_BUILD_DIR:-build-asan}
 export CC=${CC:-gcc} CXX=${CXX:-g++}
