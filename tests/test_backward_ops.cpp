@@ -21,6 +21,7 @@
 
 #include "kernels/cpu/reference.h"
 #include "kernels/ops.h"
+#include "tests/conv_shapes.h"
 #include "tests/grad_check.h"
 
 namespace graft {
@@ -56,33 +57,8 @@ bool bitwise_equal(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
-ConvShape make_conv(int n, int h, int w, int ic, int oc, int kh, int kw, int sh, int sw, int pt,
-                    int pl, int pb, int pr, int groups) {
-  ConvShape s{};
-  s.n = n;
-  s.in_h = h;
-  s.in_w = w;
-  s.in_c = ic;
-  s.out_c = oc;
-  s.k_h = kh;
-  s.k_w = kw;
-  s.stride_h = sh;
-  s.stride_w = sw;
-  s.pad_top = pt;
-  s.pad_left = pl;
-  s.groups = groups;
-  s.out_h = conv_out_size(h, kh, sh, pt, pb);
-  s.out_w = conv_out_size(w, kw, sw, pl, pr);
-  return s;
-}
-
-// TensorFlow SAME geometry: the extra padding goes after (bottom/right).
-ConvShape make_same(int n, int h, int w, int ic, int oc, int k, int stride, int groups) {
-  ConvShape s = make_conv(n, h, w, ic, oc, k, k, stride, stride, 0, 0, 0, 0, groups);
-  same_padding(h, k, stride, &s.out_h, &s.pad_top);
-  same_padding(w, k, stride, &s.out_w, &s.pad_left);
-  return s;
-}
+using test::make_conv;
+using test::make_same;
 
 size_t x_size(const ConvShape& s) {
   return size_t(s.n) * s.in_h * s.in_w * s.in_c;
