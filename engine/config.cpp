@@ -71,11 +71,6 @@ void check_config(const TrainConfig& cfg) {
     throw std::invalid_argument("--freeze-epochs " + std::to_string(cfg.freeze_epochs) +
                                 " leaves none of the " + std::to_string(cfg.epochs) +
                                 " --epochs to fine-tune in");
-  // The cached features are the frozen backbone's: they serve the head-only epochs, no others.
-  if (fine_tune && cfg.freeze_epochs == 0 && cfg.cache == "on")
-    throw std::invalid_argument(
-        "--cache-features on needs a frozen backbone: with --fine-tune, only the --freeze-epochs "
-        "epochs can use the cache");
 }
 
 void save_config(const TrainConfig& cfg, const std::string& path) {

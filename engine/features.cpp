@@ -36,21 +36,41 @@ FeatureExtractor::~FeatureExtractor() {
 
 namespace {
 
+const NetPlan& plan_for(FeatureExtractor& fe, int n) {
+  auto it = fe.plans.find(n);
+  if (it == fe.plans.end()) {
+    const int size = fe.model->preprocess.size;
+    it = fe.plans.emplace(n, plan_net(fe.model->net, n, size, size, fe.keep_from)).first;
+  }
+  return it->second;
+}
+
 // Normalise and run the backbone on images already in fe.images_dev.
 void run_backbone(FeatureExtractor& fe, int n, float* features_dev) {
   const Model& m = *fe.model;
   const int size = m.preprocess.size;
-  auto it = fe.plans.find(n);
-  if (it == fe.plans.end())
-    it = fe.plans.emplace(n, plan_net(m.net, n, size, size, fe.keep_from)).first;
+  const NetPlan& plan = plan_for(fe, n);
   const int64_t pixels = int64_t(n) * size * size;
   op_normalize_u8(fe.dev, pixels, 3, fe.images_dev, m.preprocess.mean, m.preprocess.std,
                   fe.input_dev);
   event_record(fe.dev, fe.images_consumed, Lane::compute);
-  forward(fe.dev, m.net, it->second, fe.params, fe.buffers.data(), fe.input_dev, features_dev);
+  forward(fe.dev, m.net, plan, fe.params, fe.buffers.data(), fe.input_dev, features_dev);
 }
 
 }  // namespace
+
+float* extractor_value(FeatureExtractor& fe, int value) {
+  if (value == 0) return fe.input_dev;
+  return fe.buffers[fe.plans.at(fe.batch).buffer_of[value]];
+}
+
+void extract_from_op(FeatureExtractor& fe, int n, int from_op, float* features_dev,
+                     StageClock* clock) {
+  if (clock) stage_mark(*clock, Stage::backbone, true, Lane::compute);
+  forward(fe.dev, fe.model->net, plan_for(fe, n), fe.params, fe.buffers.data(), fe.input_dev,
+          features_dev, from_op);
+  if (clock) stage_mark(*clock, Stage::backbone, false, Lane::compute);
+}
 
 void extract_from_slot(FeatureExtractor& fe, const uint8_t* images, int n, float* features_dev,
                        Event& copied, StageClock* clock) {

@@ -43,4 +43,11 @@ void extractor_create(FeatureExtractor& fe, const Device& dev, const Model& mode
 void extract_from_slot(FeatureExtractor& fe, const uint8_t* images, int n, float* features_dev,
                        Event& copied, StageClock* clock = nullptr);
 
+// Where value v of the op list lives for a batch (the normalised input for v = 0): the feature
+// cache stores and restores the activation that enters the first trained op here.
+float* extractor_value(FeatureExtractor& fe, int value);
+// Runs the ops from from_op on, their input (extractor_value) already in place: [n] rows.
+void extract_from_op(FeatureExtractor& fe, int n, int from_op, float* features_dev,
+                     StageClock* clock = nullptr);
+
 }  // namespace graft

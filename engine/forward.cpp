@@ -3,14 +3,14 @@
 namespace graft {
 
 void forward(const Device& dev, const Net& net, const NetPlan& plan, const float* params,
-             float* const* buffers, const float* x, float* features) {
+             float* const* buffers, const float* x, float* features, int from_op) {
   const int final_value = net.ops.back().output;
   auto value_ptr = [&](int v) -> float* {
     return v == final_value ? features : buffers[plan.buffer_of[v]];
   };
   auto input_ptr = [&](int v) -> const float* { return v == 0 ? x : value_ptr(v); };
 
-  for (size_t i = 0; i < net.ops.size(); ++i) {
+  for (size_t i = size_t(from_op); i < net.ops.size(); ++i) {
     const NetOp& op = net.ops[i];
     const float* in = input_ptr(op.input);
     float* out = value_ptr(op.output);

@@ -1,6 +1,8 @@
 #include "engine/network.h"
 
+#include <algorithm>
 #include <numeric>
+#include <set>
 #include <stdexcept>
 #include <string>
 
@@ -48,6 +50,14 @@ void create_backbone_training(Network& net, const Device& dev, int batch, int fi
   bb.scratch = arena_alloc<float>(net.train_arena, std::max<size_t>(bp.scratch_numel, 1));
   bb.workspace = bp.workspace_bytes ? arena_take(net.train_arena, bp.workspace_bytes) : nullptr;
   bb.dparams = dparams;
+  // The one value the frozen ops hand over, if one: a block's input is also its residual.
+  std::set<int> crossing;
+  for (size_t i = first; i < bn.ops.size(); ++i)
+    for (int v : {bn.ops[i].input, bn.ops[i].residual})
+      if (v >= 0 && std::none_of(bn.ops.begin() + first, bn.ops.end(),
+                                 [&](const NetOp& op) { return op.output == v; }))
+        crossing.insert(v);
+  net.boundary_value = crossing.size() == 1 ? *crossing.begin() : -1;
   // Kernels decay like the head's (Keras L2 with SGD, decoupled with AdamW); biases do not.
   const float kernel_decay = opt.optimizer == "sgd" ? 2.f * opt.l2 : opt.weight_decay;
   for (size_t i = first; i < bn.ops.size(); ++i) {
@@ -87,17 +97,33 @@ void network_train_backbone(Network& net, bool on) {
   net.train_backbone = on;
 }
 
+size_t network_cache_row(const Network& net) {
+  const Net& bn = net.backbone.model->net;
+  if (!backbone_trained(net)) return size_t(bn.feature_dim);
+  if (net.boundary_value < 0) return 0;
+  const NetPlan& plan = net.backbone.plans.at(net.backbone.batch);
+  return plan.values[net.boundary_value].numel() / size_t(plan.n);
+}
+
+float* network_cache_slot(Network& net) {
+  return backbone_trained(net) ? extractor_value(net.backbone, net.boundary_value) : net.features;
+}
+
 void network_forward(const Device& dev, Network& net, const NetworkInput& in, const HeadPass& pass,
                      float* loss, int64_t* confusion, StageClock* clock) {
   if (in.n < 1 || in.n > net.head.batch)
     throw std::invalid_argument("network_forward: " + std::to_string(in.n) +
                                 " rows for a network sized for " + std::to_string(net.head.batch));
-  const float* features = in.features;
   net.ran_backbone = in.images != nullptr;
   if (in.images) {
     extract_from_slot(net.backbone, in.images, in.n, net.features, *in.copied, clock);
-    features = net.features;
+  } else if (!in.cached) {
+    throw std::invalid_argument("network_forward: neither images nor cached rows");
+  } else if (backbone_trained(net)) {  // the boundary activation is in place: run the rest
+    extract_from_op(net.backbone, in.n, net.bp.first_op, net.features, clock);
+    net.ran_backbone = true;
   }
+  const float* features = net.features;
   if (clock) stage_mark(*clock, Stage::head, true, Lane::compute);
   head_forward(dev, net.head, pass, in.n, features, in.labels, loss, confusion);
   if (clock) stage_mark(*clock, Stage::head, false, Lane::compute);

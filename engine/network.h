@@ -50,17 +50,22 @@ struct Network {
   // the update steps the head's tensors only (the first head_tensors of trainable).
   bool train_backbone = true;
   size_t head_tensors = 0;
+  // The value the frozen ops hand to the trained ones, when there is exactly one (-1 otherwise):
+  // the feature cache stores it.
+  int boundary_value = -1;
 };
 bool backbone_trained(const Network& net);
 
 // One batch's input: n decoded images [n][size][size][3] in a loader slot (pinned on cuda; their
 // copy overlaps the previous batch's compute and `copied` is recorded once it has landed), or n
-// rows of the backbone's output from the feature cache (the backbone is skipped).
+// rows from the feature cache, already in network_cache_slot: what the frozen part of the network
+// computes, so that it is skipped (the features when the whole backbone is frozen, else the
+// activation entering the first trained block).
 struct NetworkInput {
   int n = 0;
   const uint8_t* images = nullptr;
   Event* copied = nullptr;
-  const float* features = nullptr;
+  bool cached = false;
   const int32_t* labels = nullptr;  // [n] on the device, or null (prediction)
 };
 
@@ -74,6 +79,13 @@ void network_create(Network& net, const Device& dev, const Model& model, const H
                     const FineTune& fine_tune = FineTune{});
 // Whether the trained blocks train now (see Network::train_backbone).
 void network_train_backbone(Network& net, bool on);
+
+// The feature cache's row: floats per image of what the frozen part computes (the features, or
+// the boundary activation when blocks train), 0 when it cannot be cached (more than one value
+// crosses into the trained blocks). The cached rows of a batch go to network_cache_slot [n][row]
+// (after a forward from images it holds that batch's rows, to store).
+size_t network_cache_row(const Network& net);
+float* network_cache_slot(Network& net);
 
 // Forward through every layer (the backbone only for images). Leaves the logits in
 // net.head.s.logits [n][classes]; with labels, the per-row loss in loss [n] (and, training, the

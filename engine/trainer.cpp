@@ -75,6 +75,7 @@ struct Job {
   Buffers buf;
   bool cache = false;
   int fine_tune = 0;        // the backbone's blocks that train (engine/fine_tune.h)
+  size_t cache_row = 0;     // floats a photo of the feature cache (engine/network.h)
   int skipped = 0;          // files: unreadable, not images, or failing to decode
   int skipped_folders = 0;  // class folders without images
 };
@@ -158,20 +159,20 @@ void pass_end(Job& job, Pass& pass) {
 }
 
 // The next batch (positions pos[0..n) of the pass's order) as the network's input: decoded
-// images in a loader slot, or rows gathered from the feature cache into net.features. Returns the
-// valid positions (unreadable images dropped, and remembered as bad).
+// images in a loader slot, or rows gathered from the feature cache into its slot in the network.
+// Returns the valid positions (unreadable images dropped, and remembered as bad).
 std::vector<int> pass_next(Job& job, Pass& pass, const int* pos, int n, NetworkInput* in) {
   SplitData& split = *pass.split;
-  const int dim = job.backbone.net.feature_dim;
   *in = NetworkInput{};
   if (!pass.decode) {
     std::vector<int32_t> rows;
     for (int i = 0; i < n; ++i)
       if (!split.bad[pos[i]]) rows.push_back(pos[i]);
     copy_to_device(job.dev, job.buf.rows, rows.data(), rows.size() * 4);
-    op_gather_rows(job.dev, int(rows.size()), dim, split.cache, job.buf.rows, job.net.features);
+    op_gather_rows(job.dev, int(rows.size()), int(job.cache_row), split.cache, job.buf.rows,
+                   network_cache_slot(job.net));
     in->n = int(rows.size());
-    in->features = job.net.features;
+    in->cached = true;
     return std::vector<int>(rows.begin(), rows.end());
   }
   const LoaderBatch* b = loader_next(job.loader);
@@ -199,15 +200,16 @@ std::vector<int> pass_next(Job& job, Pass& pass, const int* pos, int n, NetworkI
   return valid;
 }
 
-// After a forward pass over decoded images: their features (net.features) into the cache, so later
-// passes skip decoding and the backbone.
+// After a forward pass over decoded images: the rows the cache holds (the features, or the
+// activation entering the first trained block) into it, so later passes skip decoding and the
+// frozen part of the backbone.
 void pass_cache(Job& job, const Pass& pass, const std::vector<int>& valid) {
   SplitData& split = *pass.split;
   if (!pass.decode || !split.cache || pass.augment) return;
-  const int dim = job.backbone.net.feature_dim;
+  const size_t row = job.cache_row;
+  const float* slot = network_cache_slot(job.net);
   for (size_t i = 0; i < valid.size(); ++i) {
-    copy_on_device(job.dev, split.cache + size_t(valid[i]) * dim, job.net.features + i * dim,
-                   size_t(dim) * 4);
+    copy_on_device(job.dev, split.cache + valid[i] * row, slot + i * row, row * 4);
     split.cached[valid[i]] = 1;
   }
 }
@@ -542,33 +544,37 @@ void setup_device(Job& job) {
   const int dim = job.backbone.net.feature_dim;
   const int batch = cfg.batch_size;
   job.dev = make_device(cfg.device);
-  // The cache holds one feature vector per image on the device; a data set too large for half of
-  // the free memory streams every epoch instead.
+  const HeadShape hs{dim, cfg.hidden, classes};
+  const float backbone_lr = cfg.backbone_lr > 0 ? cfg.backbone_lr : cfg.learning_rate / 10;
+  network_create(job.net, job.dev, job.backbone, hs, batch, cfg.seed, &cfg.opt,
+                 FineTune{job.fine_tune, backbone_lr / cfg.learning_rate});
+  // The cache holds, per image, what the frozen part of the network computes: the feature vector,
+  // or with --fine-tune the activation entering the first trained block. A data set too large for
+  // half of the memory left streams every epoch instead.
+  job.cache_row = network_cache_row(job.net);
   const size_t cache_bytes =
-      (job.train.items.size() + job.val.items.size() + job.test.items.size()) * dim * 4;
-  const bool cache_fits = cache_bytes < device_free_memory(job.dev) / 2;
-  // Fine-tuning changes the features from the first unfrozen epoch on: only the head-only epochs
-  // before it (--freeze-epochs) can use the cache.
-  const bool frozen_epochs = job.fine_tune == 0 || cfg.freeze_epochs > 0;
-  job.cache =
-      cfg.cache == "on" || (cfg.cache == "auto" && !cfg.augment && cache_fits && frozen_epochs);
-  const char* why = cfg.cache != "auto" ? ""
-                    : cfg.augment       ? " (auto: augmentation changes every epoch's features)"
-                    : !cache_fits       ? " (auto: the features would not fit in memory)"
-                    : !frozen_epochs    ? " (auto: --fine-tune changes the features every step)"
-                    : job.fine_tune     ? " (auto: for the --freeze-epochs head-only epochs)"
-                                        : " (auto: frozen backbone, no augmentation)";
+      (job.train.items.size() + job.val.items.size() + job.test.items.size()) * job.cache_row * 4;
+  const bool cache_fits = job.cache_row > 0 && cache_bytes < device_free_memory(job.dev) / 2;
+  if (cfg.cache == "on" && job.cache_row == 0)
+    throw std::invalid_argument(
+        "--cache-features on: more than one activation enters the trained "
+        "blocks, which the cache cannot hold; use auto or off");
+  job.cache = cfg.cache == "on" || (cfg.cache == "auto" && !cfg.augment && cache_fits);
+  const std::string held = job.fine_tune ? "the activation entering the first trained block (" +
+                                               std::to_string(job.cache_row) + " floats a photo)"
+                                         : "the features";
+  const std::string why = cfg.cache != "auto" ? ""
+                          : cfg.augment       ? " (auto: augmentation changes every epoch's input)"
+                          : job.cache_row == 0
+                              ? " (auto: more than one activation enters the trained blocks)"
+                          : !cache_fits ? " (auto: " + held + " would not fit in memory)"
+                                        : " (auto: " + held + ", computed once)";
   std::fprintf(stderr,
                "graft: %s on %s: %zu classes, %zu train / %zu val / %zu test images; feature "
                "cache %s%s\n",
                job.backbone.net.arch.c_str(), device_name(job.dev).c_str(), job.classes.size(),
                job.train.items.size(), job.val.items.size(), job.test.items.size(),
-               job.cache ? "on" : "off", why);
-
-  const HeadShape hs{dim, cfg.hidden, classes};
-  const float backbone_lr = cfg.backbone_lr > 0 ? cfg.backbone_lr : cfg.learning_rate / 10;
-  network_create(job.net, job.dev, job.backbone, hs, batch, cfg.seed, &cfg.opt,
-                 FineTune{job.fine_tune, backbone_lr / cfg.learning_rate});
+               job.cache ? "on" : "off", why.c_str());
   loader_setup(job);
   stage_clock_create(job.clock, job.dev, true);
   const size_t largest = std::max(
@@ -583,7 +589,7 @@ void setup_device(Job& job) {
   for (SplitData* s : {&job.train, &job.val, &job.test}) {
     s->cached.assign(s->items.size(), 0);
     s->bad.assign(s->items.size(), 0);
-    if (job.cache) s->cache = arena_alloc<float>(job.buf.arena, s->items.size() * dim);
+    if (job.cache) s->cache = arena_alloc<float>(job.buf.arena, s->items.size() * job.cache_row);
   }
 }
 
@@ -815,17 +821,12 @@ void keep_and_checkpoint(Job& job, RunState& st, const EpochMetrics& em) {
   }
 }
 
-// The head trains alone for the first --freeze-epochs, then the fine-tuned blocks join it. From
-// then on the backbone changes every step, so the feature cache no longer holds its output.
+// The head trains alone for the first --freeze-epochs, then the fine-tuned blocks join it. The
+// feature cache holds what the blocks before them compute, so it serves both stages.
 void unfreeze_for(Job& job, int epoch) {
   const bool on = job.fine_tune > 0 && epoch > job.cfg.freeze_epochs;
   network_train_backbone(job.net, on);
-  if (!on) return;
-  for (SplitData* s : {&job.train, &job.val, &job.test}) {
-    s->cache = nullptr;
-    std::fill(s->cached.begin(), s->cached.end(), 0);
-  }
-  if (job.cfg.freeze_epochs > 0 && epoch == job.cfg.freeze_epochs + 1)
+  if (on && job.cfg.freeze_epochs > 0 && epoch == job.cfg.freeze_epochs + 1)
     std::fprintf(stderr, "graft: epoch %d: the backbone's last %d blocks train from now on\n",
                  epoch, job.fine_tune);
 }
