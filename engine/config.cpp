@@ -89,7 +89,8 @@ TrainConfig load_config(const std::string& path) {
   if (j.is_discarded() || !j.is_object()) throw std::runtime_error(path + ": not a JSON object");
   TrainConfig c;
   visit_settings(c, [&](const SettingInfo& s, auto& field) {
-    if (!s.saved) return;
+    // A run made before a setting existed ran with what is now its default.
+    if (!s.saved || !j.contains(s.key)) return;
     try {
       field = j.at(s.key).get<std::decay_t<decltype(field)>>();
     } catch (const nlohmann::json::exception& e) {

@@ -145,7 +145,8 @@ void check_config(const TrainConfig& cfg);
 // RUN_DIR` continues with exactly the same settings. Float settings are stored as the shortest
 // decimal that reads back as the same float (0.005, not 0.004999999888241291).
 void save_config(const TrainConfig& cfg, const std::string& path);
-// Reads what save_config wrote; a missing or mistyped setting names the file and the setting.
+// Reads what save_config wrote; a mistyped setting names the file and the setting, and a missing
+// one (a run folder older than the setting) keeps its default.
 TrainConfig load_config(const std::string& path);
 
 // The shortest decimal that reads back as the same float ("0.005").

@@ -80,8 +80,10 @@ void network_create(Network& net, const Device& dev, const Model& model, const H
                     int batch, uint64_t seed, const OptimConfig* opt, const FineTune& fine_tune) {
   const int first = first_trainable_op(model.net, opt ? fine_tune.blocks : 0);
   const bool trains_backbone = first < int(model.net.ops.size());
-  reserve_or_explain(
-      [&] { extractor_create(net.backbone, dev, model, batch, trains_backbone ? first : -1); });
+  if (trains_backbone)  // its kept activations are what fine-tuning adds to the memory
+    reserve_or_explain([&] { extractor_create(net.backbone, dev, model, batch, first); });
+  else
+    extractor_create(net.backbone, dev, model, batch, -1);
   const size_t feature_floats = size_t(batch) * model.net.feature_dim;
   arena_reserve(net.arena, dev, feature_floats * 4 + 64 + head_arena_bytes(head, batch));
   net.features = arena_alloc<float>(net.arena, feature_floats);

@@ -20,6 +20,7 @@
 #include <thread>
 #include <type_traits>
 
+#include "engine/checkpoint.h"
 #include "engine/head.h"
 #include "engine/net.h"
 #include "engine/trainer.h"
@@ -542,6 +543,23 @@ TEST(Trainer, EverySettingRoundTripsAndIsChecked) {
   }
   EXPECT_FALSE(back.overwrite);
   EXPECT_NO_THROW(check_config(back));
+  // A run folder from before the fine-tuning settings: they take their defaults; a mistyped value
+  // is an error naming the setting.
+  auto older = written;
+  for (const char* key : {"fine_tune", "freeze_epochs", "backbone_lr"}) older.erase(key);
+  write_file_atomic(path, older.dump(1));
+  const TrainConfig old_run = load_config(path);
+  EXPECT_EQ(old_run.fine_tune, defaults.fine_tune);
+  EXPECT_EQ(old_run.freeze_epochs, 0);
+  EXPECT_EQ(old_run.learning_rate, back.learning_rate);
+  older["epochs"] = "many";
+  write_file_atomic(path, older.dump(1));
+  try {
+    load_config(path);
+    ADD_FAILURE() << "a mistyped setting was accepted";
+  } catch (const std::runtime_error& e) {
+    EXPECT_TRUE(contains(e.what(), "'epochs'")) << e.what();
+  }
 
   TrainConfig probe = back;
   visit_settings(probe, [&](const SettingInfo& s, auto& field) {
