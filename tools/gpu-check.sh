@@ -102,6 +102,22 @@ timeout 60 "$BUILD/graft" bench --data "$FISH" --backbone models/efficientnet_li
   --out "$WORK/run-bench" --epochs 2 --device cuda --json "$WORK/stages.json" \
   >"$WORK/bench-stages.log" 2>&1
 tail -5 "$WORK/bench-stages.log"
+# Fine-tuning: the same epochs' stages with the last two blocks and with every block trained, and
+# a two-stage run on both devices, whose metrics must agree.
+for ft in 2 all; do
+  timeout 120 "$BUILD/graft" bench --data "$FISH" --backbone models/efficientnet_lite0.safetensors \
+    --out "$WORK/run-bench-ft$ft" --epochs 2 --device cuda --fine-tune $ft \
+    --json "$WORK/stages-ft$ft.json" >"$WORK/bench-stages-ft$ft.log" 2>&1
+  tail -3 "$WORK/bench-stages-ft$ft.log"
+done
+for dev in cuda cpu; do
+  t=$(now)
+  timeout 300 "$BUILD/graft" train --data "$FISH" --backbone models/efficientnet_lite0.safetensors \
+    --out "$WORK/run-ft-$dev" --epochs 4 --fine-tune 2 --freeze-epochs 1 --device $dev \
+    --no-progress >"$WORK/train-ft-$dev.log" 2>&1
+  echo "{\"device\": \"$dev\", \"rc\": $?, \"seconds\": $(elapsed $t)}" >"$WORK/train-ft-$dev.json"
+  tail -3 "$WORK/train-ft-$dev.log"
+done
 if [ -f "$WORK/run-cuda/split.json" ]; then
   timeout 120 python3 bench/pytorch_baseline.py --model models/efficientnet_lite0.safetensors \
     --split "$WORK/run-cuda/split.json" --epochs 20 --device cuda --mode cached \

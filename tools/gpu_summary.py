@@ -116,7 +116,16 @@ def main():
             "seconds": gpu["seconds"],
         },
     }
-    for run in (gpu, cpu):
+    ft_gpu, ft_cpu = train_run(w, "ft-cuda"), train_run(w, "ft-cpu")
+    summary["fine_tune"] = {
+        "data": "the same photos, 4 epochs, --fine-tune 2 --freeze-epochs 1",
+        "gpu": ft_gpu,
+        "cpu": ft_cpu,
+        "gpu_vs_cpu_max_metric_diff": max_metric_diff(ft_gpu["metrics"], ft_cpu["metrics"]),
+        "stages": {ft: json.loads(read(os.path.join(w, f"stages-ft{ft}.json")) or "null")
+                   for ft in ("2", "all")},
+    }
+    for run in (gpu, cpu, ft_gpu, ft_cpu):
         run.pop("metrics")
     print(json.dumps(summary, indent=1))
 
