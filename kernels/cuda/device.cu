@@ -45,8 +45,7 @@ bool kernel_image_available(std::string* why) {
   }
   if (why)
     *why = std::string(prop.name[0] ? prop.name : "this GPU") + " (sm_" + std::to_string(major) +
-           std::to_string(minor) + ") cannot run this build's kernels: " +
-           cudaGetErrorString(err);
+           std::to_string(minor) + ") cannot run this build's kernels: " + cudaGetErrorString(err);
   return false;
 }
 
