@@ -1,4 +1,5 @@
-// Per-process device facts that the launch heuristics read.
+// Per-process device facts: what the launch heuristics read, and whether this binary can run on
+// the card at all.
 #include <mutex>
 
 #include "kernels/cuda/common.cuh"
