@@ -123,6 +123,23 @@ def hidden_head(feature_dim, units, labels, seed):
     }
 
 
+def fine_tuned(backbone, tmp):
+    """A model whose last two blocks graft trained: the file writes them back with identity
+    batch norm, which the exporter must fold like any other."""
+    if not PHOTOS:
+        return None
+    data = os.path.join(tmp, 'ft_data')
+    for k, photo in enumerate(sorted(PHOTOS)):
+        os.makedirs(os.path.join(data, 'ab'[k % 2]), exist_ok=True)
+        shutil.copy(photo, os.path.join(data, 'ab'[k % 2], os.path.basename(photo)))
+    run_dir = os.path.join(tmp, 'ft_run')
+    rc, _, err = run('train', '--data', data, '--backbone', backbone, '--out', run_dir,
+                     '--epochs', '2', '--fine-tune', '2', '--val-split', '0', '--test-split', '0',
+                     '--device', 'cpu', '--no-progress')
+    check(rc == 0, f'fine-tuning a model to export failed: {err}')
+    return os.path.join(run_dir, 'model.safetensors') if rc == 0 else None
+
+
 def models(tmp):
     """(name, path) of every model to check; one per architecture at least."""
     out = []
@@ -147,6 +164,9 @@ def models(tmp):
         head=hidden_head(1280, 64, labels, seed=7))))
     # TF-SAME on a ResNet pads the max pool asymmetrically; an odd input size (squashed) gives
     # odd feature maps all the way down.
+    tuned = fine_tuned(mbv2, tmp)
+    if tuned:
+        out.append(('mobilenet_v2, last 2 blocks fine-tuned', tuned))
     r18 = dict(out)['resnet18']
     out.append(('resnet18, tf_same, squash 199', variant(
         r18, os.path.join(tmp, 'r18_same.safetensors'),
