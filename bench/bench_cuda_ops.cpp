@@ -269,21 +269,40 @@ std::string conv_str(const ConvShape& s) {
     }                                                                           \
   } while (0)
 
-// cuDNN's forward conv on the same problem: symmetric padding of max(before, after) gives the
-// same output size (TF SAME pads one more after than before); the output is compared only where
-// the padding is symmetric, since otherwise the windows are shifted by one pixel.
-struct CudnnConv {
-  cudnnHandle_t h = nullptr;
+// One conv as cuDNN sees it: NHWC fp32 tensors, a KRSC filter, and symmetric padding of
+// max(before, after), which gives the same output size (TF SAME pads one more after than before).
+// The forward and backward yardsticks share it; where the padding is not symmetric the windows
+// are shifted by one pixel, so results are compared only where same_function() holds.
+struct CudnnConvDesc {
   cudnnTensorDescriptor_t xd = nullptr, yd = nullptr;
   cudnnFilterDescriptor_t wd = nullptr;
   cudnnConvolutionDescriptor_t cd = nullptr;
-  cudnnConvolutionFwdAlgo_t algo{};
-  std::unique_ptr<DevBuf> ws, w, y;
   int oh = 0, ow = 0;
-  std::string err;
 
-  void setup(cudnnHandle_t handle, const ConvShape& s) {
-    h = handle;
+  // Empty on success, else what failed.
+  std::string setup(const ConvShape& s) {
+    std::string err;
+    create(s, err);
+    return err;
+  }
+  bool same_function(const ConvShape& s) const {
+    const int pb = std::max(0, (s.out_h - 1) * s.stride_h + s.k_h - s.in_h - s.pad_top);
+    const int pr = std::max(0, (s.out_w - 1) * s.stride_w + s.k_w - s.in_w - s.pad_left);
+    return pb == s.pad_top && pr == s.pad_left && oh == s.out_h && ow == s.out_w;
+  }
+  ~CudnnConvDesc() {
+    if (xd) cudnnDestroyTensorDescriptor(xd);
+    if (yd) cudnnDestroyTensorDescriptor(yd);
+    if (wd) cudnnDestroyFilterDescriptor(wd);
+    if (cd) cudnnDestroyConvolutionDescriptor(cd);
+  }
+
+  CudnnConvDesc() = default;
+  CudnnConvDesc(const CudnnConvDesc&) = delete;
+  CudnnConvDesc& operator=(const CudnnConvDesc&) = delete;
+
+ private:
+  void create(const ConvShape& s, std::string& err) {
     const int pb = std::max(0, (s.out_h - 1) * s.stride_h + s.k_h - s.in_h - s.pad_top);
     const int pr = std::max(0, (s.out_w - 1) * s.stride_w + s.k_w - s.in_w - s.pad_left);
     const int ph = std::max(s.pad_top, pb), pw = std::max(s.pad_left, pr);
@@ -306,11 +325,26 @@ struct CudnnConv {
     CUDNN_OR(cudnnGetConvolution2dForwardOutputDim(cd, xd, wd, &on, &oc, &oh, &ow), err);
     CUDNN_OR(cudnnSetTensor4dDescriptor(yd, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, on, oc, oh, ow),
              err);
-    y = std::make_unique<DevBuf>(size_t(on) * oc * oh * ow * sizeof(float));
+  }
+};
+
+// cuDNN's forward conv on the same problem (descriptors from CudnnConvDesc).
+struct CudnnConv {
+  cudnnHandle_t h = nullptr;
+  CudnnConvDesc d;
+  cudnnConvolutionFwdAlgo_t algo{};
+  std::unique_ptr<DevBuf> ws, w, y;
+  std::string err;
+
+  void setup(cudnnHandle_t handle, const ConvShape& s) {
+    h = handle;
+    err = d.setup(s);
+    if (!err.empty()) return;
+    y = std::make_unique<DevBuf>(size_t(s.n) * s.out_c * d.oh * d.ow * sizeof(float));
     cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
     int returned = 0;
     CUDNN_OR(cudnnFindConvolutionForwardAlgorithm(
-                 h, xd, wd, cd, yd, CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned, perf),
+                 h, d.xd, d.wd, d.cd, d.yd, CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned, perf),
              err);
     int pick = -1;
     for (int i = 0; i < returned && pick < 0; ++i)
@@ -322,7 +356,8 @@ struct CudnnConv {
     }
     algo = perf[pick].algo;
     size_t ws_bytes = 0;
-    CUDNN_OR(cudnnGetConvolutionForwardWorkspaceSize(h, xd, wd, cd, yd, algo, &ws_bytes), err);
+    CUDNN_OR(cudnnGetConvolutionForwardWorkspaceSize(h, d.xd, d.wd, d.cd, d.yd, algo, &ws_bytes),
+             err);
     ws = std::make_unique<DevBuf>(ws_bytes);
   }
   // Filter from HWIO to KRSC (cuDNN's NHWC filter order).
@@ -342,16 +377,10 @@ struct CudnnConv {
   void run(const float* x) {
     const float one = 1.f, zero = 0.f;
     const cudnnStatus_t st =
-        cudnnConvolutionForward(h, &one, xd, x, wd, w->p, cd, algo, ws ? ws->p : nullptr,
-                                ws ? ws->bytes : 0, &zero, yd, y->p);
+        cudnnConvolutionForward(h, &one, d.xd, x, d.wd, w->p, d.cd, algo, ws ? ws->p : nullptr,
+                                ws ? ws->bytes : 0, &zero, d.yd, y->p);
     if (st != CUDNN_STATUS_SUCCESS)
       throw std::runtime_error(std::string("cudnnConvolutionForward: ") + cudnnGetErrorString(st));
-  }
-  ~CudnnConv() {
-    if (xd) cudnnDestroyTensorDescriptor(xd);
-    if (yd) cudnnDestroyTensorDescriptor(yd);
-    if (wd) cudnnDestroyFilterDescriptor(wd);
-    if (cd) cudnnDestroyConvolutionDescriptor(cd);
   }
 };
 #endif
@@ -393,8 +422,7 @@ void bench_convs(int batch, size_t l2, bool with_v1, bool tile_sweep, void* cudn
       if (v.err.empty()) {
         v.set_weights(s, w.f());
         row.vendor_us = time_us([&](int i) { v.run(xb[i % rot]->f()); });
-        const int pb = std::max(0, (s.out_h - 1) * s.stride_h + s.k_h - s.in_h - s.pad_top);
-        if (pb == s.pad_top && v.oh == s.out_h && v.ow == s.out_w) {
+        if (v.d.same_function(s)) {
           // Same function: compare the plain conv (no bias/act/residual) on buffer 0.
           cuda::conv2d(s, xb[0]->f(), w.f(), nullptr, nullptr, Act::none, y.f(), nullptr);
           v.run(xb[0]->f());
@@ -468,51 +496,28 @@ void bench_convs(int batch, size_t l2, bool with_v1, bool tile_sweep, void* cudn
 // cudnnFind*, workspace allocated before timing).
 
 #if GRAFT_HAVE_CUDNN
-// Descriptors as CudnnConv (symmetric padding of max(before, after)), plus the two backward
-// algorithms. Filters are KRSC on cuDNN's side, HWIO on graft's.
+// cuDNN's two backward convs (descriptors from CudnnConvDesc). Filters are KRSC on cuDNN's side,
+// HWIO on graft's.
 struct CudnnConvBwd {
   cudnnHandle_t h = nullptr;
-  cudnnTensorDescriptor_t xd = nullptr, yd = nullptr;
-  cudnnFilterDescriptor_t wd = nullptr;
-  cudnnConvolutionDescriptor_t cd = nullptr;
+  CudnnConvDesc d;
   cudnnConvolutionBwdDataAlgo_t data_algo{};
   cudnnConvolutionBwdFilterAlgo_t filter_algo{};
   std::unique_ptr<DevBuf> ws;
-  int oh = 0, ow = 0;
   std::string err;
 
   void setup(cudnnHandle_t handle, const ConvShape& s) {
     h = handle;
-    const int pb = std::max(0, (s.out_h - 1) * s.stride_h + s.k_h - s.in_h - s.pad_top);
-    const int pr = std::max(0, (s.out_w - 1) * s.stride_w + s.k_w - s.in_w - s.pad_left);
-    const int ph = std::max(s.pad_top, pb), pw = std::max(s.pad_left, pr);
-    CUDNN_OR(cudnnCreateTensorDescriptor(&xd), err);
-    CUDNN_OR(cudnnCreateTensorDescriptor(&yd), err);
-    CUDNN_OR(cudnnCreateFilterDescriptor(&wd), err);
-    CUDNN_OR(cudnnCreateConvolutionDescriptor(&cd), err);
-    CUDNN_OR(cudnnSetTensor4dDescriptor(xd, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, s.n, s.in_c,
-                                        s.in_h, s.in_w),
-             err);
-    CUDNN_OR(cudnnSetFilter4dDescriptor(wd, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NHWC, s.out_c,
-                                        s.in_c / s.groups, s.k_h, s.k_w),
-             err);
-    CUDNN_OR(cudnnSetConvolution2dDescriptor(cd, ph, pw, s.stride_h, s.stride_w, 1, 1,
-                                             CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
-             err);
-    CUDNN_OR(cudnnSetConvolutionGroupCount(cd, s.groups), err);
-    CUDNN_OR(cudnnSetConvolutionMathType(cd, CUDNN_FMA_MATH), err);
-    int on, oc;
-    CUDNN_OR(cudnnGetConvolution2dForwardOutputDim(cd, xd, wd, &on, &oc, &oh, &ow), err);
-    CUDNN_OR(cudnnSetTensor4dDescriptor(yd, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, on, oc, oh, ow),
-             err);
+    err = d.setup(s);
+    if (!err.empty()) return;
     cudnnConvolutionBwdDataAlgoPerf_t dperf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
     cudnnConvolutionBwdFilterAlgoPerf_t fperf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
     int nd = 0, nf = 0;
     CUDNN_OR(cudnnFindConvolutionBackwardDataAlgorithm(
-                 h, wd, yd, cd, xd, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &nd, dperf),
+                 h, d.wd, d.yd, d.cd, d.xd, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &nd, dperf),
              err);
     CUDNN_OR(cudnnFindConvolutionBackwardFilterAlgorithm(
-                 h, xd, yd, cd, wd, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &nf, fperf),
+                 h, d.xd, d.yd, d.cd, d.wd, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &nf, fperf),
              err);
     int dp = -1, fp = -1;
     for (int i = 0; i < nd && dp < 0; ++i)
@@ -528,37 +533,28 @@ struct CudnnConvBwd {
     data_algo = dperf[dp].algo;
     filter_algo = fperf[fp].algo;
     size_t a = 0, b = 0;
-    CUDNN_OR(cudnnGetConvolutionBackwardDataWorkspaceSize(h, wd, yd, cd, xd, data_algo, &a), err);
-    CUDNN_OR(cudnnGetConvolutionBackwardFilterWorkspaceSize(h, xd, yd, cd, wd, filter_algo, &b),
+    CUDNN_OR(cudnnGetConvolutionBackwardDataWorkspaceSize(h, d.wd, d.yd, d.cd, d.xd, data_algo, &a),
              err);
+    CUDNN_OR(
+        cudnnGetConvolutionBackwardFilterWorkspaceSize(h, d.xd, d.yd, d.cd, d.wd, filter_algo, &b),
+        err);
     ws = std::make_unique<DevBuf>(std::max(a, b));
-  }
-  bool same_function(const ConvShape& s) const {
-    const int pb = std::max(0, (s.out_h - 1) * s.stride_h + s.k_h - s.in_h - s.pad_top);
-    const int pr = std::max(0, (s.out_w - 1) * s.stride_w + s.k_w - s.in_w - s.pad_left);
-    return pb == s.pad_top && pr == s.pad_left && oh == s.out_h && ow == s.out_w;
   }
   void data(const float* dy, const float* w_krsc, float* dx) {
     const float one = 1.f, zero = 0.f;
     const cudnnStatus_t st = cudnnConvolutionBackwardData(
-        h, &one, wd, w_krsc, yd, dy, cd, data_algo, ws->p, ws->bytes, &zero, xd, dx);
+        h, &one, d.wd, w_krsc, d.yd, dy, d.cd, data_algo, ws->p, ws->bytes, &zero, d.xd, dx);
     if (st != CUDNN_STATUS_SUCCESS)
       throw std::runtime_error(std::string("cudnnConvolutionBackwardData: ") +
                                cudnnGetErrorString(st));
   }
   void filter(const float* x, const float* dy, float* dw_krsc) {
     const float one = 1.f, zero = 0.f;
-    const cudnnStatus_t st = cudnnConvolutionBackwardFilter(h, &one, xd, x, yd, dy, cd, filter_algo,
-                                                            ws->p, ws->bytes, &zero, wd, dw_krsc);
+    const cudnnStatus_t st = cudnnConvolutionBackwardFilter(
+        h, &one, d.xd, x, d.yd, dy, d.cd, filter_algo, ws->p, ws->bytes, &zero, d.wd, dw_krsc);
     if (st != CUDNN_STATUS_SUCCESS)
       throw std::runtime_error(std::string("cudnnConvolutionBackwardFilter: ") +
                                cudnnGetErrorString(st));
-  }
-  ~CudnnConvBwd() {
-    if (xd) cudnnDestroyTensorDescriptor(xd);
-    if (yd) cudnnDestroyTensorDescriptor(yd);
-    if (wd) cudnnDestroyFilterDescriptor(wd);
-    if (cd) cudnnDestroyConvolutionDescriptor(cd);
   }
 };
 
@@ -692,7 +688,7 @@ void bench_conv_backward(int batch, size_t l2, bool with_v1, void* cudnn_handle)
       dxr.vendor_us = time_us([&](int i) { v.data(yb[i % rot]->f(), wkd.f(), vdx.f()); });
       dwr.vendor_us =
           time_us([&](int i) { v.filter(xb[i % rot]->f(), yb[i % rot]->f(), vdw.f()); });
-      if (v.same_function(s)) {
+      if (v.d.same_function(s)) {
         cuda::conv2d_backward_data(s, yb[0]->f(), w.f(), dx.f(), nullptr);
         v.data(yb[0]->f(), wkd.f(), vdx.f());
         dxr.check = rel_error(download(dx.f(), xs), download(vdx.f(), xs));
