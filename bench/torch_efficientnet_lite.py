@@ -43,8 +43,9 @@ def tf_same_pad(size, kernel, stride):
 
 
 class SameConv2d(nn.Conv2d):
-    """A bias-free conv whose padding is TF SAME, computed from each input's size, so the
-    network gives TF's results at any input resolution, not just the one it was built for."""
+    """A conv whose padding is TF SAME, computed from each input's size, so the network gives
+    TF's results at any input resolution, not just the one it was built for. Bias-free in the
+    file's network; a folded conv (FoldedConv) has one."""
 
     def forward(self, x):
         kh, kw = self.kernel_size
@@ -53,7 +54,7 @@ class SameConv2d(nn.Conv2d):
         left, right = tf_same_pad(x.shape[-1], kw, sw)
         if top or bottom or left or right:
             x = F.pad(x, (left, right, top, bottom))
-        return F.conv2d(x, self.weight, None, self.stride, 0, self.dilation, self.groups)
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 
 class ConvBN(nn.Module):
@@ -69,6 +70,39 @@ class ConvBN(nn.Module):
     def forward(self, x):
         x = self.bn(self.conv(x))
         return F.relu6(x) if self.act else x
+
+
+class FoldedConv(nn.Module):
+    """A ConvBN with its batch norm folded in, as graft loads every conv: weight
+    w * gamma / sqrt(var + eps), bias beta - mean * gamma / sqrt(var + eps) (float32, as graft),
+    then the same ReLU6. With the statistics frozen it computes what the ConvBN computes; its
+    weight and bias are the tensors graft trains when it fine-tunes."""
+
+    def __init__(self, unit):
+        super().__init__()
+        c, bn = unit.conv, unit.bn
+        self.conv = SameConv2d(c.in_channels, c.out_channels, c.kernel_size, c.stride,
+                               groups=c.groups, bias=True, device=c.weight.device)
+        with torch.no_grad():
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            self.conv.weight.copy_(c.weight * scale.view(-1, 1, 1, 1))
+            self.conv.bias.copy_(bn.bias - bn.running_mean * scale)
+        self.act = unit.act
+
+    def forward(self, x):
+        x = self.conv(x)
+        return F.relu6(x) if self.act else x
+
+
+def fold_batch_norm(module):
+    """module with every ConvBN in it replaced by its FoldedConv (module itself when it is one)."""
+    if isinstance(module, ConvBN):
+        return FoldedConv(module)
+    for name, child in module.named_children():
+        folded = fold_batch_norm(child)
+        if folded is not child:
+            setattr(module, name, folded)
+    return module
 
 
 class MBConv(nn.Module):
@@ -114,6 +148,22 @@ class EfficientNetLite(nn.Module):
     def forward(self, x):
         f = self.features(x)
         return self.fc(f) if self.fc is not None else f
+
+
+def blocks(model):
+    """graft's blocks, for fine-tuning (engine/net.h count_blocks): the stem, each MBConv, and
+    the final 1x1 conv with the pooling after it. 18 for Lite0."""
+    return [model.stem, *model.blocks, model.head]
+
+
+def set_block(model, i, module):
+    """Puts module in place of blocks(model)[i]."""
+    if i == 0:
+        model.stem = module
+    elif i == len(model.blocks) + 1:
+        model.head = module
+    else:
+        model.blocks[i - 1] = module
 
 
 def preprocessing(meta):
