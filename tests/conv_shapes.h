@@ -1,36 +1,60 @@
 #pragma once
-// Conv geometries for the op tests, from sizes and explicit padding or TensorFlow's SAME rule.
+// Conv geometries for the op tests (CPU and CUDA): from sizes and explicit padding or TensorFlow's
+// SAME rule, the element counts of x, w and y, and a one-line description for failure messages.
+#include <cstddef>
+#include <string>
+
 #include "kernels/ops.h"
 
 namespace graft::test {
 
-// Padding before (pt, pl) and after (pb, pr) each axis; the output size follows from them.
-inline ConvShape make_conv(int n, int h, int w, int ic, int oc, int kh, int kw, int sh, int sw,
-                           int pt, int pl, int pb, int pr, int groups) {
+// Padding before and after each axis (top, bottom, left, right); the output size follows.
+inline ConvShape conv_pad(int n, int h, int w, int cin, int cout, int kh, int kw, int sh, int sw,
+                          int pt, int pb, int pl, int pr, int groups = 1) {
   ConvShape s{};
-  s.n = n;
-  s.in_h = h;
-  s.in_w = w;
-  s.in_c = ic;
-  s.out_c = oc;
-  s.k_h = kh;
-  s.k_w = kw;
-  s.stride_h = sh;
-  s.stride_w = sw;
-  s.pad_top = pt;
-  s.pad_left = pl;
-  s.groups = groups;
+  s.n = n, s.in_h = h, s.in_w = w, s.in_c = cin, s.out_c = cout;
+  s.k_h = kh, s.k_w = kw, s.stride_h = sh, s.stride_w = sw, s.groups = groups;
+  s.pad_top = pt, s.pad_left = pl;
   s.out_h = conv_out_size(h, kh, sh, pt, pb);
   s.out_w = conv_out_size(w, kw, sw, pl, pr);
   return s;
 }
 
-// TensorFlow SAME geometry: the extra padding goes after (bottom/right).
-inline ConvShape make_same(int n, int h, int w, int ic, int oc, int k, int stride, int groups) {
-  ConvShape s = make_conv(n, h, w, ic, oc, k, k, stride, stride, 0, 0, 0, 0, groups);
+// TensorFlow SAME geometry: the extra padding of an odd total goes after (bottom/right).
+inline ConvShape conv_same(int n, int h, int w, int cin, int cout, int k, int stride,
+                           int groups = 1) {
+  ConvShape s = conv_pad(n, h, w, cin, cout, k, k, stride, stride, 0, 0, 0, 0, groups);
   same_padding(h, k, stride, &s.out_h, &s.pad_top);
   same_padding(w, k, stride, &s.out_w, &s.pad_left);
   return s;
+}
+
+inline ConvShape pointwise(int n, int h, int w, int cin, int cout) {
+  return conv_pad(n, h, w, cin, cout, 1, 1, 1, 1, 0, 0, 0, 0);
+}
+
+inline ConvShape depthwise(int n, int h, int w, int c, int k, int stride) {
+  return conv_same(n, h, w, c, c, k, stride, c);
+}
+
+inline size_t x_size(const ConvShape& s) {
+  return size_t(s.n) * s.in_h * s.in_w * s.in_c;
+}
+inline size_t y_size(const ConvShape& s) {
+  return size_t(s.n) * s.out_h * s.out_w * s.out_c;
+}
+inline size_t w_size(const ConvShape& s) {
+  return size_t(s.k_h) * s.k_w * (s.in_c / s.groups) * s.out_c;
+}
+
+inline std::string str(const ConvShape& s) {
+  return "n=" + std::to_string(s.n) + " in=" + std::to_string(s.in_h) + "x" +
+         std::to_string(s.in_w) + "x" + std::to_string(s.in_c) + " out=" + std::to_string(s.out_h) +
+         "x" + std::to_string(s.out_w) + "x" + std::to_string(s.out_c) +
+         " k=" + std::to_string(s.k_h) + "x" + std::to_string(s.k_w) +
+         " s=" + std::to_string(s.stride_h) + "x" + std::to_string(s.stride_w) +
+         " pad=" + std::to_string(s.pad_top) + "," + std::to_string(s.pad_left) +
+         " g=" + std::to_string(s.groups);
 }
 
 }  // namespace graft::test

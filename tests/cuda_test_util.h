@@ -61,6 +61,25 @@ class CudaTest : public ::testing::Test {
   }
 };
 
+// A CudaTest with a stream of its own, created only once the probe has found a device and
+// synchronised before it is destroyed, so a failing test cannot leave work running into the next
+// one.
+class CudaStreamTest : public CudaTest {
+ protected:
+  void SetUp() override {
+    test::CudaTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    CUDA_CHECK(cudaStreamCreate(&stream_));
+  }
+  void TearDown() override {
+    if (stream_) {
+      cudaStreamSynchronize(stream_);
+      cudaStreamDestroy(stream_);
+    }
+  }
+  cudaStream_t stream_ = nullptr;
+};
+
 // Owning device allocation. `offset` elements of slack at the front let a test hand a kernel a
 // pointer that is deliberately not 16-byte aligned.
 template <class T>

@@ -23,52 +23,12 @@
 #include "kernels/ops.h"
 #include "tests/conv_shapes.h"
 #include "tests/grad_check.h"
+#include "tests/test_util.h"
 
 namespace graft {
 namespace {
 
-constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
-
-std::vector<float> random_vec(size_t count, uint32_t seed, float scale = 1.f) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> dist(-scale, scale);
-  std::vector<float> v(count);
-  for (float& f : v) f = dist(rng);
-  return v;
-}
-
-std::vector<float> poisoned(size_t count) {
-  return std::vector<float>(count, kNaN);
-}
-
-// NaN anywhere in `got` makes the result NaN, which fails every `< tol` check.
-double rel_err(const std::vector<float>& got, const std::vector<float>& want) {
-  EXPECT_EQ(got.size(), want.size());
-  double num = 0, den = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    const double d = double(got[i]) - double(want[i]);
-    num += d * d;
-    den += double(want[i]) * want[i];
-  }
-  return std::sqrt(num) / std::max(std::sqrt(den), 1e-30);
-}
-
-bool bitwise_equal(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
-}
-
-using test::make_conv;
-using test::make_same;
-
-size_t x_size(const ConvShape& s) {
-  return size_t(s.n) * s.in_h * s.in_w * s.in_c;
-}
-size_t w_size(const ConvShape& s) {
-  return size_t(s.k_h) * s.k_w * (s.in_c / s.groups) * s.out_c;
-}
-size_t y_size(const ConvShape& s) {
-  return size_t(s.n) * s.out_h * s.out_w * s.out_c;
-}
+using namespace test;  // shapes, sizes, random data, error measures
 
 struct ConvCase {
   const char* name;
@@ -144,40 +104,40 @@ void check_conv_grads(const ConvShape& s, bool use_bias, bool use_res, Act act, 
 TEST(ConvBackward, FiniteDifferences) {
   const ConvCase cases[] = {
       // pointwise path
-      {"pw 1x1 b3 7x5 8->12", make_conv(3, 7, 5, 8, 12, 1, 1, 1, 1, 0, 0, 0, 0, 1)},
-      {"pw 1x1 b1 9x9 3->5", make_conv(1, 9, 9, 3, 5, 1, 1, 1, 1, 0, 0, 0, 0, 1)},
+      {"pw 1x1 b3 7x5 8->12", conv_pad(3, 7, 5, 8, 12, 1, 1, 1, 1, 0, 0, 0, 0, 1)},
+      {"pw 1x1 b1 9x9 3->5", conv_pad(1, 9, 9, 3, 5, 1, 1, 1, 1, 0, 0, 0, 0, 1)},
       {"pw 1x1 3x3 100->20 (two row blocks)",
-       make_conv(1, 3, 3, 100, 20, 1, 1, 1, 1, 0, 0, 0, 0, 1)},
+       conv_pad(1, 3, 3, 100, 20, 1, 1, 1, 1, 0, 0, 0, 0, 1)},
       // one group, general path
-      {"1x1 s2 7x5 (unread pixels)", make_conv(1, 7, 5, 6, 4, 1, 1, 2, 2, 0, 0, 0, 0, 1)},
-      {"3x3 s1 pad1 b1 9x9 3->4", make_conv(1, 9, 9, 3, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1)},
-      {"3x3 s2 SAME b3 7x5 3->8", make_same(3, 7, 5, 3, 8, 3, 2, 1)},
-      {"5x5 s1 SAME b1 9x9 4->3", make_same(1, 9, 9, 4, 3, 5, 1, 1)},
-      {"5x5 s2 SAME b1 9x9 6->5", make_same(1, 9, 9, 6, 5, 5, 2, 1)},
+      {"1x1 s2 7x5 (unread pixels)", conv_pad(1, 7, 5, 6, 4, 1, 1, 2, 2, 0, 0, 0, 0, 1)},
+      {"3x3 s1 pad1 b1 9x9 3->4", conv_pad(1, 9, 9, 3, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1)},
+      {"3x3 s2 SAME b3 7x5 3->8", conv_same(3, 7, 5, 3, 8, 3, 2, 1)},
+      {"5x5 s1 SAME b1 9x9 4->3", conv_same(1, 9, 9, 4, 3, 5, 1, 1)},
+      {"5x5 s2 SAME b1 9x9 6->5", conv_same(1, 9, 9, 6, 5, 5, 2, 1)},
       {"3x3 s2 valid 8x8 (bottom/right unread)",
-       make_conv(1, 8, 8, 3, 4, 3, 3, 2, 2, 0, 0, 0, 0, 1)},
-      {"3x5 s(2,1) asym pad b3", make_conv(3, 7, 5, 3, 4, 3, 5, 2, 1, 1, 2, 0, 1, 1)},
-      {"3x3 s2 SAME b1 7x5 16->5 (wide input)", make_same(1, 7, 5, 16, 5, 3, 2, 1)},
-      {"1x1 s2 b3 5x7 17->6 (wide input)", make_conv(3, 5, 7, 17, 6, 1, 1, 2, 2, 0, 0, 0, 0, 1)},
-      {"one channel 3x3 pad1", make_conv(1, 7, 5, 1, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1)},
+       conv_pad(1, 8, 8, 3, 4, 3, 3, 2, 2, 0, 0, 0, 0, 1)},
+      {"3x5 s(2,1) asym pad b3", conv_pad(3, 7, 5, 3, 4, 3, 5, 2, 1, 1, 0, 2, 1, 1)},
+      {"3x3 s2 SAME b1 7x5 16->5 (wide input)", conv_same(1, 7, 5, 16, 5, 3, 2, 1)},
+      {"1x1 s2 b3 5x7 17->6 (wide input)", conv_pad(3, 5, 7, 17, 6, 1, 1, 2, 2, 0, 0, 0, 0, 1)},
+      {"one channel 3x3 pad1", conv_pad(1, 7, 5, 1, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1)},
       // depthwise path
-      {"dw 3x3 s1 SAME b3 7x5 c5", make_same(3, 7, 5, 5, 5, 3, 1, 5)},
-      {"dw 5x5 s2 SAME b1 9x9 c5", make_same(1, 9, 9, 5, 5, 5, 2, 5)},
-      {"dw 3x3 s2 SAME b1 7x9 c37", make_same(1, 7, 9, 37, 37, 3, 2, 37)},
-      {"dw 5x5 s1 pad2 b1 6x7 c20", make_conv(1, 6, 7, 20, 20, 5, 5, 1, 1, 2, 2, 2, 2, 20)},
-      {"dw 3x3 s1 pad1 b1 5x5 c80", make_conv(1, 5, 5, 80, 80, 3, 3, 1, 1, 1, 1, 1, 1, 80)},
-      {"dw 3x3 s2 SAME b1 5x5 c56 (48-channel tail)", make_same(1, 5, 5, 56, 56, 3, 2, 56)},
+      {"dw 3x3 s1 SAME b3 7x5 c5", conv_same(3, 7, 5, 5, 5, 3, 1, 5)},
+      {"dw 5x5 s2 SAME b1 9x9 c5", conv_same(1, 9, 9, 5, 5, 5, 2, 5)},
+      {"dw 3x3 s2 SAME b1 7x9 c37", conv_same(1, 7, 9, 37, 37, 3, 2, 37)},
+      {"dw 5x5 s1 pad2 b1 6x7 c20", conv_pad(1, 6, 7, 20, 20, 5, 5, 1, 1, 2, 2, 2, 2, 20)},
+      {"dw 3x3 s1 pad1 b1 5x5 c80", conv_pad(1, 5, 5, 80, 80, 3, 3, 1, 1, 1, 1, 1, 1, 80)},
+      {"dw 3x3 s2 SAME b1 5x5 c56 (48-channel tail)", conv_same(1, 5, 5, 56, 56, 3, 2, 56)},
       {"dw 7x7 s1 pad3 b1 9x8 c20 (generic width)",
-       make_conv(1, 9, 8, 20, 20, 7, 7, 1, 1, 3, 3, 3, 3, 20)},
-      {"dw 5x3 s(1,2) pad(2,1) b3 7x9 c18", make_conv(3, 7, 9, 18, 18, 5, 3, 1, 2, 2, 1, 2, 1, 18)},
+       conv_pad(1, 9, 8, 20, 20, 7, 7, 1, 1, 3, 3, 3, 3, 20)},
+      {"dw 5x3 s(1,2) pad(2,1) b3 7x9 c18", conv_pad(3, 7, 9, 18, 18, 5, 3, 1, 2, 2, 2, 1, 1, 18)},
       {"dw 3x3 s1 pad3 b1 5x4 c20 (pad past the kernel)",
-       make_conv(1, 5, 4, 20, 20, 3, 3, 1, 1, 3, 3, 3, 3, 20)},
-      {"dw 3x3 s1 valid b1 7x6 c20", make_conv(1, 7, 6, 20, 20, 3, 3, 1, 1, 0, 0, 0, 0, 20)},
-      {"dw 5x5 s1 pad(1,3) b2 6x7 c17", make_conv(2, 6, 7, 17, 17, 5, 5, 1, 1, 1, 3, 2, 1, 17)},
-      {"dw 5x5 on 3x3 input c3", make_conv(1, 3, 3, 3, 3, 5, 5, 1, 1, 2, 2, 2, 2, 3)},
+       conv_pad(1, 5, 4, 20, 20, 3, 3, 1, 1, 3, 3, 3, 3, 20)},
+      {"dw 3x3 s1 valid b1 7x6 c20", conv_pad(1, 7, 6, 20, 20, 3, 3, 1, 1, 0, 0, 0, 0, 20)},
+      {"dw 5x5 s1 pad(1,3) b2 6x7 c17", conv_pad(2, 6, 7, 17, 17, 5, 5, 1, 1, 1, 2, 3, 1, 17)},
+      {"dw 5x5 on 3x3 input c3", conv_pad(1, 3, 3, 3, 3, 5, 5, 1, 1, 2, 2, 2, 2, 3)},
       // grouped, not depthwise: the plain loops
-      {"grouped 2 3x3 b1 7x5 4->6", make_conv(1, 7, 5, 4, 6, 3, 3, 1, 1, 1, 1, 1, 1, 2)},
-      {"dw multiplier 2 (5 groups, 5->10)", make_conv(1, 5, 7, 5, 10, 3, 3, 2, 2, 1, 1, 1, 1, 5)},
+      {"grouped 2 3x3 b1 7x5 4->6", conv_pad(1, 7, 5, 4, 6, 3, 3, 1, 1, 1, 1, 1, 1, 2)},
+      {"dw multiplier 2 (5 groups, 5->10)", conv_pad(1, 5, 7, 5, 10, 3, 3, 2, 2, 1, 1, 1, 1, 5)},
   };
   struct Epi {
     bool bias, res;
@@ -197,7 +157,7 @@ TEST(ConvBackward, FiniteDifferences) {
 // The relu6 epilogue above only tests the clamp if the forward reaches it: check that the data
 // really puts outputs at 0, at 6 and in between.
 TEST(ConvBackward, Relu6CaseCoversBothClamps) {
-  const ConvShape s = make_same(3, 7, 5, 3, 8, 3, 2, 1);
+  const ConvShape s = conv_same(3, 7, 5, 3, 8, 3, 2, 1);
   const auto x = random_vec(x_size(s), 7), w = random_vec(w_size(s), 8);
   const auto res = random_vec(y_size(s), 9, 8.f);
   std::vector<float> y(y_size(s));
@@ -213,28 +173,28 @@ TEST(ConvBackward, Relu6CaseCoversBothClamps) {
 // conv2d: fast paths against the plain loops on larger shapes
 
 const ConvCase kLargeCases[] = {
-    {"pw b2 28x28 40->240", make_conv(2, 28, 28, 40, 240, 1, 1, 1, 1, 0, 0, 0, 0, 1)},
-    {"pw b1 14x14 480->80", make_conv(1, 14, 14, 480, 80, 1, 1, 1, 1, 0, 0, 0, 0, 1)},
-    {"pw b1 7x7 320->1280", make_conv(1, 7, 7, 320, 1280, 1, 1, 1, 1, 0, 0, 0, 0, 1)},
-    {"pw b1 112x112 16->24 (8 splits)", make_conv(1, 112, 112, 16, 24, 1, 1, 1, 1, 0, 0, 0, 0, 1)},
-    {"pw b3 13x11 37->19", make_conv(3, 13, 11, 37, 19, 1, 1, 1, 1, 0, 0, 0, 0, 1)},
-    {"dw 3x3 s1 SAME b2 56x56 c32", make_same(2, 56, 56, 32, 32, 3, 1, 32)},
-    {"dw 5x5 s2 SAME b1 28x28 c144", make_same(1, 28, 28, 144, 144, 5, 2, 144)},
-    {"dw 3x3 s2 SAME b3 31x29 c37", make_same(3, 31, 29, 37, 37, 3, 2, 37)},
-    {"dw 5x5 s1 SAME b1 15x15 c80", make_same(1, 15, 15, 80, 80, 5, 1, 80)},
-    {"dw 5x5 s2 SAME b2 14x14 c240", make_same(2, 14, 14, 240, 240, 5, 2, 240)},
-    {"dw 7x7 s2 SAME b1 19x17 c80", make_same(1, 19, 17, 80, 80, 7, 2, 80)},
-    {"dw 3x3 s1 valid b2 19x17 c48", make_conv(2, 19, 17, 48, 48, 3, 3, 1, 1, 0, 0, 0, 0, 48)},
-    {"dw 3x3 s1 SAME b2 20x20 c96", make_same(2, 20, 20, 96, 96, 3, 1, 96)},
-    {"stem 3x3 s2 SAME b2 57x55 3->32", make_same(2, 57, 55, 3, 32, 3, 2, 1)},
-    {"3x3 s1 pad1 b1 17x15 40->70", make_conv(1, 17, 15, 40, 70, 3, 3, 1, 1, 1, 1, 1, 1, 1)},
-    {"7x7 s2 pad3 b3 33x31 3->20", make_conv(3, 33, 31, 3, 20, 7, 7, 2, 2, 3, 3, 3, 3, 1)},
-    {"5x5 s1 asym pad b2 13x17 6->17", make_conv(2, 13, 17, 6, 17, 5, 5, 1, 1, 1, 2, 3, 0, 1)},
-    {"3x3 s2 SAME b2 15x13 24->40", make_same(2, 15, 13, 24, 40, 3, 2, 1)},
-    {"5x5 s2 SAME b1 11x11 20->8", make_same(1, 11, 11, 20, 8, 5, 2, 1)},
-    {"3x3 s2 SAME b1 9x9 15->16 (narrow, odd)", make_same(1, 9, 9, 15, 16, 3, 2, 1)},
-    {"1x1 s2 b2 15x13 24->40", make_conv(2, 15, 13, 24, 40, 1, 1, 2, 2, 0, 0, 0, 0, 1)},
-    {"3x3 s1 pad1 b2 8x8 128->128", make_conv(2, 8, 8, 128, 128, 3, 3, 1, 1, 1, 1, 1, 1, 1)},
+    {"pw b2 28x28 40->240", conv_pad(2, 28, 28, 40, 240, 1, 1, 1, 1, 0, 0, 0, 0, 1)},
+    {"pw b1 14x14 480->80", conv_pad(1, 14, 14, 480, 80, 1, 1, 1, 1, 0, 0, 0, 0, 1)},
+    {"pw b1 7x7 320->1280", conv_pad(1, 7, 7, 320, 1280, 1, 1, 1, 1, 0, 0, 0, 0, 1)},
+    {"pw b1 112x112 16->24 (8 splits)", conv_pad(1, 112, 112, 16, 24, 1, 1, 1, 1, 0, 0, 0, 0, 1)},
+    {"pw b3 13x11 37->19", conv_pad(3, 13, 11, 37, 19, 1, 1, 1, 1, 0, 0, 0, 0, 1)},
+    {"dw 3x3 s1 SAME b2 56x56 c32", conv_same(2, 56, 56, 32, 32, 3, 1, 32)},
+    {"dw 5x5 s2 SAME b1 28x28 c144", conv_same(1, 28, 28, 144, 144, 5, 2, 144)},
+    {"dw 3x3 s2 SAME b3 31x29 c37", conv_same(3, 31, 29, 37, 37, 3, 2, 37)},
+    {"dw 5x5 s1 SAME b1 15x15 c80", conv_same(1, 15, 15, 80, 80, 5, 1, 80)},
+    {"dw 5x5 s2 SAME b2 14x14 c240", conv_same(2, 14, 14, 240, 240, 5, 2, 240)},
+    {"dw 7x7 s2 SAME b1 19x17 c80", conv_same(1, 19, 17, 80, 80, 7, 2, 80)},
+    {"dw 3x3 s1 valid b2 19x17 c48", conv_pad(2, 19, 17, 48, 48, 3, 3, 1, 1, 0, 0, 0, 0, 48)},
+    {"dw 3x3 s1 SAME b2 20x20 c96", conv_same(2, 20, 20, 96, 96, 3, 1, 96)},
+    {"stem 3x3 s2 SAME b2 57x55 3->32", conv_same(2, 57, 55, 3, 32, 3, 2, 1)},
+    {"3x3 s1 pad1 b1 17x15 40->70", conv_pad(1, 17, 15, 40, 70, 3, 3, 1, 1, 1, 1, 1, 1, 1)},
+    {"7x7 s2 pad3 b3 33x31 3->20", conv_pad(3, 33, 31, 3, 20, 7, 7, 2, 2, 3, 3, 3, 3, 1)},
+    {"5x5 s1 asym pad b2 13x17 6->17", conv_pad(2, 13, 17, 6, 17, 5, 5, 1, 1, 1, 3, 2, 0, 1)},
+    {"3x3 s2 SAME b2 15x13 24->40", conv_same(2, 15, 13, 24, 40, 3, 2, 1)},
+    {"5x5 s2 SAME b1 11x11 20->8", conv_same(1, 11, 11, 20, 8, 5, 2, 1)},
+    {"3x3 s2 SAME b1 9x9 15->16 (narrow, odd)", conv_same(1, 9, 9, 15, 16, 3, 2, 1)},
+    {"1x1 s2 b2 15x13 24->40", conv_pad(2, 15, 13, 24, 40, 1, 1, 2, 2, 0, 0, 0, 0, 1)},
+    {"3x3 s1 pad1 b2 8x8 128->128", conv_pad(2, 8, 8, 128, 128, 3, 3, 1, 1, 1, 1, 1, 1, 1)},
 };
 
 TEST(ConvBackward, FastMatchesPlain) {

@@ -21,35 +21,12 @@
 #include "kernels/ops.h"
 #include "kernels/philox.h"
 #include "tests/conv_shapes.h"
+#include "tests/test_util.h"
 
 namespace graft {
 namespace {
 
-constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
-
-std::vector<float> random_vec(size_t count, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> dist(-1.f, 1.f);
-  std::vector<float> v(count);
-  for (float& f : v) f = dist(rng);
-  return v;
-}
-
-std::vector<float> poisoned(size_t count) {
-  return std::vector<float>(count, kNaN);
-}
-
-// NaN anywhere in `got` makes the result NaN, which fails every `< tol` check.
-double rel_err(const std::vector<float>& got, const std::vector<float>& want) {
-  EXPECT_EQ(got.size(), want.size());
-  double num = 0, den = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    const double d = double(got[i]) - double(want[i]);
-    num += d * d;
-    den += double(want[i]) * want[i];
-  }
-  return std::sqrt(num) / std::max(std::sqrt(den), 1e-30);
-}
+using namespace test;  // shapes, random data, error measures
 
 // ---------------------------------------------------------------------------------------------
 // conv2d
@@ -58,9 +35,6 @@ struct ConvCase {
   const char* name;
   ConvShape s;
 };
-
-using test::make_conv;
-using test::make_same;
 
 void check_conv(const ConvShape& s, uint32_t seed) {
   const size_t xs = size_t(s.n) * s.in_h * s.in_w * s.in_c;
@@ -85,31 +59,31 @@ void check_conv(const ConvShape& s, uint32_t seed) {
 TEST(Conv2d, MatchesReference) {
   const ConvCase cases[] = {
       // pointwise path (GEMM straight on the input)
-      {"pw 19->37 7x11 b3", make_conv(3, 7, 11, 19, 37, 1, 1, 1, 1, 0, 0, 0, 0, 1)},
-      {"pw 3->70", make_conv(1, 5, 9, 3, 70, 1, 1, 1, 1, 0, 0, 0, 0, 1)},
-      {"pw 21->24", make_conv(1, 13, 13, 21, 24, 1, 1, 1, 1, 0, 0, 0, 0, 1)},
-      {"pw 40->240", make_conv(1, 9, 7, 40, 240, 1, 1, 1, 1, 0, 0, 0, 0, 1)},
-      {"pw 200->150 K blocks", make_conv(2, 17, 19, 200, 150, 1, 1, 1, 1, 0, 0, 0, 0, 1)},
-      {"pw 330->130 7x7", make_conv(1, 7, 7, 330, 130, 1, 1, 1, 1, 0, 0, 0, 0, 1)},
-      {"pw 8->1", make_conv(3, 3, 5, 8, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1)},
+      {"pw 19->37 7x11 b3", conv_pad(3, 7, 11, 19, 37, 1, 1, 1, 1, 0, 0, 0, 0, 1)},
+      {"pw 3->70", conv_pad(1, 5, 9, 3, 70, 1, 1, 1, 1, 0, 0, 0, 0, 1)},
+      {"pw 21->24", conv_pad(1, 13, 13, 21, 24, 1, 1, 1, 1, 0, 0, 0, 0, 1)},
+      {"pw 40->240", conv_pad(1, 9, 7, 40, 240, 1, 1, 1, 1, 0, 0, 0, 0, 1)},
+      {"pw 200->150 K blocks", conv_pad(2, 17, 19, 200, 150, 1, 1, 1, 1, 0, 0, 0, 0, 1)},
+      {"pw 330->130 7x7", conv_pad(1, 7, 7, 330, 130, 1, 1, 1, 1, 0, 0, 0, 0, 1)},
+      {"pw 8->1", conv_pad(3, 3, 5, 8, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1)},
       // depthwise path
-      {"dw3 s1 37ch SAME", make_same(3, 7, 11, 37, 37, 3, 1, 37)},
-      {"dw3 s2 80ch SAME", make_same(1, 11, 9, 80, 80, 3, 2, 80)},
-      {"dw5 s2 144ch SAME", make_same(1, 13, 10, 144, 144, 5, 2, 144)},
-      {"dw5 s1 16ch pad2", make_conv(2, 6, 7, 16, 16, 5, 5, 1, 1, 2, 2, 2, 2, 16)},
-      {"dw3 asym pad 0/1 13ch", make_conv(1, 8, 9, 13, 13, 3, 3, 2, 2, 0, 0, 1, 1, 13)},
-      {"dw5 on 3x3 input", make_conv(1, 3, 3, 64, 64, 5, 5, 1, 1, 2, 2, 2, 2, 64)},
+      {"dw3 s1 37ch SAME", conv_same(3, 7, 11, 37, 37, 3, 1, 37)},
+      {"dw3 s2 80ch SAME", conv_same(1, 11, 9, 80, 80, 3, 2, 80)},
+      {"dw5 s2 144ch SAME", conv_same(1, 13, 10, 144, 144, 5, 2, 144)},
+      {"dw5 s1 16ch pad2", conv_pad(2, 6, 7, 16, 16, 5, 5, 1, 1, 2, 2, 2, 2, 16)},
+      {"dw3 asym pad 0/1 13ch", conv_pad(1, 8, 9, 13, 13, 3, 3, 2, 2, 0, 1, 0, 1, 13)},
+      {"dw5 on 3x3 input", conv_pad(1, 3, 3, 64, 64, 5, 5, 1, 1, 2, 2, 2, 2, 64)},
       // general path (im2col + GEMM)
-      {"stem 3x3 s2 3->32 SAME", make_same(3, 15, 17, 3, 32, 3, 2, 1)},
-      {"stem 7x7 s2 pad3 3->20", make_conv(3, 11, 13, 3, 20, 7, 7, 2, 2, 3, 3, 3, 3, 1)},
-      {"3x3 s1 40->70 K=360", make_conv(1, 9, 8, 40, 70, 3, 3, 1, 1, 1, 1, 1, 1, 1)},
-      {"5x5 s1 asym pad", make_conv(1, 7, 11, 6, 17, 5, 5, 1, 1, 1, 2, 3, 0, 1)},
-      {"3x5 kernel s(2,1)", make_conv(2, 9, 7, 5, 9, 3, 5, 2, 1, 1, 2, 1, 2, 1)},
-      {"1x1 s2 downsample", make_conv(2, 7, 11, 24, 40, 1, 1, 2, 2, 0, 0, 0, 0, 1)},
-      {"grouped 2 3x3", make_conv(3, 7, 11, 12, 18, 3, 3, 1, 1, 1, 1, 1, 1, 2)},
-      {"grouped 2 1x1", make_conv(1, 5, 6, 34, 66, 1, 1, 1, 1, 0, 0, 0, 0, 2)},
-      {"dw multiplier 2", make_conv(1, 7, 7, 5, 10, 3, 3, 1, 1, 1, 1, 1, 1, 5)},
-      {"single channel dw-like", make_conv(1, 6, 6, 1, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1)},
+      {"stem 3x3 s2 3->32 SAME", conv_same(3, 15, 17, 3, 32, 3, 2, 1)},
+      {"stem 7x7 s2 pad3 3->20", conv_pad(3, 11, 13, 3, 20, 7, 7, 2, 2, 3, 3, 3, 3, 1)},
+      {"3x3 s1 40->70 K=360", conv_pad(1, 9, 8, 40, 70, 3, 3, 1, 1, 1, 1, 1, 1, 1)},
+      {"5x5 s1 asym pad", conv_pad(1, 7, 11, 6, 17, 5, 5, 1, 1, 1, 3, 2, 0, 1)},
+      {"3x5 kernel s(2,1)", conv_pad(2, 9, 7, 5, 9, 3, 5, 2, 1, 1, 1, 2, 2, 1)},
+      {"1x1 s2 downsample", conv_pad(2, 7, 11, 24, 40, 1, 1, 2, 2, 0, 0, 0, 0, 1)},
+      {"grouped 2 3x3", conv_pad(3, 7, 11, 12, 18, 3, 3, 1, 1, 1, 1, 1, 1, 2)},
+      {"grouped 2 1x1", conv_pad(1, 5, 6, 34, 66, 1, 1, 1, 1, 0, 0, 0, 0, 2)},
+      {"dw multiplier 2", conv_pad(1, 7, 7, 5, 10, 3, 3, 1, 1, 1, 1, 1, 1, 5)},
+      {"single channel dw-like", conv_pad(1, 6, 6, 1, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1)},
   };
   uint32_t seed = 100;
   for (const ConvCase& c : cases) {
@@ -121,7 +95,7 @@ TEST(Conv2d, MatchesReference) {
 // 3x3 input 1..9, one channel, 3x3 kernel of ones, pad 1: each output is the sum of the
 // in-bounds neighbourhood. Then + bias 0.5 - residual 20 and relu.
 TEST(Conv2d, HandComputedBoxFilter) {
-  const ConvShape s = make_conv(1, 3, 3, 1, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1);
+  const ConvShape s = conv_pad(1, 3, 3, 1, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1);
   std::vector<float> x = {1, 2, 3, 4, 5, 6, 7, 8, 9}, w(9, 1.f), y = poisoned(9);
   cpu::conv2d(s, x.data(), w.data(), nullptr, nullptr, Act::none, y.data());
   const std::vector<float> sums = {12, 21, 16, 27, 45, 33, 24, 39, 28};
@@ -140,7 +114,7 @@ TEST(Conv2d, HandComputedBoxFilter) {
 
 // 1x1 conv, 2 -> 3 channels, HWIO weights [ic][oc]: y = [1*1 + 2*2, 1*0 + 2*1, 1*-1 + 2*0].
 TEST(Conv2d, HandComputedPointwise) {
-  const ConvShape s = make_conv(1, 1, 2, 2, 3, 1, 1, 1, 1, 0, 0, 0, 0, 1);
+  const ConvShape s = conv_pad(1, 1, 2, 2, 3, 1, 1, 1, 1, 0, 0, 0, 0, 1);
   const std::vector<float> x = {1, 2, -1, 0.5f}, w = {1, 0, -1, 2, 1, 0}, bias = {0, 0.25f, 0};
   std::vector<float> y = poisoned(6);
   cpu::conv2d(s, x.data(), w.data(), bias.data(), nullptr, Act::relu, y.data());
@@ -151,7 +125,7 @@ TEST(Conv2d, HandComputedPointwise) {
 // Stride 2 with SAME padding on an even input: TensorFlow pads 0 before and 1 after, so the
 // first output's window starts at the first input pixel and the last one hangs over the edge.
 TEST(Conv2d, HandComputedSameStride2) {
-  ConvShape s = make_same(1, 4, 4, 1, 1, 3, 2, 1);
+  ConvShape s = conv_same(1, 4, 4, 1, 1, 3, 2, 1);
   ASSERT_EQ(s.pad_top, 0);
   ASSERT_EQ(s.out_h, 2);
   std::vector<float> x(16), w(9, 1.f), y = poisoned(4);

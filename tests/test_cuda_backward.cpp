@@ -25,88 +25,29 @@
 
 #include "kernels/cuda/conv_backward_internal.cuh"
 #include "kernels/ops.h"
+#include "tests/conv_shapes.h"
 #include "tests/cuda_test_util.h"
+#include "tests/test_util.h"
 
 namespace graft {
 namespace {
 
+using test::bitwise_equal;
+using test::conv_pad;
+using test::conv_same;
+using test::depthwise;
 using test::DeviceBuffer;
+using test::pointwise;
 using test::random_floats;
+using test::str;
+using test::w_size;
+using test::x_size;
+using test::y_size;
 
 constexpr double kTol = 1e-5;
 
-class CudaBackward : public test::CudaTest {
- protected:
-  void SetUp() override {
-    test::CudaTest::SetUp();
-    if (IsSkipped() || HasFatalFailure()) return;
-    CUDA_CHECK(cudaStreamCreate(&stream_));
-  }
-  void TearDown() override {
-    if (stream_) {
-      cudaStreamSynchronize(stream_);
-      cudaStreamDestroy(stream_);
-    }
-  }
-  cudaStream_t stream_ = nullptr;
-};
-
-// ---------------------------------------------------------------------------------------------
-// Shapes.
-
-// TensorFlow SAME padding (asymmetric when the total is odd).
-ConvShape conv_same(int n, int h, int w, int cin, int cout, int k, int stride, int groups = 1) {
-  ConvShape s{};
-  s.n = n, s.in_h = h, s.in_w = w, s.in_c = cin, s.out_c = cout;
-  s.k_h = k, s.k_w = k, s.stride_h = stride, s.stride_w = stride, s.groups = groups;
-  same_padding(h, k, stride, &s.out_h, &s.pad_top);
-  same_padding(w, k, stride, &s.out_w, &s.pad_left);
-  return s;
-}
-
-// Explicit padding before/after per axis.
-ConvShape conv_pad(int n, int h, int w, int cin, int cout, int kh, int kw, int sh, int sw, int pt,
-                   int pb, int pl, int pr, int groups = 1) {
-  ConvShape s{};
-  s.n = n, s.in_h = h, s.in_w = w, s.in_c = cin, s.out_c = cout;
-  s.k_h = kh, s.k_w = kw, s.stride_h = sh, s.stride_w = sw, s.groups = groups;
-  s.pad_top = pt, s.pad_left = pl;
-  s.out_h = conv_out_size(h, kh, sh, pt, pb);
-  s.out_w = conv_out_size(w, kw, sw, pl, pr);
-  return s;
-}
-
-ConvShape pointwise(int n, int h, int w, int cin, int cout) {
-  return conv_pad(n, h, w, cin, cout, 1, 1, 1, 1, 0, 0, 0, 0);
-}
-
-ConvShape depthwise(int n, int h, int w, int c, int k, int stride) {
-  return conv_same(n, h, w, c, c, k, stride, c);
-}
-
-std::string str(const ConvShape& s) {
-  return "n=" + std::to_string(s.n) + " in=" + std::to_string(s.in_h) + "x" +
-         std::to_string(s.in_w) + "x" + std::to_string(s.in_c) + " out=" + std::to_string(s.out_h) +
-         "x" + std::to_string(s.out_w) + "x" + std::to_string(s.out_c) +
-         " k=" + std::to_string(s.k_h) + "x" + std::to_string(s.k_w) +
-         " s=" + std::to_string(s.stride_h) + "x" + std::to_string(s.stride_w) +
-         " pad=" + std::to_string(s.pad_top) + "," + std::to_string(s.pad_left) +
-         " g=" + std::to_string(s.groups);
-}
-
-size_t x_size(const ConvShape& s) {
-  return size_t(s.n) * s.in_h * s.in_w * s.in_c;
-}
-size_t y_size(const ConvShape& s) {
-  return size_t(s.n) * s.out_h * s.out_w * s.out_c;
-}
-size_t w_size(const ConvShape& s) {
-  return size_t(s.k_h) * s.k_w * (s.in_c / s.groups) * s.out_c;
-}
-
-bool bitwise_equal(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
-}
+// Each test gets its own stream (test::CudaStreamTest), created after the device probe.
+using CudaBackward = test::CudaStreamTest;
 
 std::vector<ConvShape> pointwise_shapes() {
   return {
