@@ -19,6 +19,7 @@
 #include "engine/network.h"
 #include "io/safetensors.h"
 #include "tests/grad_check.h"
+#include "tests/random_backbone.h"
 
 namespace graft {
 namespace {
@@ -38,35 +39,7 @@ std::string scratch_dir() {
 // folds batch norm), at a small input size.
 Model make_model(const std::string& arch, int size, const std::string& padding) {
   const std::string path = scratch_dir() + "/" + arch + "_" + std::to_string(size) + ".safetensors";
-  Net net = build_arch(arch);
-  std::mt19937 rng(3);
-  std::uniform_real_distribution<float> u(-1.f, 1.f);
-  std::vector<std::vector<float>> data;
-  std::vector<TensorToWrite> tensors;
-  for (const auto& [name, shape] : expected_backbone_tensors(net)) {
-    int64_t n = 1, fan_in = 1;
-    for (int64_t d : shape) n *= d;
-    for (size_t i = 1; i < shape.size(); ++i) fan_in *= shape[i];
-    std::vector<float> v(n);
-    // Batch norm near the identity and weights of variance 2 / fan_in (He) keep activations of
-    // order one through every block: gradients neither vanish nor sit in ReLU6's flat ends.
-    const bool var = name.find("running_var") != std::string::npos;
-    const bool gamma = name.find("bn.weight") != std::string::npos;
-    const bool weight = name.find("conv.weight") != std::string::npos;
-    for (float& x : v)
-      x = var      ? 1.f + 0.2f * std::abs(u(rng))
-          : gamma  ? 1.f + 0.2f * u(rng)
-          : weight ? u(rng) * std::sqrt(6.f / float(fan_in))
-                   : 0.1f * u(rng);
-    data.push_back(std::move(v));
-    tensors.push_back({name, DType::f32, shape, data.back().data(), data.back().size() * 4});
-  }
-  write_weights(path, tensors,
-                {{"arch", arch},
-                 {"padding", padding},
-                 {"bn_eps", "1e-05"},
-                 {"input_size", std::to_string(size)},
-                 {"resize_mode", "squash"}});
+  test::write_random_backbone(path, {arch, size, padding, 0.2f, /*unit_gamma=*/true});
   return load_model(path);
 }
 

@@ -25,6 +25,7 @@
 #include "engine/net.h"
 #include "engine/trainer.h"
 #include "io/safetensors.h"
+#include "tests/random_backbone.h"
 
 namespace graft {
 namespace {
@@ -159,32 +160,7 @@ std::string make_dataset(const std::string& name, int per_class) {
 // architecture through the real loader.
 std::string make_backbone() {
   const std::string path = scratch_dir() + "/tiny_backbone.safetensors";
-  if (fs::exists(path)) return path;
-  Net net = build_arch("mobilenet_v2");
-  std::mt19937 rng(3);
-  std::uniform_real_distribution<float> u(-1.f, 1.f);
-  std::vector<std::vector<float>> data;
-  std::vector<TensorToWrite> tensors;
-  for (const auto& [name, shape] : expected_backbone_tensors(net)) {
-    int64_t n = 1, fan_in = 1;
-    for (int64_t d : shape) n *= d;
-    for (size_t i = 1; i < shape.size(); ++i) fan_in *= shape[i];
-    std::vector<float> v(n);
-    const bool var = name.find("running_var") != std::string::npos;
-    const bool weight = name.find("conv.weight") != std::string::npos;
-    for (float& x : v)
-      x = var      ? 1.f + 0.5f * std::abs(u(rng))
-          : weight ? u(rng) * std::sqrt(6.f / float(fan_in))
-                   : 0.1f * u(rng);
-    data.push_back(std::move(v));
-    tensors.push_back({name, DType::f32, shape, data.back().data(), data.back().size() * 4});
-  }
-  write_weights(path, tensors,
-                {{"arch", "mobilenet_v2"},
-                 {"padding", "symmetric"},
-                 {"bn_eps", "1e-05"},
-                 {"input_size", "48"},
-                 {"resize_mode", "squash"}});
+  if (!fs::exists(path)) test::write_random_backbone(path, {"mobilenet_v2"});
   return path;
 }
 
