@@ -148,17 +148,24 @@ int64_t pack_params(const char* op, const ParamRef* params, int num_params, bool
 
 // Copies the table into c_params on `stream` (after any earlier launch on it that read the old
 // table). From pageable host memory the runtime stages the bytes before returning, so the vector
-// may go out of scope at once.
+// may be refilled at once.
 void upload_table(const std::vector<ParamEntry>& table, cudaStream_t stream) {
   CUDA_CHECK(cudaMemcpyToSymbolAsync(c_params, table.data(), table.size() * sizeof(ParamEntry), 0,
                                      cudaMemcpyHostToDevice, stream));
+}
+
+// The host copy of the table, kept per thread so a training step allocates nothing once the first
+// step has sized it (the entries change every step with the learning rate, so they are rebuilt).
+std::vector<ParamEntry>& host_table() {
+  thread_local std::vector<ParamEntry> table;
+  return table;
 }
 
 }  // namespace
 
 void sgd_momentum(const ParamRef* params, int num_params, float lr, float momentum,
                   cudaStream_t stream) {
-  std::vector<ParamEntry> table;
+  std::vector<ParamEntry>& table = host_table();
   const int64_t groups = pack_params("sgd_momentum", params, num_params, false, lr, 1.0, &table);
   if (groups == 0) return;
   upload_table(table, stream);
@@ -173,7 +180,7 @@ void adamw(const ParamRef* params, int num_params, const AdamWConfig& cfg, cudaS
   // Bias corrections in double on the host, exactly as the CPU twin.
   const double bc1 = 1.0 - std::pow(double(cfg.beta1), double(cfg.step));
   const double bc2 = 1.0 - std::pow(double(cfg.beta2), double(cfg.step));
-  std::vector<ParamEntry> table;
+  std::vector<ParamEntry>& table = host_table();
   const int64_t groups = pack_params("adamw", params, num_params, true, cfg.lr, bc1, &table);
   if (groups == 0) return;
   const AdamCoef ac{cfg.beta1, cfg.beta2, cfg.eps, float(1.0 / std::sqrt(bc2))};
