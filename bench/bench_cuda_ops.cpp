@@ -1,4 +1,5 @@
-// The CUDA kernels against the card's own ceilings and against cuDNN / cuBLAS (fp32, no TF32).
+// The CUDA kernels against the card's own ceilings and against cuDNN / cuBLAS (fp32, no TF32), and
+// the convs also against cuDNN with TF32 allowed (what a framework user gets by default).
 //
 //   bench_cuda_ops [--json=PATH] [--quick]
 //
@@ -7,10 +8,14 @@
 // (b) every conv of EfficientNet-Lite0 at 224x224 (stem, per block expand / depthwise / project,
 //     head), deduplicated with a count, and the head linear 1280 -> classes, at batch 32 and 256:
 //     hand kernel vs cuDNN (NHWC fp32, fastest algorithm from cudnnFindConvolutionForwardAlgorithm,
-//     workspace allocated before timing) or cuBLAS sgemm (pedantic math);
+//     workspace allocated before timing) or cuBLAS sgemm (pedantic math); beside it cuDNN with
+//     TF32 allowed (CUDNN_DEFAULT_MATH: tensor-core algorithms join the same search, the fastest
+//     wins), a different function (10-bit mantissa products), so timed and its error reported,
+//     never checked; then each layer summed with its count over the whole network ("sum bN");
 // (c) the backward of every one of those convs (dx and dw, the dispatcher's path with its
-//     workspace) vs cuDNN's BackwardData / BackwardFilter (same settings), at batch 32 and 256,
-//     with the plain versions beside the fast ones at batch 32 (bench/worklog-cuda-backward.md);
+//     workspace) vs cuDNN's BackwardData / BackwardFilter (same settings, FMA and TF32), at batch
+//     32 and 256, with the plain versions beside the fast ones at batch 32
+//     (bench/worklog-cuda-backward.md), and the sums;
 // (d) memory-bound kernels at chip-filling sizes, and the small backward ops at training sizes.
 // Timing: CUDA events around each launch, warm-up first, median of >= 20 repetitions, inputs
 // rotated among enough buffers to exceed twice the L2 so no repetition reads a warm cache.
@@ -178,8 +183,10 @@ struct Row {
   std::string group, name, shape;
   int count = 1;
   double hand_us = NAN, vendor_us = NAN;
+  double tf32_us = NAN;  // cuDNN with TF32 allowed; NaN where there is no such yardstick
   double flops = 0, bytes = 0;
-  double check = NAN;  // relative error hand vs vendor, NaN when not compared
+  double check = NAN;     // relative error hand vs vendor, NaN when not compared
+  double tf32_err = NAN;  // relative error of cuDNN's TF32 result against the hand kernel's
   std::string note;
 };
 
@@ -188,10 +195,36 @@ bool g_check_failed = false;
 
 // Rows are echoed to stderr as they are measured, so a run cut short still leaves its numbers.
 void add_row(const Row& r) {
-  std::fprintf(stderr, "  %-10s %-26s %-38s hand %10.1f us  vendor %10.1f us  check %g\n",
-               r.group.c_str(), r.name.c_str(), r.shape.c_str(), r.hand_us, r.vendor_us, r.check);
+  std::fprintf(
+      stderr, "  %-10s %-26s %-38s hand %10.1f us  vendor %10.1f us  tf32 %10.1f us  check %g\n",
+      r.group.c_str(), r.name.c_str(), r.shape.c_str(), r.hand_us, r.vendor_us, r.tf32_us, r.check);
   g_rows.push_back(r);
 }
+
+// A network's layers summed, each layer times its count: one forward (or backward) pass of every
+// conv. A column missing on any layer leaves the sum NaN rather than a sum of fewer layers.
+struct LayerSum {
+  double hand_us = 0, vendor_us = 0, tf32_us = 0, flops = 0, bytes = 0;
+  int layers = 0;
+  void add(const Row& r) {
+    hand_us += r.count * r.hand_us;
+    vendor_us += r.count * r.vendor_us;
+    tf32_us += r.count * r.tf32_us;
+    flops += r.count * r.flops;
+    bytes += r.count * r.bytes;
+    layers += r.count;
+  }
+  void add_row_as(int batch, const std::string& name) const {
+    Row r;
+    r.group = "sum b" + std::to_string(batch);
+    r.name = name;
+    r.shape = "n" + std::to_string(batch) + " EfficientNet-Lite0 224x224";
+    r.hand_us = hand_us, r.vendor_us = vendor_us, r.tf32_us = tf32_us;
+    r.flops = flops, r.bytes = bytes;
+    r.note = std::to_string(layers) + " convs, each shape times its count";
+    add_row(r);
+  }
+};
 
 // ---------------------------------------------------------------------------------------------
 // Convs.
@@ -279,10 +312,11 @@ struct CudnnConvDesc {
   cudnnConvolutionDescriptor_t cd = nullptr;
   int oh = 0, ow = 0;
 
-  // Empty on success, else what failed.
-  std::string setup(const ConvShape& s) {
+  // Empty on success, else what failed. `math`: CUDNN_FMA_MATH (fp32 FMA only) or
+  // CUDNN_DEFAULT_MATH (TF32 tensor cores allowed on Ampere and later).
+  std::string setup(const ConvShape& s, cudnnMathType_t math) {
     std::string err;
-    create(s, err);
+    create(s, math, err);
     return err;
   }
   bool same_function(const ConvShape& s) const {
@@ -302,7 +336,7 @@ struct CudnnConvDesc {
   CudnnConvDesc& operator=(const CudnnConvDesc&) = delete;
 
  private:
-  void create(const ConvShape& s, std::string& err) {
+  void create(const ConvShape& s, cudnnMathType_t math, std::string& err) {
     const int pb = std::max(0, (s.out_h - 1) * s.stride_h + s.k_h - s.in_h - s.pad_top);
     const int pr = std::max(0, (s.out_w - 1) * s.stride_w + s.k_w - s.in_w - s.pad_left);
     const int ph = std::max(s.pad_top, pb), pw = std::max(s.pad_left, pr);
@@ -320,7 +354,7 @@ struct CudnnConvDesc {
                                              CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
              err);
     CUDNN_OR(cudnnSetConvolutionGroupCount(cd, s.groups), err);
-    CUDNN_OR(cudnnSetConvolutionMathType(cd, CUDNN_FMA_MATH), err);
+    CUDNN_OR(cudnnSetConvolutionMathType(cd, math), err);
     int on, oc;
     CUDNN_OR(cudnnGetConvolution2dForwardOutputDim(cd, xd, wd, &on, &oc, &oh, &ow), err);
     CUDNN_OR(cudnnSetTensor4dDescriptor(yd, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, on, oc, oh, ow),
@@ -328,17 +362,44 @@ struct CudnnConvDesc {
   }
 };
 
+// The fastest successful algorithm of a cudnnFind* list (sorted by time), -1 when none. With
+// fma_only, tensor-core algorithms are passed over (the search runs under CUDNN_FMA_MATH, so
+// there should be none; this makes sure).
+template <typename Perf>
+int fastest(const Perf* perf, int n, bool fma_only) {
+  for (int i = 0; i < n; ++i)
+    if (perf[i].status == CUDNN_STATUS_SUCCESS &&
+        !(fma_only && perf[i].mathType == CUDNN_TENSOR_OP_MATH))
+      return i;
+  return -1;
+}
+
+const char* math_name(cudnnMathType_t m) {
+  switch (m) {
+    case CUDNN_FMA_MATH:
+      return "fma";
+    case CUDNN_DEFAULT_MATH:
+      return "default";
+    case CUDNN_TENSOR_OP_MATH:
+      return "tensor op";
+    default:
+      return "tensor op with conversion";
+  }
+}
+
 // cuDNN's forward conv on the same problem (descriptors from CudnnConvDesc).
 struct CudnnConv {
   cudnnHandle_t h = nullptr;
   CudnnConvDesc d;
   cudnnConvolutionFwdAlgo_t algo{};
+  cudnnMathType_t math = CUDNN_FMA_MATH;  // the math type of the chosen algorithm
   std::unique_ptr<DevBuf> ws, w, y;
   std::string err;
 
-  void setup(cudnnHandle_t handle, const ConvShape& s) {
+  // tf32: search under CUDNN_DEFAULT_MATH and keep the fastest algorithm of any math type.
+  void setup(cudnnHandle_t handle, const ConvShape& s, bool tf32) {
     h = handle;
-    err = d.setup(s);
+    err = d.setup(s, tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH);
     if (!err.empty()) return;
     y = std::make_unique<DevBuf>(size_t(s.n) * s.out_c * d.oh * d.ow * sizeof(float));
     cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
@@ -346,15 +407,16 @@ struct CudnnConv {
     CUDNN_OR(cudnnFindConvolutionForwardAlgorithm(
                  h, d.xd, d.wd, d.cd, d.yd, CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned, perf),
              err);
-    int pick = -1;
-    for (int i = 0; i < returned && pick < 0; ++i)
-      if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].mathType != CUDNN_TENSOR_OP_MATH)
-        pick = i;
+    const int pick = fastest(perf, returned, !tf32);
     if (pick < 0) {
-      err = "no fp32 FMA algorithm";
+      err = tf32 ? "no algorithm" : "no fp32 FMA algorithm";
       return;
     }
     algo = perf[pick].algo;
+    // cuDNN runs an algorithm under the math type its search reported (as PyTorch does); the
+    // FMA yardstick stays under CUDNN_FMA_MATH whatever the search says.
+    math = tf32 ? perf[pick].mathType : CUDNN_FMA_MATH;
+    CUDNN_OR(cudnnSetConvolutionMathType(d.cd, math), err);
     size_t ws_bytes = 0;
     CUDNN_OR(cudnnGetConvolutionForwardWorkspaceSize(h, d.xd, d.wd, d.cd, d.yd, algo, &ws_bytes),
              err);
@@ -388,6 +450,7 @@ struct CudnnConv {
 void bench_convs(int batch, size_t l2, bool with_v1, bool tile_sweep, void* cudnn_handle) {
   (void)cudnn_handle;
   uint32_t seed = 1000u + batch;
+  LayerSum sum;
   for (const auto& [c, count] : efficientnet_lite0_convs(batch)) {
     const ConvShape& s = c.s;
     const size_t xs = size_t(s.n) * s.in_h * s.in_w * s.in_c,
@@ -418,7 +481,7 @@ void bench_convs(int batch, size_t l2, bool with_v1, bool tile_sweep, void* cudn
 #if GRAFT_HAVE_CUDNN
     {
       CudnnConv v;
-      v.setup(static_cast<cudnnHandle_t>(cudnn_handle), s);
+      v.setup(static_cast<cudnnHandle_t>(cudnn_handle), s, false);
       if (v.err.empty()) {
         v.set_weights(s, w.f());
         row.vendor_us = time_us([&](int i) { v.run(xb[i % rot]->f()); });
@@ -436,14 +499,32 @@ void bench_convs(int batch, size_t l2, bool with_v1, bool tile_sweep, void* cudn
         row.note = "cuDNN: " + v.err;
       }
     }
+    {
+      CudnnConv t;
+      t.setup(static_cast<cudnnHandle_t>(cudnn_handle), s, true);
+      if (t.err.empty()) {
+        t.set_weights(s, w.f());
+        row.tf32_us = time_us([&](int i) { t.run(xb[i % rot]->f()); });
+        if (t.d.same_function(s)) {
+          cuda::conv2d(s, xb[0]->f(), w.f(), nullptr, nullptr, Act::none, y.f(), nullptr);
+          t.run(xb[0]->f());
+          row.tf32_err = rel_error(download(y.f(), ys), download(t.y->f(), ys));
+        }
+        row.note +=
+            "; cuDNN TF32 algo " + std::to_string(int(t.algo)) + " (" + math_name(t.math) + ")";
+      } else {
+        row.note += "; cuDNN TF32: " + t.err;
+      }
+    }
 #endif
     if (row.check > 1e-4) g_check_failed = true;
     add_row(row);
+    sum.add(row);
     const bool pw = s.k_h == 1 && s.k_w == 1 && s.stride_h == 1 && s.groups == 1;
     if (with_v1 && pw) {
       Row v1 = row;
       v1.name = c.name + " [v1]";
-      v1.vendor_us = NAN;
+      v1.vendor_us = v1.tf32_us = v1.tf32_err = NAN;
       v1.check = NAN;
       v1.note = "conv_pointwise_v1 (one output per thread)";
       v1.hand_us = time_us(
@@ -462,7 +543,7 @@ void bench_convs(int batch, size_t l2, bool with_v1, bool tile_sweep, void* cudn
         Row t = row;
         t.group = "tile sweep b" + std::to_string(batch);
         t.name = c.name + " [" + tile + "]";
-        t.vendor_us = NAN;
+        t.vendor_us = t.tf32_us = t.tf32_err = NAN;
         t.check = NAN;
         t.note = picked == tile ? "the tile conv2d picks" : "";
         t.hand_us = time_us(
@@ -478,7 +559,7 @@ void bench_convs(int batch, size_t l2, bool with_v1, bool tile_sweep, void* cudn
       // The stem's previous path: the implicit GEMM (scalar, since 3 channels are not float4-able).
       Row ig = row;
       ig.name = c.name + " [igemm]";
-      ig.vendor_us = NAN;
+      ig.vendor_us = ig.tf32_us = ig.tf32_err = NAN;
       ig.check = NAN;
       ig.note = "conv_implicit_gemm (the stem's path before conv_small_cin)";
       ig.hand_us = time_us([&](int i) {
@@ -488,6 +569,7 @@ void bench_convs(int batch, size_t l2, bool with_v1, bool tile_sweep, void* cudn
       add_row(ig);
     }
   }
+  sum.add_row_as(batch, "conv forward, all layers");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -503,12 +585,15 @@ struct CudnnConvBwd {
   CudnnConvDesc d;
   cudnnConvolutionBwdDataAlgo_t data_algo{};
   cudnnConvolutionBwdFilterAlgo_t filter_algo{};
+  // The two algorithms' math types: one descriptor serves both, so each call sets its own.
+  cudnnMathType_t data_math = CUDNN_FMA_MATH, filter_math = CUDNN_FMA_MATH;
   std::unique_ptr<DevBuf> ws;
   std::string err;
 
-  void setup(cudnnHandle_t handle, const ConvShape& s) {
+  // tf32: as CudnnConv::setup.
+  void setup(cudnnHandle_t handle, const ConvShape& s, bool tf32) {
     h = handle;
-    err = d.setup(s);
+    err = d.setup(s, tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH);
     if (!err.empty()) return;
     cudnnConvolutionBwdDataAlgoPerf_t dperf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
     cudnnConvolutionBwdFilterAlgoPerf_t fperf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
@@ -519,29 +604,29 @@ struct CudnnConvBwd {
     CUDNN_OR(cudnnFindConvolutionBackwardFilterAlgorithm(
                  h, d.xd, d.yd, d.cd, d.wd, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &nf, fperf),
              err);
-    int dp = -1, fp = -1;
-    for (int i = 0; i < nd && dp < 0; ++i)
-      if (dperf[i].status == CUDNN_STATUS_SUCCESS && dperf[i].mathType != CUDNN_TENSOR_OP_MATH)
-        dp = i;
-    for (int i = 0; i < nf && fp < 0; ++i)
-      if (fperf[i].status == CUDNN_STATUS_SUCCESS && fperf[i].mathType != CUDNN_TENSOR_OP_MATH)
-        fp = i;
+    const int dp = fastest(dperf, nd, !tf32), fp = fastest(fperf, nf, !tf32);
     if (dp < 0 || fp < 0) {
-      err = "no fp32 FMA backward algorithm";
+      err = tf32 ? "no backward algorithm" : "no fp32 FMA backward algorithm";
       return;
     }
     data_algo = dperf[dp].algo;
     filter_algo = fperf[fp].algo;
+    data_math = tf32 ? dperf[dp].mathType : CUDNN_FMA_MATH;
+    filter_math = tf32 ? fperf[fp].mathType : CUDNN_FMA_MATH;
     size_t a = 0, b = 0;
+    CUDNN_OR(cudnnSetConvolutionMathType(d.cd, data_math), err);
     CUDNN_OR(cudnnGetConvolutionBackwardDataWorkspaceSize(h, d.wd, d.yd, d.cd, d.xd, data_algo, &a),
              err);
+    CUDNN_OR(cudnnSetConvolutionMathType(d.cd, filter_math), err);
     CUDNN_OR(
         cudnnGetConvolutionBackwardFilterWorkspaceSize(h, d.xd, d.yd, d.cd, d.wd, filter_algo, &b),
         err);
     ws = std::make_unique<DevBuf>(std::max(a, b));
   }
+  // Setting the math type is a host-side field write, negligible beside the launch.
   void data(const float* dy, const float* w_krsc, float* dx) {
     const float one = 1.f, zero = 0.f;
+    cudnnSetConvolutionMathType(d.cd, data_math);
     const cudnnStatus_t st = cudnnConvolutionBackwardData(
         h, &one, d.wd, w_krsc, d.yd, dy, d.cd, data_algo, ws->p, ws->bytes, &zero, d.xd, dx);
     if (st != CUDNN_STATUS_SUCCESS)
@@ -550,6 +635,7 @@ struct CudnnConvBwd {
   }
   void filter(const float* x, const float* dy, float* dw_krsc) {
     const float one = 1.f, zero = 0.f;
+    cudnnSetConvolutionMathType(d.cd, filter_math);
     const cudnnStatus_t st = cudnnConvolutionBackwardFilter(
         h, &one, d.xd, x, d.yd, dy, d.cd, filter_algo, ws->p, ws->bytes, &zero, d.wd, dw_krsc);
     if (st != CUDNN_STATUS_SUCCESS)
@@ -589,7 +675,7 @@ void bench_conv_backward_versions(const ConvCfg& c, const Row& dx_row, const Row
                          const std::function<void(int)>& f) {
     Row r = base;
     r.name = c.name + (base.name == dx_row.name ? " dx [" : " dw [") + tag + "]";
-    r.vendor_us = NAN;
+    r.vendor_us = r.tf32_us = r.tf32_err = NAN;
     r.check = NAN;
     r.note = note;
     r.hand_us = time_us(f, 5, 1);
@@ -643,6 +729,7 @@ void fill_pair(std::vector<std::unique_ptr<DevBuf>>& xb, std::vector<std::unique
 void bench_conv_backward(int batch, size_t l2, bool with_v1, void* cudnn_handle) {
   (void)cudnn_handle;
   uint32_t seed = 5000u + batch;
+  LayerSum dx_sum, dw_sum, both_sum;
   for (const auto& [c, count] : efficientnet_lite0_convs(batch)) {
     const ConvShape& s = c.s;
     const size_t xs = size_t(s.n) * s.in_h * s.in_w * s.in_c,
@@ -679,38 +766,60 @@ void bench_conv_backward(int batch, size_t l2, bool with_v1, void* cudnn_handle)
                                    nullptr);
     });
 #if GRAFT_HAVE_CUDNN
-    CudnnConvBwd v;
-    v.setup(static_cast<cudnnHandle_t>(cudnn_handle), s);
-    if (v.err.empty()) {
-      const std::vector<float> wk = hwio_krsc(s, download(w.f(), wsz), true);
-      DevBuf wkd(wsz * sizeof(float)), vdx(xs * sizeof(float)), vdw(wsz * sizeof(float));
-      CUDA_CHECK(cudaMemcpy(wkd.p, wk.data(), wsz * sizeof(float), cudaMemcpyHostToDevice));
-      dxr.vendor_us = time_us([&](int i) { v.data(yb[i % rot]->f(), wkd.f(), vdx.f()); });
-      dwr.vendor_us =
+    const std::vector<float> wk = hwio_krsc(s, download(w.f(), wsz), true);
+    DevBuf wkd(wsz * sizeof(float)), vdx(xs * sizeof(float)), vdw(wsz * sizeof(float));
+    CUDA_CHECK(cudaMemcpy(wkd.p, wk.data(), wsz * sizeof(float), cudaMemcpyHostToDevice));
+    for (const bool tf32 : {false, true}) {
+      CudnnConvBwd v;
+      v.setup(static_cast<cudnnHandle_t>(cudnn_handle), s, tf32);
+      const std::string tag = tf32 ? "cuDNN TF32" : "cuDNN";
+      if (!v.err.empty()) {
+        dxr.note += "; " + tag + ": " + v.err;
+        dwr.note += "; " + tag + ": " + v.err;
+        continue;
+      }
+      const double data_us = time_us([&](int i) { v.data(yb[i % rot]->f(), wkd.f(), vdx.f()); });
+      const double filter_us =
           time_us([&](int i) { v.filter(xb[i % rot]->f(), yb[i % rot]->f(), vdw.f()); });
+      double data_err = NAN, filter_err = NAN;
       if (v.d.same_function(s)) {
         cuda::conv2d_backward_data(s, yb[0]->f(), w.f(), dx.f(), nullptr);
         v.data(yb[0]->f(), wkd.f(), vdx.f());
-        dxr.check = rel_error(download(dx.f(), xs), download(vdx.f(), xs));
+        data_err = rel_error(download(dx.f(), xs), download(vdx.f(), xs));
         cuda::conv2d_backward_filter(s, xb[0]->f(), yb[0]->f(), dw.f(), ws.p, need, nullptr);
         v.filter(xb[0]->f(), yb[0]->f(), vdw.f());
-        dwr.check = rel_error(download(dw.f(), wsz), hwio_krsc(s, download(vdw.f(), wsz), false));
-      } else {
+        filter_err = rel_error(download(dw.f(), wsz), hwio_krsc(s, download(vdw.f(), wsz), false));
+      } else if (!tf32) {
         dxr.note += "; cuDNN pads symmetrically (TF SAME is not): timed, not compared";
         dwr.note += "; cuDNN pads symmetrically: timed, not compared";
       }
-      dxr.note += "; cuDNN bwd data algo " + std::to_string(int(v.data_algo));
-      dwr.note += "; cuDNN bwd filter algo " + std::to_string(int(v.filter_algo));
-    } else {
-      dxr.note += "; cuDNN: " + v.err;
-      dwr.note += "; cuDNN: " + v.err;
+      if (tf32) {
+        dxr.tf32_us = data_us, dwr.tf32_us = filter_us;
+        dxr.tf32_err = data_err, dwr.tf32_err = filter_err;
+        dxr.note += "; " + tag + " bwd data algo " + std::to_string(int(v.data_algo)) + " (" +
+                    math_name(v.data_math) + ")";
+        dwr.note += "; " + tag + " bwd filter algo " + std::to_string(int(v.filter_algo)) + " (" +
+                    math_name(v.filter_math) + ")";
+      } else {
+        dxr.vendor_us = data_us, dwr.vendor_us = filter_us;
+        dxr.check = data_err, dwr.check = filter_err;
+        dxr.note += "; cuDNN bwd data algo " + std::to_string(int(v.data_algo));
+        dwr.note += "; cuDNN bwd filter algo " + std::to_string(int(v.filter_algo));
+      }
     }
 #endif
     if (dxr.check > 1e-4 || dwr.check > 1e-4) g_check_failed = true;
     add_row(dxr);
     add_row(dwr);
+    dx_sum.add(dxr);
+    dw_sum.add(dwr);
+    both_sum.add(dxr);
+    both_sum.add(dwr);
     if (with_v1) bench_conv_backward_versions(c, dxr, dwr, xb, yb, w, dx, dw);
   }
+  dx_sum.add_row_as(batch, "conv backward dx, all layers");
+  dw_sum.add_row_as(batch, "conv backward dw, all layers");
+  both_sum.add_row_as(batch, "conv backward dx + dw, all layers");
 }
 
 // The small backward ops at training sizes: bias_grad (v1 plain, v2 split) on Lite0's widest and
@@ -1075,14 +1184,18 @@ void report(const Ceilings& c, const cudaDeviceProp& prop, const std::string& js
               prop.l2CacheSize >> 20);
   std::printf("ceilings: copy %.0f GB/s (read + write), fp32 FMA %.0f GFLOP/s\n", c.copy_gbs,
               c.fma_gflops);
-  std::printf("%-10s %-26s %-38s %3s %10s %10s %7s %9s %8s %7s %9s  %s\n", "group", "name", "shape",
-              "cnt", "hand_us", "vendor_us", "v/h", "GFLOP/s", "GB/s", "%ceil", "check", "note");
+  // vendor: cuDNN / cuBLAS fp32 without TF32; tf32: cuDNN with TF32 allowed (convs only).
+  std::printf("%-10s %-26s %-38s %3s %10s %10s %7s %10s %7s %9s %8s %7s %9s  %s\n", "group", "name",
+              "shape", "cnt", "hand_us", "vendor_us", "v/h", "tf32_us", "t/h", "GFLOP/s", "GB/s",
+              "%ceil", "check", "note");
   for (const Row& r : g_rows) {
     const auto [pct, kind] = pct_of_ceiling(r, c);
-    std::printf("%-10s %-26s %-38s %3d %10.1f %10s %7s %9.0f %8.0f %6.1f%c %9s  %s\n",
+    std::printf("%-10s %-26s %-38s %3d %10.1f %10s %7s %10s %7s %9.0f %8.0f %6.1f%c %9s  %s\n",
                 r.group.c_str(), r.name.c_str(), r.shape.c_str(), r.count, r.hand_us,
                 std::isfinite(r.vendor_us) ? num(r.vendor_us).c_str() : "-",
                 std::isfinite(r.vendor_us) ? num(r.vendor_us / r.hand_us).c_str() : "-",
+                std::isfinite(r.tf32_us) ? num(r.tf32_us).c_str() : "-",
+                std::isfinite(r.tf32_us) ? num(r.tf32_us / r.hand_us).c_str() : "-",
                 r.flops / (r.hand_us * 1e3), r.bytes / (r.hand_us * 1e3), pct, kind,
                 std::isfinite(r.check) ? num(r.check).c_str() : "-", r.note.c_str());
   }
@@ -1098,17 +1211,19 @@ void report(const Ceilings& c, const cudaDeviceProp& prop, const std::string& js
   for (size_t i = 0; i < g_rows.size(); ++i) {
     const Row& r = g_rows[i];
     const auto [pct, kind] = pct_of_ceiling(r, c);
-    std::fprintf(f,
-                 "    {\"group\": \"%s\", \"name\": \"%s\", \"shape\": \"%s\", \"count\": %d, "
-                 "\"hand_us\": %s, \"vendor_us\": %s, \"vendor_over_hand\": %s, \"gflops\": %s, "
-                 "\"gbs\": %s, \"pct_of_ceiling\": %s, \"ceiling\": \"%s\", \"rel_err_vs_vendor\": "
-                 "%s, \"note\": \"%s\"}%s\n",
-                 json_escape(r.group).c_str(), json_escape(r.name).c_str(),
-                 json_escape(r.shape).c_str(), r.count, num(r.hand_us).c_str(),
-                 num(r.vendor_us).c_str(), num(r.vendor_us / r.hand_us).c_str(),
-                 num(r.flops / (r.hand_us * 1e3)).c_str(), num(r.bytes / (r.hand_us * 1e3)).c_str(),
-                 num(pct).c_str(), kind == 'F' ? "fma" : "copy", num(r.check).c_str(),
-                 json_escape(r.note).c_str(), i + 1 < g_rows.size() ? "," : "");
+    std::fprintf(
+        f,
+        "    {\"group\": \"%s\", \"name\": \"%s\", \"shape\": \"%s\", \"count\": %d, "
+        "\"hand_us\": %s, \"vendor_us\": %s, \"vendor_over_hand\": %s, \"gflops\": %s, "
+        "\"gbs\": %s, \"pct_of_ceiling\": %s, \"ceiling\": \"%s\", \"rel_err_vs_vendor\": "
+        "%s, \"cudnn_tf32_us\": %s, \"cudnn_tf32_over_hand\": %s, "
+        "\"cudnn_tf32_rel_err\": %s, \"note\": \"%s\"}%s\n",
+        json_escape(r.group).c_str(), json_escape(r.name).c_str(), json_escape(r.shape).c_str(),
+        r.count, num(r.hand_us).c_str(), num(r.vendor_us).c_str(),
+        num(r.vendor_us / r.hand_us).c_str(), num(r.flops / (r.hand_us * 1e3)).c_str(),
+        num(r.bytes / (r.hand_us * 1e3)).c_str(), num(pct).c_str(), kind == 'F' ? "fma" : "copy",
+        num(r.check).c_str(), num(r.tf32_us).c_str(), num(r.tf32_us / r.hand_us).c_str(),
+        num(r.tf32_err).c_str(), json_escape(r.note).c_str(), i + 1 < g_rows.size() ? "," : "");
   }
   std::fprintf(f, "  ]\n}\n");
   std::fclose(f);
