@@ -6,34 +6,10 @@ Exit 0: pass, 1: fail, 77: skip."""
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 
-GRAFT = os.environ.get("GRAFT_BIN", "")
-SRC = os.environ.get("GRAFT_SOURCE_DIR", ".")
-MODEL = os.path.join(SRC, "models", "efficientnet_lite0.safetensors")
-PHOTOS = os.path.join(SRC, ".cache", "photos")
-failures = []
-
-
-def run(*args):
-    p = subprocess.run([GRAFT, *args], capture_output=True, text=True, timeout=300)
-    return p.returncode, p.stdout, p.stderr
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what)
-
-
-def one_line_error(rc, err, name, what):
-    lines = [l for l in err.splitlines() if l.strip()]
-    check(rc != 0, f"{what}: exit code {rc}, expected non-zero")
-    check(len(lines) == 1, f"{what}: {len(lines)} lines on stderr, expected one: {err!r}")
-    check(name in err, f"{what}: stderr does not name {name}: {err!r}")
-    check(rc in (1, 2), f"{what}: exit code {rc} is not an error code (a signal?)")
+from cli_util import GRAFT, MODEL, PHOTOS, check, finish, one_line_error, run
 
 
 def test_help():
@@ -113,8 +89,7 @@ def main():
         test_bad_weight_files(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"{len(failures)} failed" if failures else "all passed")
-    return 1 if failures else 0
+    return finish()
 
 
 if __name__ == "__main__":

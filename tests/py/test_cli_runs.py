@@ -7,34 +7,10 @@ GRAFT_BIN and GRAFT_SOURCE_DIR set. Exit 0: pass, 1: fail, 77: skip."""
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 
-GRAFT = os.environ.get("GRAFT_BIN", "")
-SRC = os.environ.get("GRAFT_SOURCE_DIR", ".")
-MODEL = os.path.join(SRC, "models", "efficientnet_lite0.safetensors")
-PHOTOS = os.path.join(SRC, ".cache", "photos")
-failures = []
-
-
-def run(*args):
-    p = subprocess.run([GRAFT, *args], capture_output=True, text=True, timeout=300)
-    return p.returncode, p.stdout, p.stderr
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what)
-
-
-def one_line_error(rc, err, names, what):
-    lines = [l for l in err.splitlines() if l.strip()]
-    check(rc == 1, f"{what}: exit code {rc}, expected 1")
-    check(len(lines) == 1, f"{what}: {len(lines)} lines on stderr, expected one: {err!r}")
-    for name in names:
-        check(name in err, f"{what}: stderr does not name {name}: {err!r}")
+from cli_util import GRAFT, MODEL, PHOTOS, check, finish, one_line_error, run
 
 
 def snapshot(folder):
@@ -73,7 +49,7 @@ def test_refuse_and_overwrite(tmp, data):
     check(len(before) >= 7, f"a run writes its files: {sorted(before)}")
 
     rc, _, err = train(data, out, "--epochs", "2")
-    one_line_error(rc, err, [out, "--overwrite"], "train into a non-empty run folder")
+    one_line_error(rc, err, [out, "--overwrite"], "train into a non-empty run folder", codes=(1,))
     check(snapshot(out) == before, "a refused run leaves the old run's files byte-identical")
 
     rc, _, err = train(data, out, "--epochs", "2", "--overwrite")
@@ -89,7 +65,7 @@ def test_unwritable_out(tmp, data):
         f.write("x")
     out = os.path.join(plain_file, "run")
     rc, _, err = train(data, out, "--epochs", "1")
-    one_line_error(rc, err, [out, "Not a directory"], "--out under a regular file")
+    one_line_error(rc, err, [out, "Not a directory"], "--out under a regular file", codes=(1,))
     check(".tmp" not in err, f"the error names the folder, not a temp file: {err!r}")
 
     if os.geteuid() == 0:
@@ -101,7 +77,7 @@ def test_unwritable_out(tmp, data):
     try:
         out = os.path.join(locked, "run")
         rc, _, err = train(data, out, "--epochs", "1")
-        one_line_error(rc, err, [out, "Permission denied"], "--out in a read-only folder")
+        one_line_error(rc, err, [out, "Permission denied"], "--out in a read-only folder", codes=(1,))
     finally:
         os.chmod(locked, 0o700)
 
@@ -113,7 +89,7 @@ def test_resume(tmp, data):
     before = snapshot(out)
 
     rc, _, err = run("train", "--resume", out, "--epochs", "1", "--no-progress")
-    one_line_error(rc, err, [out, "finished 2 epochs"], "--resume with fewer epochs")
+    one_line_error(rc, err, [out, "finished 2 epochs"], "--resume with fewer epochs", codes=(1,))
     check(snapshot(out) == before, "a refused resume leaves the run byte-identical")
 
     rc, _, err = run("train", "--resume", out, "--epochs", "3", "--learning-rate", "0.1",
@@ -161,8 +137,7 @@ def main():
         test_eval_absent_class(tmp, data)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"{len(failures)} failed" if failures else "all passed")
-    return 1 if failures else 0
+    return finish()
 
 
 if __name__ == "__main__":

@@ -5,22 +5,9 @@ names the CUDA architectures compiled in, and help text is complete and free of 
 Standard library only; run by ctest with GRAFT_BIN set. Exit 0: pass, 1: fail."""
 import os
 import re
-import subprocess
 import sys
 
-GRAFT = os.environ.get("GRAFT_BIN", "")
-failures = []
-
-
-def run(*args):
-    p = subprocess.run([GRAFT, *args], capture_output=True, text=True, timeout=60)
-    return p.returncode, p.stdout, p.stderr
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what)
+from cli_util import GRAFT, check, finish, run
 
 
 def usage_error(args, *needles):
@@ -87,8 +74,7 @@ def main():
     test_parse_errors_are_one_line()
     test_version()
     test_help()
-    print("ok" if not failures else f"{len(failures)} failures")
-    return 1 if failures else 0
+    return finish()
 
 
 if __name__ == "__main__":

@@ -10,15 +10,11 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 
-GRAFT = os.environ.get("GRAFT_BIN", "")
-SRC = os.environ.get("GRAFT_SOURCE_DIR", ".")
-MODEL = os.path.join(SRC, "models", "efficientnet_lite0.safetensors")
-PHOTOS = os.path.join(SRC, ".cache", "photos")
-failures = []
+from cli_util import GRAFT, MODEL, PHOTOS, check, finish, one_line_error, run
+
 
 # `graft predict --top 3` on .cache/photos with the CPU-only path predict used before --device
 # (commit 49466db): photo -> [(index, label, probability)].
@@ -39,25 +35,6 @@ EXPECTED = {
                    (744, "projectile", 0.2700105607509613),
                    (540, "drilling platform", 0.044740449637174606)],
 }
-
-
-def run(*args):
-    p = subprocess.run([GRAFT, *args], capture_output=True, text=True, timeout=300)
-    return p.returncode, p.stdout, p.stderr
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what)
-
-
-def one_line_error(rc, err, needles, what):
-    lines = [l for l in err.splitlines() if l.strip()]
-    check(rc in (1, 2), f"{what}: exit code {rc}, expected 1 or 2")
-    check(len(lines) == 1, f"{what}: {len(lines)} lines on stderr, expected one: {err!r}")
-    for n in needles:
-        check(n in err, f"{what}: stderr lacks {n!r}: {err!r}")
 
 
 def have_model_and_photos():
@@ -160,8 +137,7 @@ def main():
         test_data_folder_errors(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"{len(failures)} failed" if failures else "all passed")
-    return 1 if failures else 0
+    return finish()
 
 
 if __name__ == "__main__":
