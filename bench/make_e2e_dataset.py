@@ -3,6 +3,7 @@
 sub-folder per class, from a small folder of real photos (one sub-folder per class).
 
     python3 bench/make_e2e_dataset.py SRC OUT [--count 6000] [--seed 1] [--workers N]
+        [--sizes WxH,...]
     python3 bench/make_e2e_dataset.py --bench-sample DATA DIR
 
 Each output image takes a source photo of its class (classes in turn, the photo at random), a
@@ -11,6 +12,10 @@ jitter of +-10%, a resize to one of the sizes phones shoot at, gaussian noise of
 JPEG save at quality 85-95 with 4:2:0 chroma. Upsampling the ~384 px sources is fine: the
 benchmark is about the cost of decoding photos of real size, and the noise keeps the files as
 large as a camera's (a flat upscale compresses to a fraction of that).
+
+--sizes replaces the phone sizes, e.g. --sizes 256x256 for photos that need no resize before
+the 224 centre crop (the shorter side is already 224 / 0.875): a folder where decoding costs
+little, for measuring how busy the GPU stays when decoding is not the limit.
 
 The output depends only on SRC, --count and --seed, never on the number of workers. Files
 already in OUT with the expected name are kept (a run that was cut short resumes), so remove
@@ -75,8 +80,9 @@ def add_noise(pixels, rng):
 
 
 def make_one(job):
-    """job: (index, class name, candidate source paths, output path, seed) -> bytes written."""
-    i, cls, paths, out_path, seed = job
+    """job: (index, class name, candidate source paths, output path, seed, sizes) -> bytes
+    written."""
+    i, cls, paths, out_path, seed, sizes = job
     if os.path.exists(out_path):
         return os.path.getsize(out_path)
     rng = np.random.default_rng([seed, i])  # per image: independent of the worker's history
@@ -92,7 +98,7 @@ def make_one(job):
     # the work (both are per-pixel affine maps).
     im = ImageEnhance.Brightness(im).enhance(rng.uniform(0.9, 1.1))
     im = ImageEnhance.Contrast(im).enhance(rng.uniform(0.9, 1.1))
-    w, h = SIZES[int(rng.integers(len(SIZES)))]
+    w, h = sizes[int(rng.integers(len(sizes)))]
     im = im.resize((w, h), Image.BICUBIC)
     pixels = add_noise(np.asarray(im), rng)
     quality = int(rng.integers(85, 96))
@@ -136,6 +142,17 @@ def bench_sample(data, out):
           f'({", ".join(f"{len(p)} of {n}" for n, p in picked.items())})')
 
 
+def parse_sizes(text):
+    """'3024x4032,1080x1440' -> [(3024, 4032), (1080, 1440)]; a clear message on bad input."""
+    try:
+        sizes = [tuple(int(v) for v in part.lower().split('x')) for part in text.split(',') if part]
+    except ValueError:
+        sizes = []
+    if not sizes or any(len(s) != 2 or min(s) < 1 for s in sizes):
+        sys.exit(f'make_e2e_dataset: --sizes {text!r}: expected WxH[,WxH...], e.g. 256x256')
+    return sizes
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('src', help='folder of real photos, one sub-folder per class')
@@ -143,12 +160,15 @@ def main():
     ap.add_argument('--count', type=int, default=6000)
     ap.add_argument('--seed', type=int, default=1)
     ap.add_argument('--workers', type=int, default=os.cpu_count() or 1)
+    ap.add_argument('--sizes', default=','.join(f'{w}x{h}' for w, h in SIZES),
+                    help='output sizes WxH, comma-separated (default: the phone sizes)')
     ap.add_argument('--bench-sample', action='store_true',
                     help='copy a decode sample of SRC into OUT in bench_loader\'s layout')
     args = ap.parse_args()
     if args.bench_sample:
         return bench_sample(args.src, args.out)
 
+    sizes = parse_sizes(args.sizes)
     sources = list_sources(args.src)
     if not sources:
         sys.exit(f'make_e2e_dataset: no photos in class sub-folders of {args.src}')
@@ -162,7 +182,8 @@ def main():
     jobs = []
     for i in range(args.count):
         c = classes[i % len(classes)]  # classes in turn: balanced
-        jobs.append((i, c, sources[c], os.path.join(args.out, c, f'e2e_{i:05d}.jpg'), args.seed))
+        jobs.append((i, c, sources[c], os.path.join(args.out, c, f'e2e_{i:05d}.jpg'), args.seed,
+                     sizes))
 
     t0 = time.perf_counter()
     total = 0
