@@ -1,0 +1,309 @@
+// The whole frozen trunk, timed: one model file, one normalised input batch already in the device's
+// memory, the backbone's forward (input to pooled features) run many times back to back. What
+// bench/trunk_vs_torch.py sets beside PyTorch on the same card.
+//
+//   bench_trunk --model M.safetensors --input x.f32 --shape N,H,W [--device cpu|cuda]
+//               [--iters 50] [--repeats 5] [--warmup 5] [--graph] [--features out.f32]
+//
+// --input: raw little-endian float32, NHWC [N][H][W][3], normalised as the model's preprocessing
+// says (H == W == its input size). Each measurement is --iters forwards between two CUDA events
+// with one sync at the end (steady_clock on the cpu), so the host's launch overhead is hidden
+// behind the GPU's work unless the host is the slower of the two (host_ms_per_batch says how long
+// the launches themselves took). --graph captures one forward in a CUDA graph and times graph
+// launches instead. Prints one JSON line; writes the last forward's features [N][feature_dim] as
+// raw float32 to --features. Exit codes: 0 done, 1 the run failed, 2 bad arguments or input.
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "engine/device.h"
+#include "engine/features.h"
+#include "engine/model.h"
+
+#ifdef GRAFT_HAVE_CUDA
+#include "kernels/cuda/check.h"
+#endif
+
+namespace {
+
+// Bad arguments or input: main prints what() as one line and exits 2.
+struct BadInput : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct Args {
+  std::string model, input, features, device = "cpu";
+  int n = 0, h = 0, w = 0;
+  int iters = 50, repeats = 5, warmup = 5;
+  bool graph = false;
+};
+
+int parse_int(const std::string& flag, const std::string& s, int lo) {
+  size_t used = 0;
+  long v = 0;
+  try {
+    v = std::stol(s, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != s.size() || v < lo || v > (1L << 30))
+    throw BadInput(flag + " '" + s + "': expected an integer >= " + std::to_string(lo));
+  return int(v);
+}
+
+const char kUsage[] =
+    "usage: bench_trunk --model M.safetensors --input x.f32 --shape N,H,W [--device cpu|cuda] "
+    "[--iters 50] [--repeats 5] [--warmup 5] [--graph] [--features out.f32]";
+
+Args parse_args(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    if (flag == "--graph") {
+      a.graph = true;
+      continue;
+    }
+    if (flag == "--help" || flag == "-h") throw BadInput(kUsage);
+    if (i + 1 >= argc) throw BadInput(flag + ": missing value (" + kUsage + ")");
+    const std::string v = argv[++i];
+    if (flag == "--model") {
+      a.model = v;
+    } else if (flag == "--input") {
+      a.input = v;
+    } else if (flag == "--features") {
+      a.features = v;
+    } else if (flag == "--device") {
+      if (v != "cpu" && v != "cuda") throw BadInput("--device '" + v + "': expected cpu or cuda");
+      a.device = v;
+    } else if (flag == "--shape") {
+      int* dims[3] = {&a.n, &a.h, &a.w};
+      size_t start = 0;
+      for (int d = 0; d < 3; ++d) {
+        const size_t comma = v.find(',', start);
+        if ((d < 2) != (comma != std::string::npos))
+          throw BadInput("--shape '" + v + "': expected N,H,W");
+        *dims[d] = parse_int("--shape", v.substr(start, comma - start), 1);
+        start = comma + 1;
+      }
+    } else if (flag == "--iters") {
+      a.iters = parse_int(flag, v, 1);
+    } else if (flag == "--repeats") {
+      a.repeats = parse_int(flag, v, 1);
+    } else if (flag == "--warmup") {
+      a.warmup = parse_int(flag, v, 0);
+    } else {
+      throw BadInput("unknown flag " + flag + " (" + kUsage + ")");
+    }
+  }
+  if (a.model.empty() || a.input.empty() || a.n == 0)
+    throw BadInput(std::string("--model, --input and --shape are required (") + kUsage + ")");
+  return a;
+}
+
+// The whole file, checked against the shape it is said to have.
+std::vector<float> read_input(const Args& a) {
+  std::ifstream f(a.input, std::ios::binary | std::ios::ate);
+  if (!f) throw BadInput(a.input + ": cannot open: " + std::strerror(errno));
+  const std::streamoff bytes = f.tellg();
+  const size_t count = size_t(a.n) * a.h * a.w * 3;
+  if (bytes < 0 || size_t(bytes) != count * 4)
+    throw BadInput(a.input + ": " + std::to_string(bytes) + " bytes, but --shape " +
+                   std::to_string(a.n) + "," + std::to_string(a.h) + "," + std::to_string(a.w) +
+                   " of float32 NHWC with 3 channels needs " + std::to_string(count * 4));
+  std::vector<float> x(count);
+  f.seekg(0);
+  if (!f.read(reinterpret_cast<char*>(x.data()), std::streamsize(count * 4)))
+    throw BadInput(a.input + ": read failed");
+  for (size_t i = 0; i < count; ++i)
+    if (!std::isfinite(x[i]))
+      throw BadInput(a.input + ": value " + std::to_string(i) + " is not finite");
+  return x;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t m = v.size() / 2;
+  return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
+}
+
+// Per measurement: milliseconds per batch on the device, and how long the host took to issue them.
+struct Sample {
+  double ms = 0, host_ms = 0;
+};
+
+#ifdef GRAFT_HAVE_CUDA
+// A forward captured once and replayed; null when the forward could not be captured (why says so).
+struct Graph {
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  ~Graph() {
+    if (exec) cudaGraphExecDestroy(exec);
+    if (graph) cudaGraphDestroy(graph);
+  }
+};
+
+// The engine's forward launches kernels only (no allocation, no sync), so it should capture; if a
+// call inside is not capturable, capture fails and the run times stream launches instead.
+bool capture(Graph& g, cudaStream_t stream, const std::function<void()>& forward,
+             std::string* why) {
+  CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  try {
+    forward();
+  } catch (const std::exception& e) {
+    cudaGraph_t partial = nullptr;
+    cudaStreamEndCapture(stream, &partial);
+    if (partial) cudaGraphDestroy(partial);
+    cudaGetLastError();
+    *why = e.what();
+    return false;
+  }
+  const cudaError_t err = cudaStreamEndCapture(stream, &g.graph);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    *why = std::string("cudaStreamEndCapture: ") + cudaGetErrorString(err);
+    return false;
+  }
+  CUDA_CHECK(cudaGraphInstantiate(&g.exec, g.graph, 0));
+  return true;
+}
+
+Sample time_cuda(cudaStream_t stream, int iters, const std::function<void()>& step) {
+  cudaEvent_t start = nullptr, stop = nullptr;
+  CUDA_CHECK(cudaEventCreate(&start));
+  CUDA_CHECK(cudaEventCreate(&stop));
+  const auto t0 = std::chrono::steady_clock::now();
+  CUDA_CHECK(cudaEventRecord(start, stream));
+  for (int i = 0; i < iters; ++i) step();
+  CUDA_CHECK(cudaEventRecord(stop, stream));
+  const auto t1 = std::chrono::steady_clock::now();
+  CUDA_CHECK(cudaEventSynchronize(stop));
+  float ms = 0;
+  CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+  CUDA_CHECK(cudaEventDestroy(start));
+  CUDA_CHECK(cudaEventDestroy(stop));
+  return {double(ms) / iters, std::chrono::duration<double, std::milli>(t1 - t0).count() / iters};
+}
+#endif
+
+Sample time_cpu(int iters, const std::function<void()>& step) {
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < iters; ++i) step();
+  const double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() /
+      iters;
+  return {ms, ms};
+}
+
+int run(const Args& a) {
+  graft::Model model;
+  try {
+    model = graft::load_model(a.model);
+  } catch (const std::exception& e) {
+    throw BadInput(e.what());  // ModelError / WeightFileError already name the file
+  }
+  const int size = model.preprocess.size;
+  if (a.h != size || a.w != size)
+    throw BadInput(a.input + ": --shape " + std::to_string(a.h) + "x" + std::to_string(a.w) +
+                   ", but " + a.model + " takes " + std::to_string(size) + "x" +
+                   std::to_string(size) + " images");
+  const std::vector<float> x = read_input(a);
+
+  const graft::Device dev = graft::make_device(a.device);
+  graft::FeatureExtractor fe;
+  graft::extractor_create(fe, dev, model, a.n);
+  const int dim = model.net.feature_dim;
+  graft::Arena out_arena;
+  graft::arena_reserve(out_arena, dev, size_t(a.n) * dim * 4 + 64);
+  float* features_dev = graft::arena_alloc<float>(out_arena, size_t(a.n) * dim);
+  // The input sits where the extractor's normalise step would leave it: value 0 of the op list.
+  graft::copy_to_device(dev, graft::extractor_value(fe, 0), x.data(), x.size() * 4);
+  graft::synchronize(dev);
+
+  std::function<void()> forward = [&] { graft::extract_from_op(fe, a.n, 0, features_dev); };
+  for (int i = 0; i < a.warmup; ++i) forward();
+  graft::synchronize(dev);
+
+  bool graphed = false;
+  std::string graph_error;
+  std::vector<Sample> samples;
+#ifdef GRAFT_HAVE_CUDA
+  Graph g;
+  if (a.graph && dev.is_cuda()) {
+    graphed = capture(g, dev.stream, forward, &graph_error);
+    if (!graphed)
+      std::cerr << "bench_trunk: the forward could not be captured in a CUDA graph (" << graph_error
+                << "); timing stream launches\n";
+  }
+  std::function<void()> step = forward;
+  if (graphed) {
+    step = [&] { CUDA_CHECK(cudaGraphLaunch(g.exec, dev.stream)); };
+    for (int i = 0; i < a.warmup; ++i) step();  // the first launches upload the graph
+  }
+  for (int r = 0; r < a.repeats; ++r)
+    samples.push_back(dev.is_cuda() ? time_cuda(dev.stream, a.iters, step)
+                                    : time_cpu(a.iters, step));
+#else
+  for (int r = 0; r < a.repeats; ++r) samples.push_back(time_cpu(a.iters, forward));
+#endif
+  if (a.graph && !dev.is_cuda()) graph_error = "CUDA graphs need --device cuda";
+
+  std::vector<float> features(size_t(a.n) * dim);
+  graft::copy_to_host(dev, features.data(), features_dev, features.size() * 4);
+  graft::synchronize(dev);
+  if (!a.features.empty()) {
+    std::ofstream f(a.features, std::ios::binary);
+    f.write(reinterpret_cast<const char*>(features.data()), std::streamsize(features.size() * 4));
+    if (!f) throw std::runtime_error(a.features + ": cannot write the features");
+  }
+
+  std::vector<double> ms, host_ms;
+  for (const Sample& s : samples) {
+    ms.push_back(s.ms);
+    host_ms.push_back(s.host_ms);
+  }
+  const double med = median(ms);
+  nlohmann::json j = {
+      {"device", a.device},
+      {"gpu", dev.is_cuda() ? graft::device_name(dev) : ""},
+      {"device_name", graft::device_name(dev)},
+      {"model", a.model},
+      {"batch", a.n},
+      {"height", a.h},
+      {"width", a.w},
+      {"feature_dim", dim},
+      {"iters", a.iters},
+      {"repeats", a.repeats},
+      {"warmup", a.warmup},
+      {"graph", graphed},
+      {"ms_per_batch", {{"median", med}, {"min", *std::min_element(ms.begin(), ms.end())}}},
+      {"ms_per_batch_all", ms},
+      {"host_ms_per_batch", median(host_ms)},
+      {"images_per_s", a.n / (med / 1000.0)}};
+  if (!graph_error.empty()) j["graph_error"] = graph_error;
+  std::cout << j.dump() << std::endl;
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(parse_args(argc, argv));
+  } catch (const BadInput& e) {
+    std::cerr << "bench_trunk: " << e.what() << "\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "bench_trunk: " << e.what() << "\n";
+    return 1;
+  }
+}
