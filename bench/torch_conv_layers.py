@@ -165,7 +165,8 @@ def time_layer(c, way, timer, l2, device, gen):
     pad = (before, after, before, after)  # left, right, top, bottom
     t = timer(lambda i: F.conv2d(F.pad(xs[i % rot], pad), w, None, s, 0, 1, g))
     padded = [F.pad(x, pad).contiguous(memory_format=fmt) for x in xs]
-    del xs
+    xs.clear()  # the unpadded copies are not needed any more: free them before timing
+    x0 = None
     t_conv = timer(lambda i: F.conv2d(padded[i % rot], w, None, s, 0, 1, g))
     return t, t_conv
 
@@ -220,7 +221,7 @@ def run(args):
             print(f"{group:9s} {c['name']:12s} {shape:40s} x{count} " +
                   ' '.join(f"{w} {row[f'{w}_us'] if row[f'{w}_us'] is not None else 'FAILED'}"
                            for w in WAYS), flush=True)
-        name = 'conv forward, all layers' if args.layers == 'all' else 'depthwise convs, all'
+        name = 'conv forward, all layers' if args.layers == 'all' else 'depthwise convs, all layers'
         total = {'group': f'sum b{batch}', 'name': name,
                  'shape': f'n{batch} EfficientNet-Lite0 224x224', 'count': 1, 'batch': batch,
                  'flops': flops_sum, 'note': f'{layers} convs, each shape times its count',
