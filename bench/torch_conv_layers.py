@@ -221,7 +221,8 @@ def run(args):
             print(f"{group:9s} {c['name']:12s} {shape:40s} x{count} " +
                   ' '.join(f"{w} {row[f'{w}_us'] if row[f'{w}_us'] is not None else 'FAILED'}"
                            for w in WAYS), flush=True)
-        name = 'conv forward, all layers' if args.layers == 'all' else 'depthwise convs, all layers'
+        name = ('conv forward, all layers' if args.layers == 'all'
+                else 'depthwise convs, all layers')
         total = {'group': f'sum b{batch}', 'name': name,
                  'shape': f'n{batch} EfficientNet-Lite0 224x224', 'count': 1, 'batch': batch,
                  'flops': flops_sum, 'note': f'{layers} convs, each shape times its count',
