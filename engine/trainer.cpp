@@ -3,13 +3,10 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <cerrno>
-#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -22,6 +19,8 @@
 #include "engine/fine_tune.h"
 #include "engine/network.h"
 #include "engine/report.h"
+#include "engine/run_folder.h"
+#include "engine/run_records.h"
 #include "io/loader.h"
 #include "io/safetensors.h"
 
@@ -294,23 +293,6 @@ EpochStages epoch_stages(Job& job, const Pass& pass, int epoch, int64_t images, 
   return e;
 }
 
-std::string stages_json(const EpochStages& e) {
-  nlohmann::ordered_json j = {{"epoch", e.epoch},
-                              {"images", e.images},
-                              {"seconds", e.wall},
-                              {"from_cache", e.from_cache},
-                              {"decode_cpu_seconds", e.decode_cpu},
-                              {"decode_threads", e.decode_threads},
-                              {"wait_for_batch", e.wait_for_batch},
-                              {"wait_for_slot", e.wait_for_slot},
-                              {"h2d_copy", e.h2d_copy},
-                              {"backbone", e.backbone},
-                              {"head", e.head},
-                              {"optimiser", e.optimiser},
-                              {"device_idle_fraction", e.device_idle_fraction}};
-  return j.dump();
-}
-
 float learning_rate_at(const TrainConfig& cfg, int64_t step, int64_t total, int64_t warmup) {
   if (step < warmup) return cfg.learning_rate * float(step + 1) / float(warmup);
   if (cfg.lr_schedule == "cosine" && total > warmup) {
@@ -418,125 +400,7 @@ void write_split(const Job& job) {
                     j.dump(1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
 }
 
-}  // namespace
-
-std::string eval_json(const std::string& split, const EvalResult& r,
-                      const std::vector<std::string>& classes) {
-  nlohmann::ordered_json j;
-  j["split"] = split;
-  j["loss"] = r.loss;
-  j["accuracy"] = r.accuracy;
-  nlohmann::ordered_json per = nlohmann::ordered_json::object();
-  const int c = r.classes;
-  for (int k = 0; k < c; ++k) {
-    int64_t tp = r.confusion[size_t(k) * c + k], row = 0, col = 0;
-    for (int o = 0; o < c; ++o) {
-      row += r.confusion[size_t(k) * c + o];
-      col += r.confusion[size_t(o) * c + k];
-    }
-    // Undefined metrics are null, not 0: a class absent from these images (support 0) has none
-    // (0 would read as a failure on it), and one never predicted has no precision. A present
-    // class never recognised has recall 0 and f1 0.
-    using J = nlohmann::ordered_json;
-    J precision, recall, f1;
-    if (row > 0) {
-      recall = double(tp) / double(row);
-      if (col > 0) precision = double(tp) / double(col);
-      const double p = col > 0 ? double(tp) / double(col) : 0.0, r = recall;
-      f1 = p + r > 0 ? 2 * p * r / (p + r) : 0.0;
-    }
-    per[classes[k]] = {{"precision", precision}, {"recall", recall}, {"f1", f1}, {"support", row}};
-  }
-  j["per_class"] = per;
-  nlohmann::ordered_json m = nlohmann::ordered_json::array();
-  for (int k = 0; k < c; ++k)
-    m.push_back(std::vector<int64_t>(r.confusion.begin() + size_t(k) * c,
-                                     r.confusion.begin() + size_t(k + 1) * c));
-  j["confusion"] = m;
-  return j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
-}
-
-namespace {
-
-// ---- The run folder ----------------------------------------------------------------------------
-
-// graft's own files in a run folder: what --overwrite replaces, and nothing else there.
-const char* const kRunFiles[] = {
-    "config.json",       "split.json", "metrics.jsonl", "stages.jsonl", "checkpoint.safetensors",
-    "model.safetensors", "report.html"};
-
-std::string run_file(const TrainConfig& cfg, const char* name) {
-  return (fs::path(cfg.out_dir) / name).string();
-}
-
-// Appends one line and flushes it, so a killed run keeps every finished epoch's line; a failed
-// write (full disk, folder gone) stops the run naming the file instead of losing lines silently.
-void append_line(const std::string& path, const std::string& line) {
-  std::ofstream f(path, std::ios::app);
-  if (f) f << line << "\n" << std::flush;
-  if (!f) throw std::runtime_error("cannot write " + path + ": " + std::strerror(errno));
-}
-
-// Runs before anything is loaded or written: a new run must not mix its files with another
-// run's (its model, metrics and report would be silently replaced), and a resumed run cannot go
-// back before the epochs it has finished.
-void check_run_folder(const TrainConfig& cfg, bool resume) {
-  std::error_code ec;
-  const fs::path dir(cfg.out_dir);
-  const bool exists = fs::exists(dir, ec);
-  if (exists && !fs::is_directory(dir, ec))
-    throw std::runtime_error(cfg.out_dir + ": exists and is not a folder (--out names a folder)");
-  if (exists && !resume && !cfg.overwrite) {
-    const bool empty = fs::is_empty(dir, ec);
-    if (ec) throw std::runtime_error("cannot read run folder " + cfg.out_dir + ": " + ec.message());
-    if (!empty)
-      throw std::runtime_error(cfg.out_dir +
-                               " is not empty (another run's files?): choose a new --out folder, "
-                               "or pass --overwrite to replace its run files");
-  }
-  if (!resume) return;
-  const int done = checkpoint_epoch(run_file(cfg, "checkpoint.safetensors"));
-  if (cfg.epochs < done)
-    throw std::runtime_error(cfg.out_dir + " has finished " + std::to_string(done) +
-                             " epochs: --epochs " + std::to_string(cfg.epochs) +
-                             " would undo some; give --epochs " + std::to_string(done) +
-                             " or more");
-  const int saved = load_config(run_file(cfg, "config.json")).epochs;
-  if (cfg.epochs != saved && cfg.lr_schedule == "cosine")
-    throw std::runtime_error(cfg.out_dir +
-                             ": --epochs cannot change on --resume with --lr-schedule cosine (the "
-                             "decay is fitted to the run's " +
-                             std::to_string(saved) + " epochs); start a new run instead");
-}
-
-// Creates the run folder (after the input was accepted: a rejected run leaves none) and checks it
-// takes files, so an unwritable --out is one line with the OS's reason, not a failed rename.
-void prepare_run_folder(const TrainConfig& cfg, bool resume) {
-  std::error_code ec;
-  fs::create_directories(cfg.out_dir, ec);
-  if (ec) throw std::runtime_error("cannot create run folder " + cfg.out_dir + ": " + ec.message());
-  if (::access(cfg.out_dir.c_str(), W_OK | X_OK) != 0)
-    throw std::runtime_error("cannot write into run folder " + cfg.out_dir + ": " +
-                             std::strerror(errno));
-  if (!resume && cfg.overwrite) {
-    // Also the old checkpoint: a new run killed before its first epoch must not resume the old.
-    for (const char* f : kRunFiles) {
-      fs::remove(run_file(cfg, f), ec);
-      fs::remove(run_file(cfg, f) + ".tmp", ec);
-    }
-  }
-  const std::string config = run_file(cfg, "config.json");
-  if (!resume) {
-    save_config(cfg, config);
-  } else if (const int saved = load_config(config).epochs; saved != cfg.epochs) {
-    std::fprintf(stderr, "graft: --resume: training %s to epoch %d (it was set to %d)\n",
-                 cfg.out_dir.c_str(), cfg.epochs, saved);
-    save_config(cfg, config);
-  }
-}
-
-// ---- Device, buffers and head
-// --------------------------------------------------------------------
+// ---- Device, buffers and head ------------------------------------------------------------------
 
 void setup_device(Job& job) {
   const TrainConfig& cfg = job.cfg;
@@ -608,33 +472,6 @@ struct RunState {
   int64_t total_steps = 0, warmup_steps = 0;
   bool tty = false;
 };
-
-EpochMetrics metrics_from_json(const nlohmann::json& j) {
-  EpochMetrics e;
-  e.epoch = j.at("epoch"), e.loss = j.at("loss"), e.accuracy = j.at("accuracy");
-  e.has_val = !j.at("val_loss").is_null();
-  if (e.has_val) e.val_loss = j["val_loss"], e.val_accuracy = j["val_accuracy"];
-  e.seconds = j.at("seconds");
-  e.from_cache = j.value("from_cache", false);
-  auto rate = [&](const char* k) { return j.contains(k) && j[k].is_number() ? double(j[k]) : 0.0; };
-  e.images_per_second = rate("images_per_second");
-  e.feature_rows_per_second = rate("feature_rows_per_second");
-  return e;
-}
-
-std::string metrics_line(const EpochMetrics& em) {
-  using J = nlohmann::ordered_json;
-  return J{{"epoch", em.epoch},
-           {"loss", em.loss},
-           {"accuracy", em.accuracy},
-           {"val_loss", em.has_val ? J(em.val_loss) : J()},
-           {"val_accuracy", em.has_val ? J(em.val_accuracy) : J()},
-           {"seconds", em.seconds},
-           {"from_cache", em.from_cache},
-           {"images_per_second", em.from_cache ? J() : J(em.images_per_second)},
-           {"feature_rows_per_second", em.from_cache ? J(em.feature_rows_per_second) : J()}}
-      .dump();
-}
 
 // The state after the checkpoint's epochs (or a fresh one), and those epochs' metrics for the
 // report.
@@ -727,7 +564,7 @@ EpochMetrics train_pass(Job& job, const RunState& st, int epoch, TrainResult& re
   pass_end(job, pass);
   const EpochStages stages = epoch_stages(job, pass, epoch, offset, seconds_since(t0));
   result.stages.push_back(stages);
-  append_line(run_file(cfg, "stages.jsonl"), stages_json(stages));
+  append_line(run_file(cfg, "stages.jsonl"), stages_json(stages).dump());
   std::vector<float> losses(offset);
   std::vector<int64_t> conf(size_t(classes) * classes);
   copy_to_host(job.dev, losses.data(), job.buf.losses, size_t(offset) * 4);

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "engine/run_records.h"
 #include "engine/trainer.h"
 #include "tools/commands.h"
 #include "tools/setting_options.h"
@@ -63,22 +64,11 @@ Command add_bench_command(CLI::App& app) {
                   e.epoch, static_cast<long long>(e.images), ips, e.decode_cpu, e.wait_for_batch,
                   e.h2d_copy, e.backbone, e.head, e.optimiser, 100 * e.device_idle_fraction,
                   bottleneck(e).c_str());
-      rows.push_back({{"epoch", e.epoch},
-                      {"images", e.images},
-                      {"seconds", e.wall},
-                      {"images_per_second", ips},
-                      {"decode_cpu_seconds", e.decode_cpu},
-                      {"decode_threads", e.decode_threads},
-                      {"decode_images_per_second_per_thread",
-                       e.decode_cpu > 0 ? e.images / e.decode_cpu : 0.0},
-                      {"wait_for_batch", e.wait_for_batch},
-                      {"wait_for_slot", e.wait_for_slot},
-                      {"h2d_copy", e.h2d_copy},
-                      {"backbone", e.backbone},
-                      {"head", e.head},
-                      {"optimiser", e.optimiser},
-                      {"device_idle_fraction", e.device_idle_fraction},
-                      {"bottleneck", bottleneck(e)}});
+      nlohmann::ordered_json row = stages_json(e);
+      row["images_per_second"] = ips;
+      row["decode_images_per_second_per_thread"] = e.decode_cpu > 0 ? e.images / e.decode_cpu : 0.0;
+      row["bottleneck"] = bottleneck(e);
+      rows.push_back(std::move(row));
     }
     std::printf(
         "* decode: CPU seconds summed over the decode threads (they run beside the device)\n");
