@@ -37,7 +37,9 @@
 #   test      ~3 min from scratch: ctest ~40 s, the five fish runs ~30 s, predict a few seconds
 #   sanitize  ~4-6 min with a kept build (memcheck and racecheck have no timing on record yet;
 #             every run has its own limit, so the phase ends within its budget either way)
-#   bench     ~5-7 min with a kept build: bench_cuda_ops ~3-5 min (limit 300 s), the rest ~1-2 min
+#   bench     ~8-9 min with a kept build, its whole budget: graft bench ~10 s a run, the PyTorch
+#             baseline ~30-60 s, bench_cuda_ops ~3-5 min (limit 300 s), torch_conv_layers ~1 min,
+#             then trunk_vs_torch gets what is left (its compiled rows alone may take minutes)
 #   e2e       ~5-6 min with a kept build (bench/README-e2e.md), ~8 from scratch
 # A phase stops starting steps when its budget (GPU_CHECK_BUDGET seconds, 540 for --phase; none
 # for the all-phases form) is spent: each step's limit is cut to what is left, and steps that no
@@ -130,10 +132,13 @@ run_step() {
   record --name "$name" --event start --limit "$limit" --log "$name.log" -- "$@"
   summarize
   t=$(now)
-  timeout -k 10 "$limit" "$@" >"$WORK/$name.log" 2>&1 </dev/null &
+  # A session of its own, so that whatever the step leaves behind can go with it: bench/e2e.sh's
+  # children run under time limits of their own, in process groups a timeout here cannot reach.
+  setsid timeout -k 10 "$limit" "$@" >"$WORK/$name.log" 2>&1 </dev/null &
   STEP_PID=$! STEP_NAME=$name
   wait "$STEP_PID"
   rc=$?
+  end_session "$STEP_PID"
   STEP_PID=
   [ $rc = 124 ] || [ $rc = 137 ] || reason=
   record --name "$name" --event end --rc "$rc" --seconds "$(elapsed "$t")" --limit "$limit" \
@@ -143,11 +148,15 @@ run_step() {
   return $rc
 }
 
+# end_session SID: stops what is left of a step (its session id is the pid run_step started).
+end_session() { pkill -KILL -s "$1" 2>/dev/null || true; }
+
 on_term() {
   trap - TERM INT
   if [ -n "$STEP_PID" ]; then
     kill -TERM "$STEP_PID" 2>/dev/null
     wait "$STEP_PID" 2>/dev/null
+    end_session "$STEP_PID"
     record --name "$STEP_NAME" --event end --status "cut short" --rc 143 --seconds 0 \
       --reason "the phase was stopped (SIGTERM) while this step ran" --log "$STEP_NAME.log"
   fi
@@ -314,7 +323,10 @@ phase_bench() {
   else
     skip_step kernels "$BUILD/bench/bench_cuda_ops was not built"
   fi
-  # PyTorch's own per-layer convs and whole trunk on this card, beside ours.
+  # PyTorch's own per-layer convs and whole trunk on this card, beside ours: after the kernel
+  # rows, which bench_cuda_ops writes only at its end, so these take what is left of the budget.
+  # trunk_vs_torch.py rewrites its JSON after every row, so a run cut at its limit keeps the rows
+  # it finished, and a compile that runs past --seconds-per-variant is a failed row.
   if [ -f bench/torch_conv_layers.py ]; then
     run_step torch-layers 120 python3 bench/torch_conv_layers.py --batches 32,256 \
       --json "$WORK/torch-layers.json"
@@ -323,7 +335,7 @@ phase_bench() {
   fi
   if [ -f bench/trunk_vs_torch.py ]; then
     run_step trunk 180 python3 bench/trunk_vs_torch.py --build "$BUILD" --model "$MODEL" \
-      --batches 32,256 --json "$WORK/trunk.json"
+      --batches 32,256 --seconds-per-variant 90 --json "$WORK/trunk.json"
   else
     skip_step trunk "bench/trunk_vs_torch.py not found"
   fi

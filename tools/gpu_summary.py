@@ -27,6 +27,18 @@ import sys
 
 PHASES = ("test", "sanitize", "bench", "e2e")
 JSON_STEPS = ("kernels", "trunk", "torch-layers", "pytorch-cached")
+# The steps tools/gpu-check.sh records in each phase, run or skipped: one absent from a finished
+# phase's record means the record itself is broken.
+EXPECTED = {
+    "test": ("build", "ctest", "train-cuda", "train-cpu", "train-ft-cuda", "train-ft-cpu",
+             "predict-cuda", "predict-cpu"),
+    "sanitize": ("build", "memcheck-test_cuda_ops", "memcheck-test_cuda_backward",
+                 "memcheck-test_cuda_engine", "racecheck-pool", "racecheck-depthwise",
+                 "racecheck-dw-depthwise"),
+    "bench": ("build", "stages-head", "stages-ft2", "stages-ftall", "pytorch-cached", "kernels",
+              "torch-layers", "trunk"),
+    "e2e": ("build", "e2e"),
+}
 LOG_HEAD, LOG_TAIL = 64 << 10, 192 << 10  # what is kept of a long log: its start and its end
 HEAD_ONLY_TOLERANCE = 1e-4  # GPU vs CPU metrics, head only (same seed); measured 8e-8
 FINE_TUNE_TOLERANCE = 1e-3  # the backward kernels sum in another order than the CPU's
@@ -259,12 +271,11 @@ def brief(step):
     return {k: step.get(k) for k in ("status", "rc", "seconds", "reason") if step.get(k) is not None}
 
 
-def phase_status(steps, finished):
+def phase_status(steps, finished, missing):
     if not finished:
         return "incomplete"
     # A step that exited 0 but left no result that could be read is no pass either.
-    if not any(s["name"] == "build" for s in steps) or \
-            any(s["status"] in ("failed", "timeout", "cut short") or s.get("parsed") is False
+    if missing or any(s["status"] in ("failed", "timeout", "cut short") or s.get("parsed") is False
                 for s in steps):
         return "failed"
     # configure is skipped whenever the build folder is kept: that is no gap in the record.
@@ -283,9 +294,11 @@ def build_phase(work, phase, out, command, finished):
     smi = read(os.path.join(work, "nvidia-smi.log")).splitlines() if "nvidia-smi" in by else []
     tree = read_json(os.path.join(work, "tree.json")) or {"source": None, "parsed": False}
     build = by.get("build", {"status": "missing"})
+    missing = [n for n in EXPECTED[phase] if n not in by]
     rec = {
         "phase": phase,
-        "status": phase_status(steps, finished),
+        "status": phase_status(steps, finished, missing),
+        "missing_steps": missing,
         "finished": finished,
         "device": device_of(smi),
         "nvidia_smi": smi,

@@ -196,6 +196,9 @@ def test_train_agreement(tmp):
     check(pair["gpu"]["test_accuracy"], 0.89, "the test line is read")
     pair = g.device_pair({s["name"]: s for s in steps}, data, "train-cuda", "train-cpu", 1e-9, "")
     check(pair["agree"], False, "beyond the tolerance they do not")
+    rec = phase(tmp, "e2e")  # its record holds nvidia-smi alone
+    check((rec["status"], rec["missing_steps"]), ("failed", ["build", "e2e"]),
+          "a finished phase whose record lacks a step has failed")
 
 
 def test_merge_with_a_missing_phase(tmp):
