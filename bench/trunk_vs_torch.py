@@ -279,11 +279,13 @@ def build_variant(name, trunk, x, args):
         return call, xc, [f'channels_last, torch.autocast({dev!r}, bfloat16)'], None
     if name == 'compile-max-autotune':
         set_tf32(*DEFAULT_TF32)
-        folded, units = fold_batch_norm(copy.deepcopy(trunk))
+        with torch.no_grad():
+            folded, units = fold_batch_norm(copy.deepcopy(trunk))
         torch._dynamo.reset()  # a fresh compile per batch size, not a dynamic-shape one
         compiled = torch.compile(folded, mode='max-autotune', dynamic=False)
         t0 = time.perf_counter()
-        compiled(x)
+        with torch.inference_mode():  # as it is timed, so the guards hold and nothing recompiles
+            compiled(x)
         if dev == 'cuda':
             torch.cuda.synchronize()
         compile_s = time.perf_counter() - t0
@@ -346,7 +348,7 @@ def main(argv=None):
     args = parse_args(argv)
     dev = torch.device(args.device)
     model, meta = lite.load(args.model, with_classifier=False)
-    trunk = Trunk(model).to(dev).eval()
+    trunk = Trunk(model).to(dev).eval().requires_grad_(False)  # frozen, as graft's is
     ref_trunk = copy.deepcopy(trunk).double()
     doc = {
         'what': 'whole frozen trunk (EfficientNet-Lite0 features), input already on the device',
