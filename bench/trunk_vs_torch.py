@@ -19,7 +19,8 @@ PyTorch variant runs on the same values, already on the device:
 
 The trunk is everything before the classifier: the stem, the blocks, the 1x1 head conv and the
 global average pool (bench/torch_efficientnet_lite.py's features()), the 1280 values graft's
-head sits on. Each variant runs under torch.inference_mode(): warm-up calls, then `iters`
+head sits on. cuDNN benchmark mode is on (fixed shapes: the fastest algorithm, chosen during the
+warm-up). Each variant runs under torch.inference_mode(): warm-up calls, then `iters`
 back-to-back calls between two CUDA events (the host clock on cpu), repeated, median reported.
 
 Every row's features are compared with the same PyTorch model in float64 on the same device:
@@ -349,6 +350,9 @@ def main(argv=None):
     dev = torch.device(args.device)
     model, meta = lite.load(args.model, with_classifier=False)
     trunk = Trunk(model).to(dev).eval().requires_grad_(False)  # frozen, as graft's is
+    # Fixed shapes: let cuDNN time its algorithms on the first call (a warm-up call) and keep the
+    # fastest, as PyTorch's performance advice and bench/pytorch_baseline.py do.
+    torch.backends.cudnn.benchmark = True
     ref_trunk = copy.deepcopy(trunk).double()
     doc = {
         'what': 'whole frozen trunk (EfficientNet-Lite0 features), input already on the device',
@@ -363,6 +367,7 @@ def main(argv=None):
         'iters': args.iters, 'repeats': args.repeats, 'warmup': args.warmup,
         'input': f'uniform random pixels 0..255 normalised by the file mean/std, seed {args.seed}',
         'reference': 'the same PyTorch model in float64 on the same device',
+        'cudnn_benchmark': torch.backends.cudnn.benchmark,
         'rows': [],
     }
     graft_failed = False
