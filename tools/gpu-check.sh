@@ -134,7 +134,7 @@ run_step() {
   t=$(now)
   # A session of its own, so that whatever the step leaves behind can go with it: bench/e2e.sh's
   # children run under time limits of their own, in process groups a timeout here cannot reach.
-  setsid timeout -k 10 "$limit" "$@" >"$WORK/$name.log" 2>&1 </dev/null &
+  setsid -w timeout -k 10 "$limit" "$@" >"$WORK/$name.log" 2>&1 </dev/null &
   STEP_PID=$! STEP_NAME=$name
   wait "$STEP_PID"
   rc=$?
