@@ -61,7 +61,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--build', default=os.path.join(REPO, 'build'),
                    help='build directory holding bench/bench_trunk')
-    p.add_argument('--model', default=os.path.join(REPO, 'models', 'efficientnet_lite0.safetensors'))
+    p.add_argument('--model',
+                   default=os.path.join(REPO, 'models', 'efficientnet_lite0.safetensors'))
     p.add_argument('--batches', default=None, help='comma-separated batch sizes '
                    '(default 32,256 on cuda, 2 on cpu)')
     p.add_argument('--json', required=True, help='results, rewritten after every row')
@@ -210,7 +211,8 @@ def time_calls(fn, x, args, before_call=None):
 def diffs(f, ref):
     f = f.to(ref.device, torch.float64)
     if f.shape != ref.shape:
-        raise ValueError(f'features of shape {tuple(f.shape)}, the reference has {tuple(ref.shape)}')
+        raise ValueError(f'features of shape {tuple(f.shape)}, '
+                         f'the reference has {tuple(ref.shape)}')
     abs_diff = (f - ref).abs().max().item()
     return abs_diff / ref.abs().max().item(), abs_diff
 

@@ -7,6 +7,7 @@ input with exit 2 and one line naming the file.
 
 Needs torch, numpy, models/efficientnet_lite0.safetensors (scripts/setup.sh) and a built
 bench/bench_trunk under GRAFT_BINARY_DIR (set by ctest). Exit 0: pass, 1: fail, 77: skip."""
+import importlib.util
 import json
 import os
 import subprocess
@@ -92,12 +93,10 @@ def bad_input(tmp):
 
 
 def main():
-    try:
-        import numpy  # noqa: F401
-        import torch  # noqa: F401
-    except ImportError as e:
-        print(f'SKIP: {e.name} is not installed')
-        return 77
+    for module in ('numpy', 'torch'):
+        if importlib.util.find_spec(module) is None:
+            print(f'SKIP: {module} is not installed')
+            return 77
     if not os.path.exists(MODEL):
         print(f'SKIP: {MODEL} is missing (scripts/setup.sh fetches it)')
         return 77
