@@ -25,9 +25,10 @@ back-to-back calls between two CUDA events (the host clock on cpu), repeated, me
 
 Every row's features are compared with the same PyTorch model in float64 on the same device:
 max_rel_diff = max |f - ref| / max |ref|, and max_abs_diff. ratio = graft's images/s over the
-row's (above 1: graft is faster). The JSON is rewritten after every row; a variant that fails
-(an error, a compile that runs past --seconds-per-variant) is a row with status "failed" and the
-error's last line. Exit status: 0, or 1 when graft's own run failed, 2 for bad arguments.
+row's (above 1: graft is faster). The compiled rows run after all the others, of every batch.
+The JSON lists every planned row from the start (status "not run") and is rewritten after each
+one; a variant that fails (an error, a compile that runs past --seconds-per-variant) is a row with
+status "failed" and the error's line. Exit status: 0, or 1 when graft's own run failed, 2 for bad arguments.
 """
 
 import argparse
@@ -375,53 +376,65 @@ def main(argv=None):
     graft_failed = False
     signal.signal(signal.SIGALRM, _alarm)
     with tempfile.TemporaryDirectory(prefix='trunk_vs_torch_') as workdir:
+        # Per batch: the input (a file for graft, a tensor for PyTorch) and the float64 features.
+        batches = {}
         for n in args.batches:
             x_nhwc = make_input(meta, n, args.seed)
-            size = x_nhwc.shape[1]
             input_path = os.path.join(workdir, f'input_{n}.f32')
             x_nhwc.astype('<f4').tofile(input_path)
             x = torch.from_numpy(x_nhwc).permute(0, 3, 1, 2).contiguous().to(dev)
             with torch.inference_mode():
                 ref = ref_trunk(x.double())
-            graft_ips = None
-            impls = ['graft'] + (['graft-graph'] if args.device == 'cuda' else []) + args.variants
-            for impl in impls:
-                row = {'batch': n, 'impl': impl, 'status': 'ok'}
-                signal.alarm(int(args.seconds_per_variant) + 1)
-                try:
-                    if impl.startswith('graft'):
-                        t, f, notes = run_graft(args, input_path, n, size, ref,
-                                                impl == 'graft-graph', workdir)
-                        compile_s = None
-                    else:
-                        t, f, notes, compile_s = run_torch(impl, trunk, x, ref, args)
-                    signal.alarm(0)
-                    rel, absd = diffs(f, ref)
-                    ips = n / (t['ms'] / 1000)
-                    if impl == 'graft':
-                        graft_ips = ips
-                    note = host_bound_note(t) if args.device == 'cuda' else ''
-                    row.update({
-                        'images_per_s': ips, 'ms_per_batch': t['ms'],
-                        'ms_per_batch_min': t['ms_min'], 'ms_per_batch_all': t['ms_all'],
-                        'host_ms_per_batch': t['host_ms'],
-                        'ratio': graft_ips / ips if graft_ips else None,
-                        'max_rel_diff': rel, 'max_abs_diff': absd,
-                        'notes': '; '.join(notes + ([note] if note else []))})
-                    if compile_s is not None:
-                        row['compile_s'] = compile_s
-                except Exception as e:  # noqa: BLE001 - any failure is a row, never a crash
-                    signal.alarm(0)
-                    if impl == 'graft':
-                        graft_failed = True
-                    row.update({'status': 'failed', 'error': error_line(e)})
-                finally:
-                    set_tf32(*DEFAULT_TF32)
-                    if args.device == 'cuda':
-                        torch.cuda.empty_cache()
-                doc['rows'].append(row)
-                write_json(args.json, doc)
-                print_row(row)
+            batches[n] = (input_path, x_nhwc.shape[1], x, ref)
+        # The compiled rows, the slow ones to prepare, come after every other row of every batch,
+        # so a run stopped at a time limit has the rest.
+        graft_rows = ['graft'] + (['graft-graph'] if args.device == 'cuda' else [])
+        quick = [v for v in args.variants if v != 'compile-max-autotune']
+        plan = [(n, impl) for n in args.batches for impl in graft_rows + quick]
+        plan += [(n, v) for n in args.batches for v in args.variants if v not in quick]
+        # Every planned row is in the JSON from the start, so one never reached (the run was
+        # stopped from outside) reads "not run" rather than being absent.
+        doc['rows'] = [{'batch': n, 'impl': impl, 'status': 'not run'} for n, impl in plan]
+        write_json(args.json, doc)
+        graft_ips = {}
+        for i, (n, impl) in enumerate(plan):
+            input_path, size, x, ref = batches[n]
+            row = {'batch': n, 'impl': impl, 'status': 'ok'}
+            signal.alarm(int(args.seconds_per_variant) + 1)
+            try:
+                if impl.startswith('graft'):
+                    t, f, notes = run_graft(args, input_path, n, size, ref,
+                                            impl == 'graft-graph', workdir)
+                    compile_s = None
+                else:
+                    t, f, notes, compile_s = run_torch(impl, trunk, x, ref, args)
+                signal.alarm(0)
+                rel, absd = diffs(f, ref)
+                ips = n / (t['ms'] / 1000)
+                if impl == 'graft':
+                    graft_ips[n] = ips
+                note = host_bound_note(t) if args.device == 'cuda' else ''
+                row.update({
+                    'images_per_s': ips, 'ms_per_batch': t['ms'],
+                    'ms_per_batch_min': t['ms_min'], 'ms_per_batch_all': t['ms_all'],
+                    'host_ms_per_batch': t['host_ms'],
+                    'ratio': graft_ips[n] / ips if n in graft_ips else None,
+                    'max_rel_diff': rel, 'max_abs_diff': absd,
+                    'notes': '; '.join(notes + ([note] if note else []))})
+                if compile_s is not None:
+                    row['compile_s'] = compile_s
+            except Exception as e:  # noqa: BLE001 - any failure is a row, never a crash
+                signal.alarm(0)
+                if impl == 'graft':
+                    graft_failed = True
+                row.update({'status': 'failed', 'error': error_line(e)})
+            finally:
+                set_tf32(*DEFAULT_TF32)
+                if args.device == 'cuda':
+                    torch.cuda.empty_cache()
+            doc['rows'][i] = row
+            write_json(args.json, doc)
+            print_row(row)
     return 1 if graft_failed else 0
 
 
