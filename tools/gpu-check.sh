@@ -220,7 +220,7 @@ run_step build 480 cmake --build "$BUILD" -j"$(nproc)" || SKIP_REASON=${SKIP_REA
 built() { [ -x "$BUILD/$1" ] || [ -n "$SKIP_REASON" ] || [ "${GPU_CHECK_DRY:-0}" = 1 ]; }
 
 fish_or_skip() {
-  [ -d "$FISH" ] && return 0
+  [ -d "$FISH" ] || [ -n "$SKIP_REASON" ] && return 0 # run_step says "build failed" first
   skip_step "$1" "no fish photos (.gpudeps/fish or ../shared/data/fish)"
   return 1
 }
@@ -243,7 +243,7 @@ phase_test() {
   done
   # The model trained on the GPU, applied to every photo on both devices.
   for dev in cuda cpu; do
-    if [ -f "$WORK/run-train-cuda/model.safetensors" ]; then
+    if [ -f "$WORK/run-train-cuda/model.safetensors" ] || [ -n "$SKIP_REASON" ]; then
       run_step "predict-$dev" 60 "$GRAFT" predict --model "$WORK/run-train-cuda/model.safetensors" \
         --device $dev "$FISH"
     else
@@ -308,7 +308,7 @@ phase_bench() {
         --json "$WORK/stages-ft$ft.json"
   done
   # PyTorch's cached recipe on the same split (graft bench wrote it; the seed fixes it).
-  if [ -f "$WORK/run-stages-head/split.json" ]; then
+  if [ -f "$WORK/run-stages-head/split.json" ] || [ -n "$SKIP_REASON" ]; then
     run_step pytorch-cached 150 python3 bench/pytorch_baseline.py --model "$MODEL" \
       --split "$WORK/run-stages-head/split.json" --epochs 20 --device cuda --mode cached \
       --json "$WORK/pytorch-cached.json"
