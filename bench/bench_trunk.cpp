@@ -12,6 +12,7 @@
 // the launches themselves took). --graph captures one forward in a CUDA graph and times graph
 // launches instead. Prints one JSON line; writes the last forward's features [N][feature_dim] as
 // raw float32 to --features. Exit codes: 0 done, 1 the run failed, 2 bad arguments or input.
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
@@ -48,66 +49,61 @@ struct Args {
   bool graph = false;
 };
 
-int parse_int(const std::string& flag, const std::string& s, int lo) {
-  size_t used = 0;
-  long v = 0;
-  try {
-    v = std::stol(s, &used);
-  } catch (const std::exception&) {
-    used = 0;
+// "N,H,W" -> the three sizes, each at least 1.
+void parse_shape(const std::string& v, Args* a) {
+  int* dims[3] = {&a->n, &a->h, &a->w};
+  size_t start = 0;
+  for (int d = 0; d < 3; ++d) {
+    const size_t comma = v.find(',', start);
+    if ((d < 2) != (comma != std::string::npos))
+      throw BadInput("--shape '" + v + "': expected N,H,W");
+    const std::string part = v.substr(start, comma - start);
+    size_t used = 0;
+    long x = 0;
+    try {
+      x = std::stol(part, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (part.empty() || used != part.size() || x < 1 || x > (1L << 30))
+      throw BadInput("--shape '" + v + "': expected N,H,W of positive integers");
+    *dims[d] = int(x);
+    start = comma + 1;
   }
-  if (used != s.size() || v < lo || v > (1L << 30))
-    throw BadInput(flag + " '" + s + "': expected an integer >= " + std::to_string(lo));
-  return int(v);
 }
 
-const char kUsage[] =
-    "usage: bench_trunk --model M.safetensors --input x.f32 --shape N,H,W [--device cpu|cuda] "
-    "[--iters 50] [--repeats 5] [--warmup 5] [--graph] [--features out.f32]";
-
-Args parse_args(int argc, char** argv) {
-  Args a;
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    if (flag == "--graph") {
-      a.graph = true;
-      continue;
-    }
-    if (flag == "--help" || flag == "-h") throw BadInput(kUsage);
-    if (i + 1 >= argc) throw BadInput(flag + ": missing value (" + kUsage + ")");
-    const std::string v = argv[++i];
-    if (flag == "--model") {
-      a.model = v;
-    } else if (flag == "--input") {
-      a.input = v;
-    } else if (flag == "--features") {
-      a.features = v;
-    } else if (flag == "--device") {
-      if (v != "cpu" && v != "cuda") throw BadInput("--device '" + v + "': expected cpu or cuda");
-      a.device = v;
-    } else if (flag == "--shape") {
-      int* dims[3] = {&a.n, &a.h, &a.w};
-      size_t start = 0;
-      for (int d = 0; d < 3; ++d) {
-        const size_t comma = v.find(',', start);
-        if ((d < 2) != (comma != std::string::npos))
-          throw BadInput("--shape '" + v + "': expected N,H,W");
-        *dims[d] = parse_int("--shape", v.substr(start, comma - start), 1);
-        start = comma + 1;
-      }
-    } else if (flag == "--iters") {
-      a.iters = parse_int(flag, v, 1);
-    } else if (flag == "--repeats") {
-      a.repeats = parse_int(flag, v, 1);
-    } else if (flag == "--warmup") {
-      a.warmup = parse_int(flag, v, 0);
-    } else {
-      throw BadInput("unknown flag " + flag + " (" + kUsage + ")");
-    }
+// Returns false when --help was printed.
+bool parse_args(int argc, char** argv, Args* a) {
+  CLI::App app{"The whole frozen trunk of a graft model, timed on an input already on the device."};
+  std::string shape;
+  app.add_option("--model", a->model, "graft model or backbone file")->required();
+  app.add_option("--input", a->input, "raw float32 NHWC input, normalised for the model")
+      ->required();
+  app.add_option("--shape", shape, "N,H,W of --input")->required();
+  app.add_option("--device", a->device, "cpu or cuda")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
+  app.add_option("--iters", a->iters, "forwards per measurement")
+      ->check(CLI::Range(1, 1 << 30))
+      ->capture_default_str();
+  app.add_option("--repeats", a->repeats, "measurements (the median is reported)")
+      ->check(CLI::Range(1, 1 << 30))
+      ->capture_default_str();
+  app.add_option("--warmup", a->warmup, "untimed forwards first")
+      ->check(CLI::Range(0, 1 << 30))
+      ->capture_default_str();
+  app.add_flag("--graph", a->graph, "capture one forward in a CUDA graph and time its replays");
+  app.add_option("--features", a->features, "write the last forward's features here (float32)");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp&) {
+    std::cout << app.help();
+    return false;
+  } catch (const CLI::ParseError& e) {
+    throw BadInput(e.what());
   }
-  if (a.model.empty() || a.input.empty() || a.n == 0)
-    throw BadInput(std::string("--model, --input and --shape are required (") + kUsage + ")");
-  return a;
+  parse_shape(shape, a);
+  return true;
 }
 
 // The whole file, checked against the shape it is said to have.
@@ -298,7 +294,9 @@ int run(const Args& a) {
 
 int main(int argc, char** argv) {
   try {
-    return run(parse_args(argc, argv));
+    Args a;
+    if (!parse_args(argc, argv, &a)) return 0;
+    return run(a);
   } catch (const BadInput& e) {
     std::cerr << "bench_trunk: " << e.what() << "\n";
     return 2;
