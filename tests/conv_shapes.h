@@ -3,8 +3,10 @@
 // SAME rule, the element counts of x, w and y, and a one-line description for failure messages.
 #include <cstddef>
 #include <string>
+#include <vector>
 
 #include "kernels/ops.h"
+#include "tests/test_util.h"
 
 namespace graft::test {
 
@@ -45,6 +47,14 @@ inline size_t y_size(const ConvShape& s) {
 }
 inline size_t w_size(const ConvShape& s) {
   return size_t(s.k_h) * s.k_w * (s.in_c / s.groups) * s.out_c;
+}
+
+// The shapes a GRAFT_TEST_SHAPES=small run keeps (all of them in a normal run).
+inline std::vector<ConvShape> for_this_run(const std::vector<ConvShape>& shapes) {
+  std::vector<ConvShape> kept;
+  for (const ConvShape& s : shapes)
+    if (!skip_in_small_run(x_size(s) + y_size(s) + w_size(s))) kept.push_back(s);
+  return kept;
 }
 
 inline std::string str(const ConvShape& s) {

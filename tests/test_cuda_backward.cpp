@@ -50,7 +50,7 @@ constexpr double kTol = 1e-5;
 using CudaBackward = test::CudaStreamTest;
 
 std::vector<ConvShape> pointwise_shapes() {
-  return {
+  return test::for_this_run({
       pointwise(1, 40, 25, 53, 77),    // nothing a multiple of 4 or of a tile
       pointwise(1, 40, 25, 52, 76),    // float4 path, ragged tiles
       pointwise(3, 7, 11, 3, 5),       // 3 channels, batch 3
@@ -62,11 +62,11 @@ std::vector<ConvShape> pointwise_shapes() {
       pointwise(3, 7, 7, 320, 1280),   // head
       pointwise(2, 9, 9, 70, 65),      // just past the narrow rule: v1's gemm tiles
       pointwise(2, 9, 9, 130, 17),     // narrow by out_c only: v2 tiles over in_c
-  };
+  });
 }
 
 std::vector<ConvShape> depthwise_shapes() {
-  return {
+  return test::for_this_run({
       depthwise(1, 17, 13, 144, 3, 1),  // 144 channels, odd sizes
       depthwise(2, 15, 15, 240, 3, 2),  // stride 2 on odd input: asymmetric SAME padding
       depthwise(1, 28, 28, 144, 5, 2),  // 5x5 s2, even input: pad 1 before, 2 after
@@ -74,12 +74,12 @@ std::vector<ConvShape> depthwise_shapes() {
       depthwise(1, 9, 11, 37, 3, 2),    // c % 4 != 0: the scalar versions
       depthwise(1, 10, 10, 16, 7, 1),   // 7x7: dw v2 falls back to v1
       conv_pad(1, 8, 9, 12, 12, 3, 3, 2, 2, 0, 1, 1, 0, 12),  // explicit asymmetric padding
-  };
+  });
 }
 
 // Groups-1 KxK convs and the shapes only the generic kernels take.
 std::vector<ConvShape> general_shapes() {
-  return {
+  return test::for_this_run({
       conv_same(2, 33, 31, 3, 32, 3, 2),                   // the stem: 3 channels, s2, odd input
       conv_same(1, 12, 12, 16, 24, 3, 1),                  // ResNet-like 3x3 s1
       conv_pad(1, 11, 10, 8, 12, 5, 5, 2, 2, 1, 2, 2, 1),  // 5x5 s2 explicit asymmetric padding
@@ -88,7 +88,7 @@ std::vector<ConvShape> general_shapes() {
       conv_same(1, 10, 10, 12, 18, 3, 1, 3),               // grouped (3 groups)
       conv_same(1, 9, 9, 8, 16, 3, 2, 8),                  // depthwise with a multiplier of 2
       conv_same(1, 70, 70, 3, 8, 3, 1),                    // many pixels per filter element
-  };
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -240,6 +240,7 @@ TEST_F(CudaBackward, BiasGradMatchesCpu) {
   };
   for (const C t : {C{1, 1}, C{7, 3}, C{1000, 37}, C{6272, 144}, C{100352, 32}, C{12544, 1280},
                     C{0, 5}, C{300, 240}}) {
+    if (test::skip_in_small_run(size_t(t.rows) * t.c)) continue;
     const auto dy = random_floats(size_t(t.rows) * t.c, rng);
     std::vector<float> want(size_t(t.c));
     cpu::bias_grad(t.rows, t.c, dy.data(), want.data());

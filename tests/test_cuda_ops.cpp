@@ -91,8 +91,11 @@ void check_conv(ConvFn fn, const char* fn_name, const ConvCase& c, cudaStream_t 
 std::vector<ConvCase> with_epilogues(const std::vector<ConvShape>& shapes) {
   std::vector<ConvCase> cases;
   const Act acts[] = {Act::none, Act::relu, Act::relu6};
-  for (size_t i = 0; i < shapes.size(); ++i)
-    cases.push_back({shapes[i], i % 2 == 0, i % 3 != 1, acts[i % 3]});
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    const ConvShape& s = shapes[i];
+    if (test::skip_in_small_run(x_size(s) + y_size(s) + w_size(s))) continue;
+    cases.push_back({s, i % 2 == 0, i % 3 != 1, acts[i % 3]});
+  }
   return cases;
 }
 
@@ -553,6 +556,7 @@ TEST_F(CudaOps, GlobalAvgPoolMatchesCpu) {
         C{2, 4, 8, false}, C{2, 3, 12, false}, C{2, 2, 4, false}, C{3, 13, 68, false},
         C{2, 16, 64, false}, C{2, 17, 64, true}, C{2, 17, 64, false}, C{2, 33, 64, false},
         C{1024, 2, 1280, false}, C{260, 49, 1280, false}}) {
+    if (test::skip_in_small_run(size_t(t.n) * t.hw * t.c)) continue;
     const auto x = random_floats(size_t(t.n) * t.hw * t.c, rng);
     std::vector<float> want(size_t(t.n) * t.c);
     cpu::global_avg_pool(t.n, t.hw, t.c, x.data(), want.data());
@@ -595,6 +599,7 @@ TEST_F(CudaOps, LinearForwardMatchesCpu) {
   for (const C t : {C{1, 1280, 5, true}, C{3, 53, 77, true}, C{33, 1280, 1000, false},
                     C{32, 1280, 10, true}, C{256, 1280, 1000, true}, C{7, 1, 1, true},
                     C{300, 53, 301, true}, C{260, 1280, 252, false}}) {  // last two: GEMM path
+    if (test::skip_in_small_run(size_t(t.in) * (t.n + t.out))) continue;
     const auto x = random_floats(size_t(t.n) * t.in, rng);
     const auto w = random_floats(size_t(t.out) * t.in, rng);
     const auto b = random_floats(size_t(t.out), rng);
@@ -619,6 +624,7 @@ TEST_F(CudaOps, LinearBackwardMatchesCpu) {
   for (const C t :
        {C{1, 1280, 5, true, true}, C{3, 53, 77, true, true}, C{33, 1280, 1000, false, true},
         C{32, 1280, 10, true, false}, C{256, 1280, 12, true, true}, C{5, 7, 3, true, true}}) {
+    if (test::skip_in_small_run(size_t(t.in) * (t.n + t.out))) continue;
     const auto x = random_floats(size_t(t.n) * t.in, rng);
     const auto w = random_floats(size_t(t.out) * t.in, rng);
     const auto dy = random_floats(size_t(t.n) * t.out, rng);
@@ -746,6 +752,7 @@ TEST_F(CudaOps, NormalizeU8BitIdenticalToCpu) {
                     C{1001, 4, false}, C{7 * 11, 3, true}, C{5, 2, false}, C{333, 3, false},
                     C{7 * 11, 3, false, 4}, C{1001, 3, false, 0, 1}, C{3, 1, false},
                     C{4'000'007, 3, false}, C{20'011, 2, false, 4}, C{9'999, 1, false}}) {
+    if (test::skip_in_small_run(size_t(t.pixels) * t.c)) continue;
     std::vector<uint8_t> x(size_t(t.pixels) * t.c);
     for (auto& v : x) v = uint8_t(byte(rng));
     std::vector<float> want(x.size());

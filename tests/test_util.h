@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <random>
@@ -45,6 +46,24 @@ inline double rel_err(const std::vector<float>& got, const std::vector<float>& w
 
 inline bool bitwise_equal(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+// GRAFT_TEST_SHAPES=small keeps only the cases of at most kSmallRunElements elements (inputs and
+// outputs together): a run under compute-sanitizer racecheck, whose cost grows with every
+// shared-memory access, can then finish in about a minute. Every list keeps some small cases, so
+// every kernel still runs; the full lists remain what the suite checks.
+constexpr size_t kSmallRunElements = size_t(1) << 18;
+
+inline bool small_run() {
+  static const bool small = [] {
+    const char* v = std::getenv("GRAFT_TEST_SHAPES");
+    return v && std::strcmp(v, "small") == 0;
+  }();
+  return small;
+}
+
+inline bool skip_in_small_run(size_t elements) {
+  return small_run() && elements > kSmallRunElements;
 }
 
 }  // namespace graft::test

@@ -267,12 +267,14 @@ phase_sanitize() {
     fi
   done
   # Shared-memory hazards between the threads of a block, one run per test so a slow one cannot
-  # hide another's result. The tests have no small-shape subset: each runs all of its shapes,
-  # EfficientNet-size ones included, so each run has its own limit and a timeout is recorded.
+  # hide another's result. GRAFT_TEST_SHAPES=small keeps each test's cases of at most 2^18
+  # elements (tests/test_util.h), a few cases for every kernel; each run keeps its own limit
+  # and a timeout is recorded as one.
   racecheck() {
     local name=$1 limit=$2 bin=$3 filter=$4
     if built "tests/$bin"; then
-      run_step "racecheck-$name" "$limit" env GRAFT_REQUIRE_GPU=1 "$SANITIZER" --tool racecheck \
+      run_step "racecheck-$name" "$limit" env GRAFT_REQUIRE_GPU=1 GRAFT_TEST_SHAPES=small \
+        "$SANITIZER" --tool racecheck \
         --error-exitcode 99 "$BUILD/tests/$bin" --gtest_filter="$filter"
     else
       skip_step "racecheck-$name" "$BUILD/tests/$bin was not built"
