@@ -7,6 +7,7 @@
 #   tools/gpu-check.sh --phase test OUT/test   # GPU machine, with .gpudeps, models, .cache/photos
 #   tools/gpu-check.sh --phase sanitize OUT/sanitize
 #   tools/gpu-check.sh --phase bench OUT/bench
+#   tools/gpu-check.sh --phase trunk OUT/trunk
 #   tools/gpu-check.sh --phase e2e OUT/e2e
 #   python3 tools/gpu_summary.py merge OUT/* -o summary.json   # development machine, afterwards
 #   tools/gpu-check.sh OUT                     # every phase in turn into OUT/PHASE, then the merge
@@ -28,7 +29,8 @@
 #             test_cuda_engine; racecheck, one run per test that uses shared memory
 #   bench     build; graft bench stage timings (head only, --fine-tune 2, all); the PyTorch cached
 #             baseline on the fish split; bench_cuda_ops --tile-sweep; bench/torch_conv_layers.py
-#             and bench/trunk_vs_torch.py where they exist
+#   trunk     build; bench/trunk_vs_torch.py: the whole frozen trunk, graft against PyTorch eager
+#             fp32, TF32, channels_last bf16 and torch.compile max-autotune, batch 32 and 256
 #   e2e       build; bench/e2e.sh OUT_DIR/e2e (6000 phone-size photos, graft vs PyTorch)
 #
 # Expected time on one H200 with 16 cores (bench/results/2026-11-26-h200-*.json: build and tests
@@ -37,9 +39,10 @@
 #   test      ~3 min from scratch: ctest ~40 s, the five fish runs ~30 s, predict a few seconds
 #   sanitize  ~4-6 min with a kept build (memcheck and racecheck have no timing on record yet;
 #             every run has its own limit, so the phase ends within its budget either way)
-#   bench     ~8-9 min with a kept build, its whole budget: graft bench ~10 s a run, the PyTorch
-#             baseline ~30-60 s, bench_cuda_ops ~3-5 min (limit 300 s), torch_conv_layers ~1 min,
-#             then trunk_vs_torch gets what is left (its compiled rows alone may take minutes)
+#   bench     ~6-8 min with a kept build: graft bench ~10 s a run, the PyTorch baseline ~30-60 s,
+#             bench_cuda_ops ~3-5 min (limit 300 s), torch_conv_layers ~1 min
+#   trunk     ~4-8 min with a kept build: the eager rows take seconds; max-autotune compiles for
+#             minutes at each batch size (each compiled row has a 200 s limit)
 #   e2e       ~5-6 min with a kept build (bench/README-e2e.md), ~8 from scratch
 # A phase stops starting steps when its budget (GPU_CHECK_BUDGET seconds, 540 for --phase; none
 # for the all-phases form) is spent: each step's limit is cut to what is left, and steps that no
@@ -52,7 +55,7 @@
 set -uo pipefail
 
 usage() {
-  echo "usage: tools/gpu-check.sh [--phase test|sanitize|bench|e2e] OUT_DIR" >&2
+  echo "usage: tools/gpu-check.sh [--phase test|sanitize|bench|trunk|e2e] OUT_DIR" >&2
   exit 2
 }
 PHASE=all
@@ -60,16 +63,16 @@ if [ "${1:-}" = --phase ]; then
   PHASE=${2:-}
   shift 2 || usage
 fi
-case $PHASE in test | sanitize | bench | e2e | all) ;; *) usage ;; esac
+case $PHASE in test | sanitize | bench | trunk | e2e | all) ;; *) usage ;; esac
 [ $# = 1 ] || usage
 mkdir -p "$1" && OUT=$(cd "$1" && pwd)
 cd "$(dirname "$0")/.." || exit 1
 
 if [ "$PHASE" = all ]; then
-  for p in test sanitize bench e2e; do
+  for p in test sanitize bench trunk e2e; do
     GPU_CHECK_BUDGET=${GPU_CHECK_BUDGET:-0} "$PWD/tools/gpu-check.sh" --phase "$p" "$OUT/$p"
   done
-  python3 tools/gpu_summary.py merge "$OUT"/test "$OUT"/sanitize "$OUT"/bench "$OUT"/e2e \
+  python3 tools/gpu_summary.py merge "$OUT"/test "$OUT"/sanitize "$OUT"/bench "$OUT"/trunk "$OUT"/e2e \
     -o "$OUT/summary.json"
   exit
 fi
@@ -325,19 +328,23 @@ phase_bench() {
   else
     skip_step kernels "$BUILD/bench/bench_cuda_ops was not built"
   fi
-  # PyTorch's own per-layer convs and whole trunk on this card, beside ours: after the kernel
-  # rows, which bench_cuda_ops writes only at its end, so these take what is left of the budget.
-  # trunk_vs_torch.py rewrites its JSON after every row, so a run cut at its limit keeps the rows
-  # it finished, and a compile that runs past --seconds-per-variant is a failed row.
+  # PyTorch's own per-layer convs on this card, beside ours: after the kernel rows, which
+  # bench_cuda_ops writes only at its end, so they take what is left of the budget.
   if [ -f bench/torch_conv_layers.py ]; then
     run_step torch-layers 120 python3 bench/torch_conv_layers.py --batches 32,256 \
       --json "$WORK/torch-layers.json"
   else
     skip_step torch-layers "bench/torch_conv_layers.py not found"
   fi
+}
+
+phase_trunk() {
+  # trunk_vs_torch.py rewrites its JSON after every row, so a run cut at its limit keeps the rows
+  # it finished, and a compile that runs past --seconds-per-variant is a failed row. Its own phase:
+  # torch.compile's max-autotune search takes minutes at each batch size.
   if [ -f bench/trunk_vs_torch.py ]; then
-    run_step trunk 180 python3 bench/trunk_vs_torch.py --build "$BUILD" --model "$MODEL" \
-      --batches 32,256 --seconds-per-variant 90 --json "$WORK/trunk.json"
+    run_step trunk 480 python3 bench/trunk_vs_torch.py --build "$BUILD" --model "$MODEL" \
+      --batches 32,256 --seconds-per-variant 200 --json "$WORK/trunk.json"
   else
     skip_step trunk "bench/trunk_vs_torch.py not found"
   fi

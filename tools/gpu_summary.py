@@ -25,7 +25,7 @@ import shlex
 import shutil
 import sys
 
-PHASES = ("test", "sanitize", "bench", "e2e")
+PHASES = ("test", "sanitize", "bench", "trunk", "e2e")
 JSON_STEPS = ("kernels", "trunk", "torch-layers", "pytorch-cached")
 # The steps tools/gpu-check.sh records in each phase, run or skipped: one absent from a finished
 # phase's record means the record itself is broken.
@@ -36,7 +36,8 @@ EXPECTED = {
                  "memcheck-test_cuda_engine", "racecheck-pool", "racecheck-depthwise",
                  "racecheck-dw-depthwise"),
     "bench": ("build", "stages-head", "stages-ft2", "stages-ftall", "pytorch-cached", "kernels",
-              "torch-layers", "trunk"),
+              "torch-layers"),
+    "trunk": ("build", "trunk"),
     "e2e": ("build", "e2e"),
 }
 LOG_HEAD, LOG_TAIL = 64 << 10, 192 << 10  # what is kept of a long log: its start and its end
@@ -346,8 +347,9 @@ def build_phase(work, phase, out, command, finished):
         rec["pytorch"] = torch and {k: torch.get(k) for k in
                                     ("device", "mode", "test", "seconds_total",
                                      "first_epoch_images_per_second")}
-        rec["trunk"] = data.get("trunk")
         rec["torch_layers"] = data.get("torch-layers")
+    elif phase == "trunk":
+        rec["trunk"] = data.get("trunk")
     elif phase == "e2e":
         rec["e2e"] = data.get("e2e")
     return rec
@@ -426,7 +428,7 @@ def merge(paths):
     trees = {(r.get("git"), r.get("git_dirty"), (r.get("tree") or {}).get("matches"))
              for r in phases.values()}
     first = next(iter(phases.values()), {})
-    t, s, b, e = (phases.get(p, {}) for p in PHASES)
+    t, s, b, tr, e = (phases.get(p, {}) for p in PHASES)
     summary = {
         "device": first.get("device", "unknown"),
         "nvidia_smi": first.get("nvidia_smi", []),
@@ -456,7 +458,7 @@ def merge(paths):
         "fine_tune": t.get("fine_tune") and dict(t["fine_tune"],
                                                  stages=b.get("fine_tune_stages")),
         "predict": t.get("predict"),
-        "trunk": b.get("trunk"),
+        "trunk": tr.get("trunk"),
         "torch_layers": b.get("torch_layers"),
         "e2e": e.get("e2e"),
     }

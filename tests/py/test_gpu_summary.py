@@ -166,18 +166,21 @@ def test_bench_skip_and_cut_short(tmp):
     step(work, "kernels", 0, log="rows\n")
     with open(os.path.join(work, "kernels.json"), "w") as f:
         json.dump([{"op": "conv", "ms": 1.5}], f)
-    step(work, "trunk", status="skipped", reason="bench/trunk_vs_torch.py not found")
     step(work, "torch-layers", start=True)  # the phase was stopped while this ran
     rec = phase(tmp, "bench", finished=False)
     s = by_name(rec)
     check(rec["kernels"], [{"op": "conv", "ms": 1.5}], "the kernel rows as they are")
     check((s["torch-layers"]["status"], s["torch-layers"]["rc"]), ("cut short", None),
           "a step with no exit status is cut short, not absent")
-    check(s["trunk"]["reason"], "bench/trunk_vs_torch.py not found", "a skip says why")
-    check(rec["trunk"], None, "a skipped step has no results")
     check(rec["status"], "incomplete", "a phase that did not reach its end")
     check(os.path.exists(os.path.join(tmp, "out-bench", "kernels.json")), True,
           "the kernel rows are copied out")
+    work = work_dir(tmp, "trunk")
+    step(work, "build", 0, log="")
+    step(work, "trunk", status="skipped", reason="bench/trunk_vs_torch.py not found")
+    rec = phase(tmp, "trunk")
+    check(by_name(rec)["trunk"]["reason"], "bench/trunk_vs_torch.py not found", "a skip says why")
+    check(rec["trunk"], None, "a skipped step has no results")
 
 
 def test_train_agreement(tmp):
@@ -208,7 +211,7 @@ def test_merge_with_a_missing_phase(tmp):
                 os.path.join(tmp, "out-bench"), "-o", out])
     with open(out) as f:
         m = json.load(f)
-    check(m["missing_phases"], ["e2e"], "the missing phase is named")
+    check(m["missing_phases"], ["trunk", "e2e"], "the missing phases are named")
     check(m["phases"]["e2e"], {"status": "missing"}, "a missing phase is marked missing")
     check(m["phases_not_ok"], {"test": "failed", "sanitize": "failed", "bench": "incomplete"},
           "the phases that did not pass, and how")
