@@ -22,7 +22,9 @@ Rows join with bench_cuda_ops --json rows on `key` = "GROUP | NAME | SHAPE" (for
 "conv b32 | dw 3x3 s1 | n32 112x112x32->112x112x32 k3 s1 g32"): the same layer list,
 deduplicated the same way with the same count, and the same shape string. The rows "sum bN"
 add each layer times its count, as bench_cuda_ops's do. A layer or way that fails is a row (or
-a field) with status "failed" and the error, never absent.
+a field) with status "failed" and the error, never absent; the JSON is rewritten after every
+layer, with the layers not reached yet as status "not run", so a run stopped by a time limit
+keeps what it measured.
 
 --device cpu with --batches 1 --iters 1 checks the plumbing on a machine without a GPU (the
 TF32 switches do nothing there).
@@ -30,6 +32,7 @@ TF32 switches do nothing there).
 import argparse
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -171,7 +174,75 @@ def time_layer(c, way, timer, l2, device, gen):
     return t, t_conv
 
 
-def run(args):
+def plan(args):
+    """Every row the run will fill, as (row, layer, count); the layer is None for a sum row.
+    Each starts as status "not run", so a run stopped by a time limit still lists what it
+    missed."""
+    planned = []
+    for batch in args.batches:
+        group = f'conv b{batch}'
+        flops_sum, layers = 0.0, 0
+        for c, count in lite0_convs(batch):
+            if args.layers == 'dw' and c['groups'] == 1:
+                continue
+            shape = shape_str(c)
+            flops = 2.0 * c['n'] * c['out'] * c['out'] * c['cout'] * c['k'] ** 2 * (
+                c['cin'] // c['groups'])
+            row = {'group': group, 'name': c['name'], 'shape': shape,
+                   'key': key(group, c['name'], shape), 'count': count, 'batch': batch,
+                   'flops': flops, 'status': 'not run',
+                   'pad': ('symmetric' if c['pad'][0] == c['pad'][1] else
+                           f'F.pad before the conv ({c["pad"][0]} before, {c["pad"][1]} after)'),
+                   'errors': {}}
+            row.update({f'{way}_us': None for way in WAYS})
+            planned.append((row, c, count))
+            flops_sum += count * flops
+            layers += count
+        name = ('conv forward, all layers' if args.layers == 'all'
+                else 'depthwise convs, all layers')
+        total = {'group': f'sum b{batch}', 'name': name,
+                 'shape': f'n{batch} EfficientNet-Lite0 224x224', 'count': 1, 'batch': batch,
+                 'flops': flops_sum, 'note': f'{layers} convs, each shape times its count',
+                 'status': 'not run'}
+        total['key'] = key(total['group'], total['name'], total['shape'])
+        total.update({f'{way}_us': None for way in WAYS})
+        planned.append((total, None, 1))
+    return planned
+
+
+def measure(row, c, timer, l2, device, gen):
+    """Fills one layer's row: each way's time, or its error."""
+    for way in WAYS:
+        try:
+            t, t_conv = time_layer(c, way, timer, l2, device, gen)
+            row[f'{way}_us'] = round(1e3 * t, 3)
+            row[f'{way}_conv_only_us'] = None if t_conv is None else round(1e3 * t_conv, 3)
+        except (RuntimeError, ValueError, MemoryError) as e:
+            row[f'{way}_us'] = row[f'{way}_conv_only_us'] = None
+            row['errors'][way] = f'{type(e).__name__}: {str(e).splitlines()[0][:200]}'
+            if device == 'cuda':
+                torch.cuda.empty_cache()
+    ok = [w for w in WAYS if row[f'{w}_us'] is not None]
+    row['status'] = 'ok' if len(ok) == len(WAYS) else ('partial' if ok else 'failed')
+    best = min(ok, key=lambda w: row[f'{w}_us']) if ok else None
+    row['fastest'] = best
+    row['fastest_us'] = row[f'{best}_us'] if best else None
+
+
+def add_up(total, layer_rows):
+    """A sum row from its batch's layer rows. A way missing on any layer has no sum: a sum of
+    fewer layers would mislead."""
+    for way in WAYS:
+        times = [r[f'{way}_us'] for r in layer_rows]
+        total[f'{way}_us'] = (None if any(t is None for t in times) else
+                              round(sum(r['count'] * r[f'{way}_us'] for r in layer_rows), 3))
+    have = [total[f'{way}_us'] is not None for way in WAYS]
+    total['status'] = 'ok' if all(have) else ('partial' if any(have) else 'failed')
+
+
+def run(args, save):
+    """Measures every planned row in order, calling save(rows) after each so that the JSON on
+    disk is always whole and up to date."""
     device = args.device
     if device == 'cuda' and not torch.cuda.is_available():
         sys.exit('torch_conv_layers: --device cuda but torch sees no GPU')
@@ -179,59 +250,21 @@ def run(args):
     timer = Timer(device, args.iters, args.repeats, warm=3 if args.iters > 1 else 1)
     l2 = l2_bytes(device)
     gen = torch.Generator(device=device).manual_seed(1)
-    rows = []
-    for batch in args.batches:
-        group = f'conv b{batch}'
-        sums = {way: 0.0 for way in WAYS}
-        flops_sum, layers, failed_any = 0.0, 0, set()
-        for c, count in lite0_convs(batch):
-            is_dw = c['groups'] > 1
-            if args.layers == 'dw' and not is_dw:
-                continue
-            shape = shape_str(c)
-            flops = 2.0 * c['n'] * c['out'] * c['out'] * c['cout'] * c['k'] ** 2 * (
-                c['cin'] // c['groups'])
-            row = {'group': group, 'name': c['name'], 'shape': shape,
-                   'key': key(group, c['name'], shape), 'count': count, 'batch': batch,
-                   'flops': flops,
-                   'pad': ('symmetric' if c['pad'][0] == c['pad'][1] else
-                           f'F.pad before the conv ({c["pad"][0]} before, {c["pad"][1]} after)'),
-                   'errors': {}}
-            for way in WAYS:
-                try:
-                    t, t_conv = time_layer(c, way, timer, l2, device, gen)
-                    row[f'{way}_us'] = round(1e3 * t, 3)
-                    row[f'{way}_conv_only_us'] = None if t_conv is None else round(1e3 * t_conv, 3)
-                except (RuntimeError, ValueError, MemoryError) as e:
-                    row[f'{way}_us'] = row[f'{way}_conv_only_us'] = None
-                    row['errors'][way] = f'{type(e).__name__}: {str(e).splitlines()[0][:200]}'
-                    failed_any.add(way)
-                    if device == 'cuda':
-                        torch.cuda.empty_cache()
-                if row[f'{way}_us'] is not None:
-                    sums[way] += count * row[f'{way}_us']
-            ok = [w for w in WAYS if row[f'{w}_us'] is not None]
-            row['status'] = 'ok' if len(ok) == len(WAYS) else ('partial' if ok else 'failed')
-            best = min(ok, key=lambda w: row[f'{w}_us']) if ok else None
-            row['fastest'] = best
-            row['fastest_us'] = row[f'{best}_us'] if best else None
-            rows.append(row)
-            flops_sum += count * flops
-            layers += count
-            print(f"{group:9s} {c['name']:12s} {shape:40s} x{count} " +
+    planned = plan(args)
+    rows = [row for row, _, _ in planned]
+    save(rows)
+    batch_rows = []
+    for row, c, count in planned:
+        if c is None:
+            add_up(row, batch_rows)
+            batch_rows = []
+        else:
+            measure(row, c, timer, l2, device, gen)
+            batch_rows.append(row)
+            print(f"{row['group']:9s} {c['name']:12s} {row['shape']:40s} x{count} " +
                   ' '.join(f"{w} {row[f'{w}_us'] if row[f'{w}_us'] is not None else 'FAILED'}"
                            for w in WAYS), flush=True)
-        name = ('conv forward, all layers' if args.layers == 'all'
-                else 'depthwise convs, all layers')
-        total = {'group': f'sum b{batch}', 'name': name,
-                 'shape': f'n{batch} EfficientNet-Lite0 224x224', 'count': 1, 'batch': batch,
-                 'flops': flops_sum, 'note': f'{layers} convs, each shape times its count',
-                 'status': 'ok' if not failed_any else 'partial'}
-        total['key'] = key(total['group'], total['name'], total['shape'])
-        for way in WAYS:
-            # A way that failed on any layer has no sum: a sum of fewer layers would mislead.
-            total[f'{way}_us'] = None if way in failed_any else round(sums[way], 3)
-        rows.append(total)
+        save(rows)
     return rows
 
 
@@ -264,7 +297,6 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     t0 = time.perf_counter()
-    rows = run(args)
     result = {'device': describe(args.device), 'torch': torch.__version__,
               'cudnn': torch.backends.cudnn.version() if args.device == 'cuda' else None,
               'iters': args.iters, 'repeats': args.repeats, 'layers': args.layers,
@@ -272,14 +304,23 @@ def main(argv=None):
                        'nhwc_fp32': 'channels_last, TF32 off',
                        'nhwc_tf32': 'channels_last, TF32 allowed'},
               'join_key': 'key = "group | name | shape", as bench_cuda_ops --json rows',
-              'seconds': round(time.perf_counter() - t0, 1), 'rows': rows}
-    if args.json:
-        with open(args.json, 'w') as f:
+              'seconds': None, 'rows': []}
+
+    def save(rows):
+        if not args.json:
+            return
+        result['seconds'], result['rows'] = round(time.perf_counter() - t0, 1), rows
+        tmp = args.json + '.tmp'
+        with open(tmp, 'w') as f:
             json.dump(result, f, indent=1)
+        os.replace(tmp, args.json)  # a reader never sees half a file
+
+    rows = run(args, save)
+    if args.json:
         print(f'wrote {args.json}')
     failed = [r['key'] for r in rows if r['status'] == 'failed']
     if failed:
-        print(f'torch_conv_layers: {len(failed)} layers failed in every way: {failed[:3]}',
+        print(f'torch_conv_layers: {len(failed)} rows failed in every way: {failed[:3]}',
               file=sys.stderr)
     return 1 if failed else 0
 
