@@ -23,6 +23,8 @@
 // same function (relative L2 error printed; > 1e-4 marks the row and makes the exit code 1).
 // The Google Benchmark runner is not used: each figure here needs its own byte/FLOP accounting
 // and vendor pairing, so the loop is written out by hand with events.
+// --json=PATH is rewritten after each section with the rows so far ("complete": false until the
+// end), so a run stopped by a time limit keeps what it measured.
 // Without a GPU it prints one line and exits 0.
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -1179,7 +1181,7 @@ std::pair<double, char> pct_of_ceiling(const Row& r, const Ceilings& c) {
   return {100.0 * t / r.hand_us, t_f >= t_b ? 'F' : 'B'};
 }
 
-void report(const Ceilings& c, const cudaDeviceProp& prop, const std::string& json_path) {
+void print_table(const Ceilings& c, const cudaDeviceProp& prop) {
   std::printf("\n%s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount,
               prop.l2CacheSize >> 20);
   std::printf("ceilings: copy %.0f GB/s (read + write), fp32 FMA %.0f GFLOP/s\n", c.copy_gbs,
@@ -1199,14 +1201,22 @@ void report(const Ceilings& c, const cudaDeviceProp& prop, const std::string& js
                 r.flops / (r.hand_us * 1e3), r.bytes / (r.hand_us * 1e3), pct, kind,
                 std::isfinite(r.check) ? num(r.check).c_str() : "-", r.note.c_str());
   }
-  if (json_path.empty()) return;
-  FILE* f = std::fopen(json_path.c_str(), "w");
+}
+
+// The rows so far as JSON, written to a temporary file and renamed over `path`, so a reader never
+// sees half a file. main writes it after each section ("complete": false) and at the end (true):
+// a run stopped by a time limit keeps the rows it measured.
+void write_json(const Ceilings& c, const cudaDeviceProp& prop, const std::string& path,
+                bool complete) {
+  const std::string tmp = path + ".tmp";
+  FILE* f = std::fopen(tmp.c_str(), "w");
   if (!f) {
-    std::fprintf(stderr, "bench_cuda_ops: cannot write %s\n", json_path.c_str());
+    std::fprintf(stderr, "bench_cuda_ops: cannot write %s\n", tmp.c_str());
     return;
   }
   std::fprintf(f, "{\n  \"device\": \"%s\",\n  \"sms\": %d,\n  \"copy_gbs\": %s,\n",
                json_escape(prop.name).c_str(), prop.multiProcessorCount, num(c.copy_gbs).c_str());
+  std::fprintf(f, "  \"complete\": %s,\n", complete ? "true" : "false");
   std::fprintf(f, "  \"fma_gflops\": %s,\n  \"rows\": [\n", num(c.fma_gflops).c_str());
   for (size_t i = 0; i < g_rows.size(); ++i) {
     const Row& r = g_rows[i];
@@ -1226,8 +1236,11 @@ void report(const Ceilings& c, const cudaDeviceProp& prop, const std::string& js
         num(r.tf32_err).c_str(), json_escape(r.note).c_str(), i + 1 < g_rows.size() ? "," : "");
   }
   std::fprintf(f, "  ]\n}\n");
-  std::fclose(f);
-  std::printf("wrote %s\n", json_path.c_str());
+  if (std::fclose(f) != 0 || std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::fprintf(stderr, "bench_cuda_ops: cannot write %s\n", path.c_str());
+    return;
+  }
+  if (complete) std::printf("wrote %s\n", path.c_str());
 }
 
 }  // namespace
@@ -1275,19 +1288,27 @@ int main(int argc, char** argv) {
     if (cudnnCreate(&h) != CUDNN_STATUS_SUCCESS) throw std::runtime_error("cudnnCreate failed");
     dnn = h;
 #endif
+    auto save = [&] {
+      if (!json_path.empty()) write_json(ceil, prop, json_path, false);
+    };
     for (int batch : quick ? std::vector<int>{32} : std::vector<int>{32, 256}) {
       bench_convs(batch, l2, batch == 32, tile_sweep, dnn);
       for (int classes : {10, 1000}) bench_linear(batch, classes, l2, cb);
+      save();
     }
-    for (int batch : quick ? std::vector<int>{32} : std::vector<int>{32, 256})
+    for (int batch : quick ? std::vector<int>{32} : std::vector<int>{32, 256}) {
       bench_conv_backward(batch, l2, batch == 32, dnn);
+      save();
+    }
     bench_memory(quick, l2);
+    save();
     bench_backward_memory(quick);
 #if GRAFT_HAVE_CUDNN
     cudnnDestroy(h);
 #endif
     cublasDestroy(cb);
-    report(ceil, prop, json_path);
+    print_table(ceil, prop);
+    if (!json_path.empty()) write_json(ceil, prop, json_path, true);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_cuda_ops: %s\n", e.what());
     return 1;
