@@ -28,9 +28,10 @@
 #   sanitize  build; compute-sanitizer memcheck over test_cuda_ops, test_cuda_backward and
 #             test_cuda_engine; racecheck, one run per test that uses shared memory
 #   bench     build; graft bench stage timings (head only, --fine-tune 2, all); the PyTorch cached
-#             baseline on the fish split; bench_cuda_ops --tile-sweep; bench/torch_conv_layers.py
-#   trunk     build; bench/trunk_vs_torch.py: the whole frozen trunk, graft against PyTorch eager
-#             fp32, TF32, channels_last bf16 and torch.compile max-autotune, batch 32 and 256
+#             baseline on the fish split; bench_cuda_ops --tile-sweep (cuDNN FMA and TF32 columns)
+#   trunk     build; bench/torch_conv_layers.py (PyTorch's F.conv2d per layer); then
+#             bench/trunk_vs_torch.py: the whole frozen trunk, graft against PyTorch eager fp32,
+#             TF32, channels_last bf16 and torch.compile max-autotune, batch 32 and 256
 #   e2e       build; bench/e2e.sh OUT_DIR/e2e (6000 phone-size photos, graft vs PyTorch)
 #
 # Expected time on one H200 with 16 cores (bench/results/2026-11-26-h200-*.json: build and tests
@@ -40,9 +41,9 @@
 #   sanitize  ~4-6 min with a kept build (memcheck and racecheck have no timing on record yet;
 #             every run has its own limit, so the phase ends within its budget either way)
 #   bench     ~6-8 min with a kept build: graft bench ~10 s a run, the PyTorch baseline ~30-60 s,
-#             bench_cuda_ops ~3-5 min (limit 300 s), torch_conv_layers ~1 min
-#   trunk     ~4-8 min with a kept build: the eager rows take seconds; max-autotune compiles for
-#             minutes at each batch size (each compiled row has a 200 s limit)
+#             bench_cuda_ops ~4-7 min (limit 420 s)
+#   trunk     ~5-8 min with a kept build: torch_conv_layers ~1 min; the eager trunk rows take
+#             seconds, max-autotune compiles for minutes at each batch size (180 s a row at most)
 #   e2e       ~5-6 min with a kept build (bench/README-e2e.md), ~8 from scratch
 # A phase stops starting steps when its budget (GPU_CHECK_BUDGET seconds, 540 for --phase; none
 # for the all-phases form) is spent: each step's limit is cut to what is left, and steps that no
@@ -320,31 +321,31 @@ phase_bench() {
   else
     skip_step pytorch-cached "no split.json: stages-head wrote none"
   fi
-  # The kernel yardsticks against cuDNN/cuBLAS. 300 s: the conv backward rows (dx and dw of every
+  # The kernel yardsticks against cuDNN/cuBLAS. 420 s: the conv backward rows (dx and dw of every
   # Lite0 conv at batch 32 and 256, each with a cuDNN algorithm search) roughly double the
-  # forward rows' time.
+  # forward rows' time, and the TF32 columns add a second search per shape. bench_cuda_ops
+  # rewrites its JSON after each section, so a cut run keeps the sections it finished.
   if built bench/bench_cuda_ops; then
-    run_step kernels 300 "$BUILD/bench/bench_cuda_ops" --tile-sweep --json="$WORK/kernels.json"
+    run_step kernels 420 "$BUILD/bench/bench_cuda_ops" --tile-sweep --json="$WORK/kernels.json"
   else
     skip_step kernels "$BUILD/bench/bench_cuda_ops was not built"
   fi
-  # PyTorch's own per-layer convs on this card, beside ours: after the kernel rows, which
-  # bench_cuda_ops writes only at its end, so they take what is left of the budget.
+}
+
+phase_trunk() {
+  # PyTorch's own per-layer convs on this card, rows that join bench_cuda_ops's (bench phase).
   if [ -f bench/torch_conv_layers.py ]; then
     run_step torch-layers 120 python3 bench/torch_conv_layers.py --batches 32,256 \
       --json "$WORK/torch-layers.json"
   else
     skip_step torch-layers "bench/torch_conv_layers.py not found"
   fi
-}
-
-phase_trunk() {
   # trunk_vs_torch.py rewrites its JSON after every row, so a run cut at its limit keeps the rows
   # it finished, and a compile that runs past --seconds-per-variant is a failed row. Its own phase:
   # torch.compile's max-autotune search takes minutes at each batch size.
   if [ -f bench/trunk_vs_torch.py ]; then
-    run_step trunk 480 python3 bench/trunk_vs_torch.py --build "$BUILD" --model "$MODEL" \
-      --batches 32,256 --seconds-per-variant 200 --json "$WORK/trunk.json"
+    run_step trunk 400 python3 bench/trunk_vs_torch.py --build "$BUILD" --model "$MODEL" \
+      --batches 32,256 --seconds-per-variant 180 --json "$WORK/trunk.json"
   else
     skip_step trunk "bench/trunk_vs_torch.py not found"
   fi

@@ -35,9 +35,8 @@ EXPECTED = {
     "sanitize": ("build", "memcheck-test_cuda_ops", "memcheck-test_cuda_backward",
                  "memcheck-test_cuda_engine", "racecheck-pool", "racecheck-depthwise",
                  "racecheck-dw-depthwise"),
-    "bench": ("build", "stages-head", "stages-ft2", "stages-ftall", "pytorch-cached", "kernels",
-              "torch-layers"),
-    "trunk": ("build", "trunk"),
+    "bench": ("build", "stages-head", "stages-ft2", "stages-ftall", "pytorch-cached", "kernels"),
+    "trunk": ("build", "torch-layers", "trunk"),
     "e2e": ("build", "e2e"),
 }
 LOG_HEAD, LOG_TAIL = 64 << 10, 192 << 10  # what is kept of a long log: its start and its end
@@ -347,8 +346,8 @@ def build_phase(work, phase, out, command, finished):
         rec["pytorch"] = torch and {k: torch.get(k) for k in
                                     ("device", "mode", "test", "seconds_total",
                                      "first_epoch_images_per_second")}
-        rec["torch_layers"] = data.get("torch-layers")
     elif phase == "trunk":
+        rec["torch_layers"] = data.get("torch-layers")
         rec["trunk"] = data.get("trunk")
     elif phase == "e2e":
         rec["e2e"] = data.get("e2e")
@@ -459,7 +458,7 @@ def merge(paths):
                                                  stages=b.get("fine_tune_stages")),
         "predict": t.get("predict"),
         "trunk": tr.get("trunk"),
-        "torch_layers": b.get("torch_layers"),
+        "torch_layers": tr.get("torch_layers"),
         "e2e": e.get("e2e"),
     }
     for p in PHASES:

@@ -166,11 +166,11 @@ def test_bench_skip_and_cut_short(tmp):
     step(work, "kernels", 0, log="rows\n")
     with open(os.path.join(work, "kernels.json"), "w") as f:
         json.dump([{"op": "conv", "ms": 1.5}], f)
-    step(work, "torch-layers", start=True)  # the phase was stopped while this ran
+    step(work, "pytorch-cached", start=True)  # the phase was stopped while this ran
     rec = phase(tmp, "bench", finished=False)
     s = by_name(rec)
     check(rec["kernels"], [{"op": "conv", "ms": 1.5}], "the kernel rows as they are")
-    check((s["torch-layers"]["status"], s["torch-layers"]["rc"]), ("cut short", None),
+    check((s["pytorch-cached"]["status"], s["pytorch-cached"]["rc"]), ("cut short", None),
           "a step with no exit status is cut short, not absent")
     check(rec["status"], "incomplete", "a phase that did not reach its end")
     check(os.path.exists(os.path.join(tmp, "out-bench", "kernels.json")), True,
