@@ -99,20 +99,24 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if not args.self_check and not args.split:
         p.error('--split is required (or --self-check)')
-    # graft's own checks of these settings (engine/config.cpp), worded the same.
+    # graft's own checks of these settings (engine/config.cpp), worded the same; one line each.
     fine_tune = args.fine_tune != '0'
     if fine_tune and args.fine_tune != 'all' and not args.fine_tune.isdigit():
-        p.error(f"--fine-tune must be a number of blocks or all, not '{args.fine_tune}'")
+        refuse(f"--fine-tune must be a number of blocks or all, not '{args.fine_tune}'")
     if args.freeze_epochs < 0 or args.backbone_lr < 0:
-        p.error('--freeze-epochs and --backbone-lr cannot be negative')
+        refuse('--freeze-epochs and --backbone-lr cannot be negative')
     if not fine_tune and args.freeze_epochs > 0:
-        p.error('--freeze-epochs needs --fine-tune (the backbone is frozen anyway)')
+        refuse('--freeze-epochs needs --fine-tune (the backbone is frozen anyway)')
     if fine_tune and args.freeze_epochs >= args.epochs:
-        p.error(f'--freeze-epochs {args.freeze_epochs} leaves none of the {args.epochs} '
-                '--epochs to fine-tune in')
+        refuse(f'--freeze-epochs {args.freeze_epochs} leaves none of the {args.epochs} '
+               '--epochs to fine-tune in')
     if args.decode == 'gpu' and args.device != 'cuda':
-        p.error('--decode gpu decodes on the GPU: it needs --device cuda')
+        refuse('--decode gpu decodes on the GPU: it needs --device cuda')
     return args
+
+
+def refuse(message):
+    raise SystemExit(f'pytorch_baseline: {message}')
 
 
 def fine_tune_blocks(setting, num_blocks):
@@ -121,8 +125,8 @@ def fine_tune_blocks(setting, num_blocks):
         return num_blocks
     n = int(setting)
     if n > num_blocks:
-        raise SystemExit(f'pytorch_baseline: --fine-tune {setting}: {lite.ARCH} has {num_blocks} '
-                         'blocks (the stem, its blocks and the final conv); use all')
+        refuse(f'--fine-tune {setting}: {lite.ARCH} has {num_blocks} blocks (the stem, its '
+               'blocks and the final conv); use all')
     return n
 
 
