@@ -15,8 +15,8 @@
 - pil-draft decodes a large JPEG at half size, giving nearly the full-size decode's input.
 - --decode gpu's preprocessing, run on the CPU here, gives the PIL path's input within a few
   grey levels (the two JPEG decoders and resizers differ in rounding), PNG included.
-- Bad settings stop with graft's messages, in one line: --decode gpu without cuda, --freeze-epochs without
-  --fine-tune, more blocks than there are.
+- Bad settings stop with graft's messages, in one line: --decode gpu without cuda,
+  --freeze-epochs without --fine-tune, more blocks than there are.
 
 Needs torch, torchvision, pillow and models/efficientnet_lite0.safetensors (scripts/setup.sh).
 Run by ctest as a plain script: exit 0 pass, 1 fail, 77 skip.
