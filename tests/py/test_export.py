@@ -25,7 +25,6 @@ import glob
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 
@@ -39,9 +38,8 @@ except ImportError as e:
           'numpy and pillow)')
     sys.exit(77)
 
-GRAFT = os.environ.get('GRAFT_BIN', '')
-SRC = os.environ.get('GRAFT_SOURCE_DIR') or os.path.dirname(os.path.dirname(
-    os.path.dirname(os.path.abspath(__file__))))
+from cli_util import GRAFT, SRC, check, finish, one_line_error, run  # noqa: E402
+
 BIN = os.environ.get('GRAFT_BINARY_DIR', os.path.join(SRC, 'build'))
 TOOLS = os.path.join(SRC, 'tools')
 sys.path.insert(0, TOOLS)
@@ -54,27 +52,6 @@ PHOTOS = sorted(glob.glob(os.path.join(SRC, '.cache', 'photos', '*.png')) +
                 glob.glob(os.path.join(SRC, '.cache', 'photos', '*.jpg')))
 PROB_TOL = 1e-4
 REL_TOL = 2e-3
-
-failures = []
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print('FAIL:', what)
-    return cond
-
-
-def run(*args, env=None):
-    p = subprocess.run([GRAFT, *args], capture_output=True, text=True, timeout=600, env=env)
-    return p.returncode, p.stdout, p.stderr
-
-
-def one_line_error(rc, err, name, what):
-    lines = [line for line in err.splitlines() if line.strip()]
-    check(rc != 0, f'{what}: exit code {rc}, expected non-zero')
-    check(len(lines) == 1, f'{what}: {len(lines)} lines on stderr, expected one: {err!r}')
-    check(name in err, f'{what}: stderr does not name {name}: {err!r}')
 
 
 # ---------------------------------------------------------------------------------------------
@@ -431,8 +408,7 @@ def main():
         test_models(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f'{len(failures)} failed' if failures else 'all passed')
-    return 1 if failures else 0
+    return finish()
 
 
 if __name__ == '__main__':
