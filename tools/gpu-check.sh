@@ -353,8 +353,15 @@ phase_trunk() {
 
 phase_e2e() {
   # bench/e2e.sh bounds its own steps and rewrites e2e.json after each, so a run cut at this
-  # limit still reports what it finished.
-  run_step e2e 600 env BUILD="$BUILD" bench/e2e.sh "$OUT/e2e"
+  # limit still reports what it finished. Its own budget is what the build left of this phase's
+  # (less a margin for the record), so it shortens its later steps instead of being cut off.
+  local e2e_budget=480
+  if [ "$BUDGET" -gt 0 ]; then
+    e2e_budget=$((BUDGET - RESERVE - ($(date +%s) - T0) - 20))
+    [ "$e2e_budget" -gt 480 ] && e2e_budget=480
+    [ "$e2e_budget" -lt 30 ] && e2e_budget=30
+  fi
+  run_step e2e 600 env BUILD="$BUILD" E2E_BUDGET="$e2e_budget" bench/e2e.sh "$OUT/e2e"
 }
 
 "phase_$PHASE"
