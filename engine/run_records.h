@@ -1,6 +1,7 @@
 #pragma once
 // The JSON records of a run: one metrics.jsonl line per epoch (and back, for --resume), one
-// stages.jsonl object per epoch, and the test/eval result object.
+// stages.jsonl object per epoch, and the test/eval result object (eval_json, declared in
+// engine/trainer.h beside evaluate_folder, is defined in run_records.cpp).
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
