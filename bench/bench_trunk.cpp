@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_timing.h"
 #include "engine/device.h"
 #include "engine/features.h"
 #include "engine/model.h"
@@ -36,6 +37,9 @@
 #endif
 
 namespace {
+
+using graft::bench::median;
+using graft::bench::Sample;
 
 // Bad arguments or input: main prints what() as one line and exits 2.
 struct BadInput : std::runtime_error {
@@ -126,17 +130,6 @@ std::vector<float> read_input(const Args& a) {
   return x;
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t m = v.size() / 2;
-  return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
-}
-
-// Per measurement: milliseconds per batch on the device, and how long the host took to issue them.
-struct Sample {
-  double ms = 0, host_ms = 0;
-};
-
 #ifdef GRAFT_HAVE_CUDA
 // A forward captured once and replayed; null when the forward could not be captured (why says so).
 struct Graph {
@@ -173,32 +166,7 @@ bool capture(Graph& g, cudaStream_t stream, const std::function<void()>& forward
   return true;
 }
 
-Sample time_cuda(cudaStream_t stream, int iters, const std::function<void()>& step) {
-  cudaEvent_t start = nullptr, stop = nullptr;
-  CUDA_CHECK(cudaEventCreate(&start));
-  CUDA_CHECK(cudaEventCreate(&stop));
-  const auto t0 = std::chrono::steady_clock::now();
-  CUDA_CHECK(cudaEventRecord(start, stream));
-  for (int i = 0; i < iters; ++i) step();
-  CUDA_CHECK(cudaEventRecord(stop, stream));
-  const auto t1 = std::chrono::steady_clock::now();
-  CUDA_CHECK(cudaEventSynchronize(stop));
-  float ms = 0;
-  CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-  CUDA_CHECK(cudaEventDestroy(start));
-  CUDA_CHECK(cudaEventDestroy(stop));
-  return {double(ms) / iters, std::chrono::duration<double, std::milli>(t1 - t0).count() / iters};
-}
 #endif
-
-Sample time_cpu(int iters, const std::function<void()>& step) {
-  const auto t0 = std::chrono::steady_clock::now();
-  for (int i = 0; i < iters; ++i) step();
-  const double ms =
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() /
-      iters;
-  return {ms, ms};
-}
 
 int run(const Args& a) {
   graft::Model model;
@@ -245,11 +213,10 @@ int run(const Args& a) {
     step = [&] { CUDA_CHECK(cudaGraphLaunch(g.exec, dev.stream)); };
     for (int i = 0; i < a.warmup; ++i) step();  // the first launches upload the graph
   }
-  for (int r = 0; r < a.repeats; ++r)
-    samples.push_back(dev.is_cuda() ? time_cuda(dev.stream, a.iters, step)
-                                    : time_cpu(a.iters, step));
+  for (int r = 0; r < a.repeats; ++r) samples.push_back(graft::bench::time_on(dev, a.iters, step));
 #else
-  for (int r = 0; r < a.repeats; ++r) samples.push_back(time_cpu(a.iters, forward));
+  for (int r = 0; r < a.repeats; ++r)
+    samples.push_back(graft::bench::time_on(dev, a.iters, forward));
 #endif
   if (a.graph && !dev.is_cuda()) graph_error = "CUDA graphs need --device cuda";
 

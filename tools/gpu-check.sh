@@ -32,7 +32,8 @@
 #   trunk     build; bench/torch_conv_layers.py (PyTorch's F.conv2d per layer); then
 #             bench/trunk_vs_torch.py: the whole frozen trunk, graft against PyTorch eager fp32,
 #             TF32, channels_last bf16 and torch.compile max-autotune, batch 32 and 256
-#   e2e       build; bench/e2e.sh OUT_DIR/e2e (6000 phone-size photos, graft vs PyTorch)
+#   e2e       build; bench/step_vs_torch.py (one training step, graft vs PyTorch eager, head
+#             only, --fine-tune 2 and all); bench/e2e.sh OUT_DIR/e2e (6000 phone-size photos)
 #
 # Expected time on one H200 with 16 cores (bench/results/2026-11-26-h200-*.json: build and tests
 # took 104 s then; bench_cuda_ops a few minutes before its backward rows were added):
@@ -44,7 +45,7 @@
 #             bench_cuda_ops ~4-7 min (limit 420 s)
 #   trunk     ~5-8 min with a kept build: torch_conv_layers ~1 min; the eager trunk rows take
 #             seconds, max-autotune compiles for minutes at each batch size (180 s a row at most)
-#   e2e       ~5-6 min with a kept build (bench/README-e2e.md), ~8 from scratch
+#   e2e       ~6-7 min with a kept build: step_vs_torch ~1 min, e2e.sh ~5-6 (bench/README-e2e.md)
 # A phase stops starting steps when its budget (GPU_CHECK_BUDGET seconds, 540 for --phase; none
 # for the all-phases form) is spent: each step's limit is cut to what is left, and steps that no
 # longer fit are skipped with that reason. Give the call a timeout of the budget plus a minute.
@@ -352,6 +353,15 @@ phase_trunk() {
 }
 
 phase_e2e() {
+  # One training step, graft against PyTorch eager fp32 and TF32 on this card, for the head alone,
+  # the last two blocks and every block (bench/step_vs_torch.py; the fine-tuning goal is a ratio
+  # of at least 1 against eager fp32). Seconds; it rewrites its JSON after every row.
+  if [ -f bench/step_vs_torch.py ]; then
+    run_step step 150 python3 bench/step_vs_torch.py --build "$BUILD" --model "$MODEL" \
+      --fine-tune 0,2,all --batch 32 --json "$WORK/step.json"
+  else
+    skip_step step "bench/step_vs_torch.py not found"
+  fi
   # bench/e2e.sh bounds its own steps and rewrites e2e.json after each, so a run cut at this
   # limit still reports what it finished. Its own budget is what the build left of this phase's
   # (less a margin for the record), so it shortens its later steps instead of being cut off.

@@ -26,7 +26,7 @@ import shutil
 import sys
 
 PHASES = ("test", "sanitize", "bench", "trunk", "e2e")
-JSON_STEPS = ("kernels", "trunk", "torch-layers", "pytorch-cached")
+JSON_STEPS = ("kernels", "trunk", "torch-layers", "pytorch-cached", "step")
 # The steps tools/gpu-check.sh records in each phase, run or skipped: one absent from a finished
 # phase's record means the record itself is broken.
 EXPECTED = {
@@ -37,7 +37,7 @@ EXPECTED = {
                  "racecheck-dw-depthwise"),
     "bench": ("build", "stages-head", "stages-ft2", "stages-ftall", "pytorch-cached", "kernels"),
     "trunk": ("build", "torch-layers", "trunk"),
-    "e2e": ("build", "e2e"),
+    "e2e": ("build", "step", "e2e"),
 }
 LOG_HEAD, LOG_TAIL = 64 << 10, 192 << 10  # what is kept of a long log: its start and its end
 HEAD_ONLY_TOLERANCE = 1e-4  # GPU vs CPU metrics, head only (same seed); measured 8e-8
@@ -350,6 +350,7 @@ def build_phase(work, phase, out, command, finished):
         rec["torch_layers"] = data.get("torch-layers")
         rec["trunk"] = data.get("trunk")
     elif phase == "e2e":
+        rec["step"] = data.get("step")
         rec["e2e"] = data.get("e2e")
     return rec
 
@@ -459,6 +460,7 @@ def merge(paths):
         "predict": t.get("predict"),
         "trunk": tr.get("trunk"),
         "torch_layers": tr.get("torch_layers"),
+        "step": e.get("step"),
         "e2e": e.get("e2e"),
     }
     for p in PHASES:

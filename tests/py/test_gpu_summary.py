@@ -200,7 +200,7 @@ def test_train_agreement(tmp):
     pair = g.device_pair({s["name"]: s for s in steps}, data, "train-cuda", "train-cpu", 1e-9, "")
     check(pair["agree"], False, "beyond the tolerance they do not")
     rec = phase(tmp, "e2e")  # its record holds nvidia-smi alone
-    check((rec["status"], rec["missing_steps"]), ("failed", ["build", "e2e"]),
+    check((rec["status"], rec["missing_steps"]), ("failed", ["build", "step", "e2e"]),
           "a finished phase whose record lacks a step has failed")
 
 
@@ -216,7 +216,8 @@ def test_merge_with_a_missing_phase(tmp):
     check(m["phases_not_ok"], {"test": "failed", "sanitize": "failed", "bench": "incomplete"},
           "the phases that did not pass, and how")
     check(m["complete"], False, "a merge with a missing phase is not complete")
-    check((m["sanitizer_errors"], m["e2e"]), (None, None), "missing results are null, not 0")
+    check((m["sanitizer_errors"], m["e2e"], m["step"]), (None, None, None),
+          "missing results are null, not 0")
     check(m["kernels"], [{"op": "conv", "ms": 1.5}], "the bench phase's rows reach the summary")
     check(m["build_ok"], False, "the failed build shows in the summary")
 
