@@ -39,6 +39,24 @@ inline ConvShape depthwise(int n, int h, int w, int c, int k, int stride) {
   return conv_same(n, h, w, c, c, k, stride, c);
 }
 
+// Pooling windows, the same two ways: padding before and after each axis, or TensorFlow SAME.
+inline PoolShape pool_pad(int n, int h, int w, int c, int k, int stride, int pt, int pb, int pl,
+                          int pr) {
+  PoolShape s{};
+  s.n = n, s.in_h = h, s.in_w = w, s.c = c, s.k_h = k, s.k_w = k;
+  s.stride_h = stride, s.stride_w = stride, s.pad_top = pt, s.pad_left = pl;
+  s.out_h = conv_out_size(h, k, stride, pt, pb);
+  s.out_w = conv_out_size(w, k, stride, pl, pr);
+  return s;
+}
+
+inline PoolShape pool_same(int n, int h, int w, int c, int k, int stride) {
+  PoolShape s = pool_pad(n, h, w, c, k, stride, 0, 0, 0, 0);
+  same_padding(h, k, stride, &s.out_h, &s.pad_top);
+  same_padding(w, k, stride, &s.out_w, &s.pad_left);
+  return s;
+}
+
 inline size_t x_size(const ConvShape& s) {
   return size_t(s.n) * s.in_h * s.in_w * s.in_c;
 }

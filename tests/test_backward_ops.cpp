@@ -390,28 +390,6 @@ TEST(GlobalAvgPoolBackward, FiniteDifferencesAndExact) {
   }
 }
 
-PoolShape make_pool(int n, int h, int w, int c, int k, int stride, int pt, int pl, int pb, int pr) {
-  PoolShape s{};
-  s.n = n;
-  s.in_h = h;
-  s.in_w = w;
-  s.c = c;
-  s.k_h = s.k_w = k;
-  s.stride_h = s.stride_w = stride;
-  s.pad_top = pt;
-  s.pad_left = pl;
-  s.out_h = conv_out_size(h, k, stride, pt, pb);
-  s.out_w = conv_out_size(w, k, stride, pl, pr);
-  return s;
-}
-
-PoolShape make_pool_same(int n, int h, int w, int c, int k, int stride) {
-  PoolShape s = make_pool(n, h, w, c, k, stride, 0, 0, 0, 0);
-  same_padding(h, k, stride, &s.out_h, &s.pad_top);
-  same_padding(w, k, stride, &s.out_w, &s.pad_left);
-  return s;
-}
-
 struct PoolCase {
   const char* name;
   PoolShape s;
@@ -421,12 +399,12 @@ struct PoolCase {
 // checker counts as kinks. Padded windows: taps outside the image must neither win nor receive.
 TEST(MaxPoolBackward, FiniteDifferences) {
   const PoolCase cases[] = {
-      {"3x3 s2 SAME b1 9x9 c3 (asymmetric pad)", make_pool_same(1, 9, 9, 3, 3, 2)},
-      {"3x3 s2 SAME b3 8x6 c5 (pad after only)", make_pool_same(3, 8, 6, 5, 3, 2)},
-      {"3x3 s1 pad1 b1 7x5 c4 (overlapping)", make_pool(1, 7, 5, 4, 3, 1, 1, 1, 1, 1)},
-      {"3x3 s2 pad1 b3 7x5 c70 (ResNet-like)", make_pool(3, 7, 5, 70, 3, 2, 1, 1, 1, 1)},
-      {"2x2 s2 b1 6x4 c2", make_pool(1, 6, 4, 2, 2, 2, 0, 0, 0, 0)},
-      {"3x3 s3 valid b1 7x7 c2 (unread edge)", make_pool(1, 7, 7, 2, 3, 3, 0, 0, 0, 0)},
+      {"3x3 s2 SAME b1 9x9 c3 (asymmetric pad)", pool_same(1, 9, 9, 3, 3, 2)},
+      {"3x3 s2 SAME b3 8x6 c5 (pad after only)", pool_same(3, 8, 6, 5, 3, 2)},
+      {"3x3 s1 pad1 b1 7x5 c4 (overlapping)", pool_pad(1, 7, 5, 4, 3, 1, 1, 1, 1, 1)},
+      {"3x3 s2 pad1 b3 7x5 c70 (ResNet-like)", pool_pad(3, 7, 5, 70, 3, 2, 1, 1, 1, 1)},
+      {"2x2 s2 b1 6x4 c2", pool_pad(1, 6, 4, 2, 2, 2, 0, 0, 0, 0)},
+      {"3x3 s3 valid b1 7x7 c2 (unread edge)", pool_pad(1, 7, 7, 2, 3, 3, 0, 0, 0, 0)},
   };
   uint32_t seed = 700;
   for (const PoolCase& c : cases) {
@@ -458,7 +436,7 @@ TEST(MaxPoolBackward, TiesGoToTheFirstMaximum) {
   //   5 2 5      window (1,0) {5,2,0,5} -> (1,0)    window (1,1) {2,5,5,5} -> (1,2)
   //   0 5 5
   // Channel 1 is constant: every window's first tap, (oy, ox) itself, gets its gradient.
-  const PoolShape s = make_pool(1, 3, 3, 2, 2, 1, 0, 0, 0, 0);
+  const PoolShape s = pool_pad(1, 3, 3, 2, 2, 1, 0, 0, 0, 0);
   const float ch0[9] = {5, 5, 1, 5, 2, 5, 0, 5, 5};
   std::vector<float> x(18);
   for (int p = 0; p < 9; ++p) {
@@ -479,7 +457,7 @@ TEST(MaxPoolBackward, TiesGoToTheFirstMaximum) {
 // window's first in-bounds tap gets the gradient. 3x3 windows, stride 2, pad 1 on a 5x5 image:
 // output row/column o starts at input 2*o - 1, so its first in-bounds tap is input 0, 1 or 3.
 TEST(MaxPoolBackward, PaddedWindowsOfEqualValues) {
-  const PoolShape s = make_pool(1, 5, 5, 1, 3, 2, 1, 1, 1, 1);
+  const PoolShape s = pool_pad(1, 5, 5, 1, 3, 2, 1, 1, 1, 1);
   ASSERT_EQ(s.out_h, 3);
   ASSERT_EQ(s.out_w, 3);
   const std::vector<float> x(25, -3.f);

@@ -165,27 +165,12 @@ TEST(BiasAct, MatchesReferenceAndAliases) {
   EXPECT_EQ(got, want);
 }
 
-PoolShape make_pool(int n, int h, int w, int c, int k, int stride, int pt, int pl, int pb, int pr) {
-  PoolShape s{};
-  s.n = n;
-  s.in_h = h;
-  s.in_w = w;
-  s.c = c;
-  s.k_h = s.k_w = k;
-  s.stride_h = s.stride_w = stride;
-  s.pad_top = pt;
-  s.pad_left = pl;
-  s.out_h = conv_out_size(h, k, stride, pt, pb);
-  s.out_w = conv_out_size(w, k, stride, pl, pr);
-  return s;
-}
-
 TEST(Pool, MatchesReference) {
   const PoolShape shapes[] = {
-      make_pool(3, 7, 11, 19, 3, 2, 1, 1, 1, 1),  // ResNet max pool geometry
-      make_pool(1, 12, 9, 64, 3, 2, 0, 0, 1, 1),  // SAME, padding after only
-      make_pool(2, 6, 6, 5, 2, 2, 0, 0, 0, 0),    // no padding
-      make_pool(1, 5, 7, 33, 5, 1, 2, 1, 2, 3),   // asymmetric
+      pool_pad(3, 7, 11, 19, 3, 2, 1, 1, 1, 1),  // ResNet max pool geometry
+      pool_pad(1, 12, 9, 64, 3, 2, 0, 1, 0, 1),  // SAME, padding after only
+      pool_pad(2, 6, 6, 5, 2, 2, 0, 0, 0, 0),    // no padding
+      pool_pad(1, 5, 7, 33, 5, 1, 2, 2, 1, 3),   // asymmetric
   };
   uint32_t seed = 7;
   for (const PoolShape& s : shapes) {
@@ -208,7 +193,7 @@ TEST(Pool, MatchesReference) {
 
 TEST(Pool, HandComputed) {
   // 3x3 single channel, window 2 stride 1 padding 1 before: the corner windows see one pixel.
-  const PoolShape s = make_pool(1, 3, 3, 1, 2, 2, 1, 1, 0, 0);
+  const PoolShape s = pool_pad(1, 3, 3, 1, 2, 2, 1, 0, 1, 0);
   ASSERT_EQ(s.out_h, 2);
   const std::vector<float> x = {1, -2, 3, -4, 5, -6, 7, -8, 9};
   std::vector<float> y = poisoned(4);

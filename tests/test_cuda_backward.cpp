@@ -38,6 +38,7 @@ using test::conv_same;
 using test::depthwise;
 using test::DeviceBuffer;
 using test::pointwise;
+using test::pool_pad;
 using test::random_floats;
 using test::str;
 using test::w_size;
@@ -313,19 +314,11 @@ TEST_F(CudaBackward, GlobalAvgPoolBackwardExact) {
   }
 }
 
-PoolShape pool(int n, int h, int w, int c, int k, int stride, int pad_before, int pad_after) {
-  PoolShape s{};
-  s.n = n, s.in_h = h, s.in_w = w, s.c = c, s.k_h = k, s.k_w = k;
-  s.stride_h = s.stride_w = stride, s.pad_top = s.pad_left = pad_before;
-  s.out_h = conv_out_size(h, k, stride, pad_before, pad_after);
-  s.out_w = conv_out_size(w, k, stride, pad_before, pad_after);
-  return s;
-}
-
 TEST_F(CudaBackward, MaxPoolBackwardExact) {
   std::mt19937 rng(1100);
-  for (const PoolShape& s : {pool(2, 15, 15, 64, 3, 2, 1, 1), pool(1, 8, 8, 3, 2, 2, 0, 0),
-                             pool(1, 9, 7, 5, 3, 1, 1, 1), pool(3, 11, 10, 37, 3, 2, 0, 1)}) {
+  for (const PoolShape& s :
+       {pool_pad(2, 15, 15, 64, 3, 2, 1, 1, 1, 1), pool_pad(1, 8, 8, 3, 2, 2, 0, 0, 0, 0),
+        pool_pad(1, 9, 7, 5, 3, 1, 1, 1, 1, 1), pool_pad(3, 11, 10, 37, 3, 2, 0, 1, 0, 1)}) {
     // Coarse values so windows hold ties: the first maximum (ky, then kx) must get the gradient.
     auto x = random_floats(size_t(s.n) * s.in_h * s.in_w * s.c, rng);
     for (float& v : x) v = std::round(v * 3.f);
@@ -387,7 +380,7 @@ TEST(CudaBackwardValidation, RejectsBadShapesAndSmallWorkspaces) {
   EXPECT_THROW(cuda::add_inplace(-1, nullptr, nullptr, nullptr), std::invalid_argument);
   EXPECT_THROW(cuda::global_avg_pool_backward(1, 0, 4, nullptr, nullptr, nullptr),
                std::invalid_argument);
-  PoolShape p = pool(1, 8, 8, 4, 2, 2, 0, 0);
+  PoolShape p = pool_pad(1, 8, 8, 4, 2, 2, 0, 0, 0, 0);
   p.stride_h = 0;
   EXPECT_THROW(cuda::max_pool2d_backward(p, nullptr, nullptr, nullptr, nullptr, nullptr),
                std::invalid_argument);

@@ -36,6 +36,7 @@ using test::conv_same;
 using test::depthwise;
 using test::DeviceBuffer;
 using test::pointwise;
+using test::pool_pad;
 using test::random_floats;
 using test::str;
 using test::w_size;
@@ -472,15 +473,6 @@ TEST_F(CudaOps, BiasActMatchesCpu) {
     GRAFT_EXPECT_CLOSE(t.alias ? dx.download() : dy.download(), want, kTol,
                        "bias_act rows=" + std::to_string(t.rows) + " c=" + std::to_string(t.c));
   }
-}
-
-PoolShape pool_pad(int n, int h, int w, int c, int k, int s, int pt, int pb, int pl, int pr) {
-  PoolShape p{};
-  p.n = n, p.in_h = h, p.in_w = w, p.c = c, p.k_h = k, p.k_w = k, p.stride_h = s, p.stride_w = s;
-  p.pad_top = pt, p.pad_left = pl;
-  p.out_h = conv_out_size(h, k, s, pt, pb);
-  p.out_w = conv_out_size(w, k, s, pl, pr);
-  return p;
 }
 
 TEST_F(CudaOps, PoolingMatchesCpu) {
