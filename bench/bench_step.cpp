@@ -30,12 +30,7 @@
 
 namespace {
 
-using graft::bench::median;
-using graft::bench::Sample;
-
-struct BadInput : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
+using graft::bench::BadInput;
 
 struct Args {
   std::string model, fine_tune = "0", device = "cpu";
@@ -154,32 +149,25 @@ int run(const Args& a) {
   const double loss_before = mean_loss(b);
   for (int i = 0; i < a.warmup; ++i) step(b);
   graft::synchronize(b.dev);
-  std::vector<double> ms, host_ms;
-  for (int r = 0; r < a.repeats; ++r) {
-    const Sample s = graft::bench::time_on(b.dev, a.iters, [&] { step(b); });
-    ms.push_back(s.ms);
-    host_ms.push_back(s.host_ms);
-  }
+  const graft::bench::Timing t = graft::bench::measure(b.dev, a.repeats, a.iters, [&] { step(b); });
   const double loss_after = mean_loss(b);
   if (!std::isfinite(loss_after)) throw std::runtime_error("the loss is not finite after training");
-  const double med = median(ms);
-  const nlohmann::json j = {
-      {"device", a.device},
-      {"device_name", graft::device_name(b.dev)},
-      {"model", a.model},
-      {"fine_tune", a.fine_tune},
-      {"fine_tune_blocks", blocks},
-      {"batch", a.batch},
-      {"classes", a.classes},
-      {"iters", a.iters},
-      {"repeats", a.repeats},
-      {"warmup", a.warmup},
-      {"ms_per_step", {{"median", med}, {"min", *std::min_element(ms.begin(), ms.end())}}},
-      {"ms_per_step_all", ms},
-      {"host_ms_per_step", median(host_ms)},
-      {"images_per_s", a.batch / (med / 1000.0)},
-      {"loss_first_step", loss_before},
-      {"loss_last_step", loss_after}};
+  const nlohmann::json j = {{"device", a.device},
+                            {"device_name", graft::device_name(b.dev)},
+                            {"model", a.model},
+                            {"fine_tune", a.fine_tune},
+                            {"fine_tune_blocks", blocks},
+                            {"batch", a.batch},
+                            {"classes", a.classes},
+                            {"iters", a.iters},
+                            {"repeats", a.repeats},
+                            {"warmup", a.warmup},
+                            {"ms_per_step", {{"median", t.median_ms}, {"min", t.min_ms}}},
+                            {"ms_per_step_all", t.all_ms},
+                            {"host_ms_per_step", t.host_ms},
+                            {"images_per_s", a.batch / (t.median_ms / 1000.0)},
+                            {"loss_first_step", loss_before},
+                            {"loss_last_step", loss_after}};
   std::cout << j.dump() << std::endl;
   return 0;
 }
@@ -187,15 +175,8 @@ int run(const Args& a) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
+  return graft::bench::bench_main("bench_step", [&] {
     Args a;
-    if (!parse_args(argc, argv, &a)) return 0;
-    return run(a);
-  } catch (const BadInput& e) {
-    std::cerr << "bench_step: " << e.what() << "\n";
-    return 2;
-  } catch (const std::exception& e) {
-    std::cerr << "bench_step: " << e.what() << "\n";
-    return 1;
-  }
+    return parse_args(argc, argv, &a) ? run(a) : 0;
+  });
 }

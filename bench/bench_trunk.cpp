@@ -38,13 +38,7 @@
 
 namespace {
 
-using graft::bench::median;
-using graft::bench::Sample;
-
-// Bad arguments or input: main prints what() as one line and exits 2.
-struct BadInput : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
+using graft::bench::BadInput;
 
 struct Args {
   std::string model, input, features, device = "cpu";
@@ -199,7 +193,7 @@ int run(const Args& a) {
 
   bool graphed = false;
   std::string graph_error;
-  std::vector<Sample> samples;
+  std::function<void()> step = forward;
 #ifdef GRAFT_HAVE_CUDA
   Graph g;
   if (a.graph && dev.is_cuda()) {
@@ -208,16 +202,12 @@ int run(const Args& a) {
       std::cerr << "bench_trunk: the forward could not be captured in a CUDA graph (" << graph_error
                 << "); timing stream launches\n";
   }
-  std::function<void()> step = forward;
   if (graphed) {
     step = [&] { CUDA_CHECK(cudaGraphLaunch(g.exec, dev.stream)); };
     for (int i = 0; i < a.warmup; ++i) step();  // the first launches upload the graph
   }
-  for (int r = 0; r < a.repeats; ++r) samples.push_back(graft::bench::time_on(dev, a.iters, step));
-#else
-  for (int r = 0; r < a.repeats; ++r)
-    samples.push_back(graft::bench::time_on(dev, a.iters, forward));
 #endif
+  const graft::bench::Timing t = graft::bench::measure(dev, a.repeats, a.iters, step);
   if (a.graph && !dev.is_cuda()) graph_error = "CUDA graphs need --device cuda";
 
   std::vector<float> features(size_t(a.n) * dim);
@@ -229,29 +219,22 @@ int run(const Args& a) {
     if (!f) throw std::runtime_error(a.features + ": cannot write the features");
   }
 
-  std::vector<double> ms, host_ms;
-  for (const Sample& s : samples) {
-    ms.push_back(s.ms);
-    host_ms.push_back(s.host_ms);
-  }
-  const double med = median(ms);
-  nlohmann::json j = {
-      {"device", a.device},
-      {"gpu", dev.is_cuda() ? graft::device_name(dev) : ""},
-      {"device_name", graft::device_name(dev)},
-      {"model", a.model},
-      {"batch", a.n},
-      {"height", a.h},
-      {"width", a.w},
-      {"feature_dim", dim},
-      {"iters", a.iters},
-      {"repeats", a.repeats},
-      {"warmup", a.warmup},
-      {"graph", graphed},
-      {"ms_per_batch", {{"median", med}, {"min", *std::min_element(ms.begin(), ms.end())}}},
-      {"ms_per_batch_all", ms},
-      {"host_ms_per_batch", median(host_ms)},
-      {"images_per_s", a.n / (med / 1000.0)}};
+  nlohmann::json j = {{"device", a.device},
+                      {"gpu", dev.is_cuda() ? graft::device_name(dev) : ""},
+                      {"device_name", graft::device_name(dev)},
+                      {"model", a.model},
+                      {"batch", a.n},
+                      {"height", a.h},
+                      {"width", a.w},
+                      {"feature_dim", dim},
+                      {"iters", a.iters},
+                      {"repeats", a.repeats},
+                      {"warmup", a.warmup},
+                      {"graph", graphed},
+                      {"ms_per_batch", {{"median", t.median_ms}, {"min", t.min_ms}}},
+                      {"ms_per_batch_all", t.all_ms},
+                      {"host_ms_per_batch", t.host_ms},
+                      {"images_per_s", a.n / (t.median_ms / 1000.0)}};
   if (!graph_error.empty()) j["graph_error"] = graph_error;
   std::cout << j.dump() << std::endl;
   return 0;
@@ -260,15 +243,8 @@ int run(const Args& a) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
+  return graft::bench::bench_main("bench_trunk", [&] {
     Args a;
-    if (!parse_args(argc, argv, &a)) return 0;
-    return run(a);
-  } catch (const BadInput& e) {
-    std::cerr << "bench_trunk: " << e.what() << "\n";
-    return 2;
-  } catch (const std::exception& e) {
-    std::cerr << "bench_trunk: " << e.what() << "\n";
-    return 1;
-  }
+    return parse_args(argc, argv, &a) ? run(a) : 0;
+  });
 }
