@@ -25,13 +25,8 @@ after each one; a failed row keeps its error. Exit status: 0, or 1 when a graft 
 
 import argparse
 import datetime
-import json
 import os
-import signal
-import statistics
-import subprocess
 import sys
-import time
 
 import torch
 
@@ -39,6 +34,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import pytorch_baseline as baseline  # noqa: E402
+import yardstick  # noqa: E402
 
 VARIANTS = ['eager-fp32', 'eager-tf32']
 DEFAULT_TF32 = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
@@ -83,29 +79,12 @@ def parse_args(argv=None):
     return a
 
 
-class Timeout(Exception):
-    pass
-
-
-def _alarm(signum, frame):
-    raise Timeout('ran past --seconds-per-row')
-
-
 def run_graft(args, ft):
     exe = os.path.join(args.build, 'bench', 'bench_step')
-    if not os.path.isfile(exe):
-        raise RuntimeError(f'{exe}: not built (cmake --build {args.build} --target bench_step)')
-    cmd = [exe, '--model', args.model, '--fine-tune', ft, '--batch', str(args.batch),
-           '--device', args.device, '--classes', str(CLASSES), '--iters', str(args.iters),
-           '--repeats', str(args.repeats), '--warmup', str(args.warmup)]
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.seconds_per_row)
-    except subprocess.TimeoutExpired:
-        raise Timeout('ran past --seconds-per-row')
-    if p.returncode != 0:
-        lines = [ln for ln in (p.stderr + p.stdout).splitlines() if ln.strip()]
-        raise RuntimeError(lines[-1] if lines else f'bench_step exited {p.returncode}')
-    r = json.loads([ln for ln in p.stdout.splitlines() if ln.startswith('{')][-1])
+    r = yardstick.run_program(
+        exe, ['--model', args.model, '--fine-tune', ft, '--batch', str(args.batch), '--device',
+              args.device, '--classes', str(CLASSES), '--iters', str(args.iters), '--repeats',
+              str(args.repeats), '--warmup', str(args.warmup)], args.seconds_per_row)
     return {'ms': r['ms_per_step']['median'], 'ms_min': r['ms_per_step']['min'],
             'host_ms': r['host_ms_per_step'], 'loss_first': r['loss_first_step'],
             'loss_last': r['loss_last_step'], 'blocks': r['fine_tune_blocks'],
@@ -160,40 +139,12 @@ def run_torch(args, ft, variant):
     cuda = dev == 'cuda'
     if cuda:
         torch.cuda.synchronize()
-    ms, host = [], []
-    for _ in range(args.repeats):
-        if cuda:
-            start = torch.cuda.Event(enable_timing=True)
-            stop = torch.cuda.Event(enable_timing=True)
-            t0 = time.perf_counter()
-            start.record()
-            for _ in range(args.iters):
-                step()
-            stop.record()
-            t1 = time.perf_counter()
-            stop.synchronize()
-            ms.append(start.elapsed_time(stop) / args.iters)
-            host.append((t1 - t0) * 1000 / args.iters)
-        else:
-            t0 = time.perf_counter()
-            for _ in range(args.iters):
-                step()
-            ms.append((time.perf_counter() - t0) * 1000 / args.iters)
-            host.append(ms[-1])
+    t = yardstick.time_calls(step, cuda, args.iters, args.repeats)
     tf32 = (f'cudnn.allow_tf32={torch.backends.cudnn.allow_tf32}, '
             f'matmul.allow_tf32={torch.backends.cuda.matmul.allow_tf32}')
-    return {'ms': statistics.median(ms), 'ms_min': min(ms), 'host_ms': statistics.median(host),
-            'loss_first': loss_first, 'loss_last': tally.loss.item(),
+    return {**t, 'loss_first': loss_first, 'loss_last': tally.loss.item(),
             'blocks': net.backbone.trained_blocks,
             'notes': f'channels_last fp32, {tf32}; normalise on the device included'}
-
-
-def write_json(path, doc):
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(doc, f, indent=1)
-        f.write('\n')
-    os.replace(tmp, path)
 
 
 def main(argv=None):
@@ -212,15 +163,14 @@ def main(argv=None):
         'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
         'rows': [{'fine_tune': ft, 'impl': impl, 'status': 'not run'} for ft, impl in plan],
     }
-    write_json(args.json, doc)
-    signal.signal(signal.SIGALRM, _alarm)
+    yardstick.write_json(args.json, doc)
     graft_ips, graft_failed = {}, False
     for i, (ft, impl) in enumerate(plan):
         row = {'fine_tune': ft, 'impl': impl, 'status': 'ok'}
-        signal.alarm(int(args.seconds_per_row) + 1)
+        yardstick.arm(args.seconds_per_row)
         try:
             t = run_graft(args, ft) if impl == 'graft' else run_torch(args, ft, impl)
-            signal.alarm(0)
+            yardstick.disarm()
             ips = args.batch / (t['ms'] / 1000)
             if impl == 'graft':
                 graft_ips[ft] = ips
@@ -230,7 +180,7 @@ def main(argv=None):
                         'loss_first_step': t['loss_first'], 'loss_last_step': t['loss_last'],
                         'notes': t['notes']})
         except Exception as e:  # noqa: BLE001 - any failure is a row, never a crash
-            signal.alarm(0)
+            yardstick.disarm()
             graft_failed |= impl == 'graft'
             lines = [ln for ln in str(e).splitlines() if ln.strip()]
             row.update({'status': 'failed',
@@ -240,7 +190,7 @@ def main(argv=None):
             if args.device == 'cuda':
                 torch.cuda.empty_cache()
         doc['rows'][i] = row
-        write_json(args.json, doc)
+        yardstick.write_json(args.json, doc)
         if row['status'] == 'ok':
             ratio = f'{row["ratio"]:.2f}' if row['ratio'] else '  - '
             print(f'--fine-tune {ft:4s} {impl:11s} {row["images_per_s"]:9.1f} img/s  '

@@ -34,10 +34,7 @@ status "failed" and the error's line. Exit status: 0, or 1 when graft's own run 
 import argparse
 import copy
 import datetime
-import json
 import os
-import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -52,6 +49,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import torch_efficientnet_lite as lite  # noqa: E402
+import yardstick  # noqa: E402
 
 VARIANTS = ['eager-fp32', 'eager-tf32', 'channels_last-bf16', 'compile-max-autotune']
 # PyTorch's own TF32 defaults, read before anything here changes them.
@@ -166,47 +164,20 @@ def tf32_note():
 # ---------------------------------------------------------------------------------------------
 # Timing
 
-class Timeout(Exception):
-    pass
-
-
-def _alarm(signum, frame):
-    raise Timeout('ran past --seconds-per-variant')
-
-
 def time_calls(fn, x, args, before_call=None):
-    """Median and min ms per call over `repeats` runs of `iters` back-to-back calls, and the
-    host's time to issue them; then one more call whose output is returned."""
-    cuda = args.device == 'cuda'
-    ms, host = [], []
-    for _ in range(args.repeats):
-        if cuda:
-            start = torch.cuda.Event(enable_timing=True)
-            stop = torch.cuda.Event(enable_timing=True)
-            t0 = time.perf_counter()
-            start.record()
-            for _ in range(args.iters):
-                if before_call:
-                    before_call()
-                fn(x)
-            stop.record()
-            t1 = time.perf_counter()
-            stop.synchronize()
-            ms.append(start.elapsed_time(stop) / args.iters)
-            host.append((t1 - t0) * 1000 / args.iters)
-        else:
-            t0 = time.perf_counter()
-            for _ in range(args.iters):
-                fn(x)
-            ms.append((time.perf_counter() - t0) * 1000 / args.iters)
-            host.append(ms[-1])
+    """The row's timing (yardstick.time_calls), then one more call whose output is returned."""
+    def call():
+        if before_call:
+            before_call()
+        fn(x)
+
+    t = yardstick.time_calls(call, args.device == 'cuda', args.iters, args.repeats)
     if before_call:
         before_call()
     out = fn(x).clone()  # a CUDA graph's output is overwritten by the next replay
-    if cuda:
+    if args.device == 'cuda':
         torch.cuda.synchronize()
-    return {'ms': statistics.median(ms), 'ms_min': min(ms), 'host_ms': statistics.median(host),
-            'ms_all': ms}, out
+    return t, out
 
 
 def diffs(f, ref):
@@ -230,22 +201,13 @@ def host_bound_note(t):
 
 def run_graft(args, input_path, n, size, ref, graph, workdir):
     exe = os.path.join(args.build, 'bench', 'bench_trunk')
-    if not os.path.isfile(exe):
-        raise RuntimeError(f'{exe}: not built (cmake --build {args.build} --target bench_trunk)')
     features_path = os.path.join(workdir, f'graft_features_{n}.f32')
-    cmd = [exe, '--model', args.model, '--input', input_path, '--shape', f'{n},{size},{size}',
+    cmd = ['--model', args.model, '--input', input_path, '--shape', f'{n},{size},{size}',
            '--device', args.device, '--iters', str(args.iters), '--repeats', str(args.repeats),
            '--warmup', str(args.warmup), '--features', features_path]
     if graph:
         cmd.append('--graph')
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.seconds_per_variant)
-    except subprocess.TimeoutExpired:
-        raise Timeout('ran past --seconds-per-variant')
-    if p.returncode != 0:
-        lines = [ln for ln in (p.stderr + p.stdout).splitlines() if ln.strip()]
-        raise RuntimeError(lines[-1] if lines else f'bench_trunk exited {p.returncode}')
-    res = json.loads([ln for ln in p.stdout.splitlines() if ln.startswith('{')][-1])
+    res = yardstick.run_program(exe, cmd, args.seconds_per_variant)
     if res['feature_dim'] != ref.shape[1]:
         raise RuntimeError(f'graft gives {res["feature_dim"]} features, the PyTorch trunk '
                            f'{ref.shape[1]}')
@@ -325,14 +287,6 @@ def git_commit():
         return ''
 
 
-def write_json(path, doc):
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(doc, f, indent=1)
-        f.write('\n')
-    os.replace(tmp, path)
-
-
 def error_line(e):
     """What a traceback's last line says (type: message), for the exception at the root of the
     chain: torch.compile wraps what went wrong (a timeout included) in BackendCompilerFailed and
@@ -374,7 +328,6 @@ def main(argv=None):
         'rows': [],
     }
     graft_failed = False
-    signal.signal(signal.SIGALRM, _alarm)
     with tempfile.TemporaryDirectory(prefix='trunk_vs_torch_') as workdir:
         # Per batch: the input (a file for graft, a tensor for PyTorch) and the float64 features.
         batches = {}
@@ -395,12 +348,12 @@ def main(argv=None):
         # Every planned row is in the JSON from the start, so one never reached (the run was
         # stopped from outside) reads "not run" rather than being absent.
         doc['rows'] = [{'batch': n, 'impl': impl, 'status': 'not run'} for n, impl in plan]
-        write_json(args.json, doc)
+        yardstick.write_json(args.json, doc)
         graft_ips = {}
         for i, (n, impl) in enumerate(plan):
             input_path, size, x, ref = batches[n]
             row = {'batch': n, 'impl': impl, 'status': 'ok'}
-            signal.alarm(int(args.seconds_per_variant) + 1)
+            yardstick.arm(args.seconds_per_variant)
             try:
                 if impl.startswith('graft'):
                     t, f, notes = run_graft(args, input_path, n, size, ref,
@@ -408,7 +361,7 @@ def main(argv=None):
                     compile_s = None
                 else:
                     t, f, notes, compile_s = run_torch(impl, trunk, x, ref, args)
-                signal.alarm(0)
+                yardstick.disarm()
                 rel, absd = diffs(f, ref)
                 ips = n / (t['ms'] / 1000)
                 if impl == 'graft':
@@ -424,7 +377,7 @@ def main(argv=None):
                 if compile_s is not None:
                     row['compile_s'] = compile_s
             except Exception as e:  # noqa: BLE001 - any failure is a row, never a crash
-                signal.alarm(0)
+                yardstick.disarm()
                 if impl == 'graft':
                     graft_failed = True
                 row.update({'status': 'failed', 'error': error_line(e)})
@@ -433,7 +386,7 @@ def main(argv=None):
                 if args.device == 'cuda':
                     torch.cuda.empty_cache()
             doc['rows'][i] = row
-            write_json(args.json, doc)
+            yardstick.write_json(args.json, doc)
             print_row(row)
     return 1 if graft_failed else 0
 

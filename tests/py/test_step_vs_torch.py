@@ -16,20 +16,12 @@ import subprocess
 import sys
 import tempfile
 
-SRC = os.environ.get('GRAFT_SOURCE_DIR') or os.path.dirname(os.path.dirname(
-    os.path.dirname(os.path.abspath(__file__))))
+from cli_util import SRC, check, finish
+
 BUILD = os.environ.get('GRAFT_BINARY_DIR', os.path.join(SRC, 'build'))
 EXE = os.path.join(BUILD, 'bench', 'bench_step')
 MODEL = os.path.join(SRC, 'models', 'efficientnet_lite0.safetensors')
 SCRIPT = os.path.join(SRC, 'bench', 'step_vs_torch.py')
-
-failures = []
-
-
-def check(ok, what):
-    if not ok:
-        failures.append(what)
-        print(f'FAIL: {what}')
 
 
 def dry_run(tmp, env):
@@ -82,11 +74,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         bad_setting()
         dry_run(tmp, env)
-    if failures:
-        print(f'{len(failures)} failure(s)')
-        return 1
-    print('ok')
-    return 0
+    return finish()
 
 
 if __name__ == '__main__':

@@ -14,8 +14,8 @@ import subprocess
 import sys
 import tempfile
 
-SRC = os.environ.get('GRAFT_SOURCE_DIR') or os.path.dirname(os.path.dirname(
-    os.path.dirname(os.path.abspath(__file__))))
+from cli_util import SRC, check, finish
+
 BUILD = os.environ.get('GRAFT_BINARY_DIR', os.path.join(SRC, 'build'))
 EXE = os.path.join(BUILD, 'bench', 'bench_trunk')
 MODEL = os.path.join(SRC, 'models', 'efficientnet_lite0.safetensors')
@@ -24,14 +24,6 @@ SCRIPT = os.path.join(SRC, 'bench', 'trunk_vs_torch.py')
 # they agree to about 2e-6 of the largest feature.
 TOLERANCE = 1e-4
 EAGER = ['eager-fp32', 'eager-tf32', 'channels_last-bf16']
-
-failures = []
-
-
-def check(ok, what):
-    if not ok:
-        failures.append(what)
-        print(f'FAIL: {what}')
 
 
 def compare(tmp, env):
@@ -108,11 +100,7 @@ def main():
         bad_input(tmp)
         compare(tmp, env)
         graft_failure(tmp, env)
-    if failures:
-        print(f'{len(failures)} failure(s)')
-        return 1
-    print('ok')
-    return 0
+    return finish()
 
 
 if __name__ == '__main__':
