@@ -12,6 +12,7 @@
 //   * an output never aliases an input unless the comment says it may.
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 typedef struct CUstream_st* cudaStream_t;  // identical to the CUDA runtime's own typedef
 
@@ -224,6 +225,26 @@ inline void same_padding(int in, int k, int stride, int* out, int* pad_before) {
 // PyTorch explicit symmetric padding: out = floor((in + 2*pad - k) / stride) + 1.
 inline int conv_out_size(int in, int k, int stride, int pad_before, int pad_after) {
   return (in + pad_before + pad_after - k) / stride + 1;
+}
+
+// One line describing a shape, for error messages and test failures.
+inline std::string conv_shape_str(const ConvShape& s) {
+  return "n=" + std::to_string(s.n) + " in=" + std::to_string(s.in_h) + "x" +
+         std::to_string(s.in_w) + "x" + std::to_string(s.in_c) + " out=" + std::to_string(s.out_h) +
+         "x" + std::to_string(s.out_w) + "x" + std::to_string(s.out_c) +
+         " k=" + std::to_string(s.k_h) + "x" + std::to_string(s.k_w) +
+         " stride=" + std::to_string(s.stride_h) + "x" + std::to_string(s.stride_w) +
+         " pad=" + std::to_string(s.pad_top) + "," + std::to_string(s.pad_left) +
+         " groups=" + std::to_string(s.groups);
+}
+
+inline std::string pool_shape_str(const PoolShape& s) {
+  return "n=" + std::to_string(s.n) + " in=" + std::to_string(s.in_h) + "x" +
+         std::to_string(s.in_w) + "x" + std::to_string(s.c) + " out=" + std::to_string(s.out_h) +
+         "x" + std::to_string(s.out_w) + " k=" + std::to_string(s.k_h) + "x" +
+         std::to_string(s.k_w) + " stride=" + std::to_string(s.stride_h) + "x" +
+         std::to_string(s.stride_w) + " pad=" + std::to_string(s.pad_top) + "," +
+         std::to_string(s.pad_left);
 }
 
 }  // namespace graft

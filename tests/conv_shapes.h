@@ -1,6 +1,7 @@
 #pragma once
 // Conv geometries for the op tests (CPU and CUDA): from sizes and explicit padding or TensorFlow's
-// SAME rule, the element counts of x, w and y, and a one-line description for failure messages.
+// SAME rule, pooling windows, the element counts of x, w and y, and the small-run filter (failure
+// messages describe a shape with conv_shape_str of kernels/ops.h).
 #include <cstddef>
 #include <string>
 #include <vector>
@@ -73,16 +74,6 @@ inline std::vector<ConvShape> for_this_run(const std::vector<ConvShape>& shapes)
   for (const ConvShape& s : shapes)
     if (!skip_in_small_run(x_size(s) + y_size(s) + w_size(s))) kept.push_back(s);
   return kept;
-}
-
-inline std::string str(const ConvShape& s) {
-  return "n=" + std::to_string(s.n) + " in=" + std::to_string(s.in_h) + "x" +
-         std::to_string(s.in_w) + "x" + std::to_string(s.in_c) + " out=" + std::to_string(s.out_h) +
-         "x" + std::to_string(s.out_w) + "x" + std::to_string(s.out_c) +
-         " k=" + std::to_string(s.k_h) + "x" + std::to_string(s.k_w) +
-         " s=" + std::to_string(s.stride_h) + "x" + std::to_string(s.stride_w) +
-         " pad=" + std::to_string(s.pad_top) + "," + std::to_string(s.pad_left) +
-         " g=" + std::to_string(s.groups);
 }
 
 }  // namespace graft::test

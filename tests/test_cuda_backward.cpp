@@ -40,7 +40,6 @@ using test::DeviceBuffer;
 using test::pointwise;
 using test::pool_pad;
 using test::random_floats;
-using test::str;
 using test::w_size;
 using test::x_size;
 using test::y_size;
@@ -113,7 +112,7 @@ void check_data(DataFn fn, const char* name, const ConvShape& s, cudaStream_t st
   fn(s, ddy.get(), dw.get(), dx1.get(), stream);
   fn(s, ddy.get(), dw.get(), dx2.get(), stream);
   const auto got = dx1.download();
-  const std::string what = std::string(name) + " " + str(s);
+  const std::string what = std::string(name) + " " + conv_shape_str(s);
   GRAFT_EXPECT_CLOSE(got, want, kTol, what);
   EXPECT_TRUE(bitwise_equal(got, dx2.download())) << what << ": two runs differ";
 }
@@ -135,8 +134,8 @@ void check_filter(FilterFn fn, FilterWsFn ws_fn, const char* name, const ConvSha
   fn(s, dx.get(), ddy.get(), dw1.get(), ws.get(), ws_bytes, stream);
   fn(s, dx.get(), ddy.get(), dw2.get(), ws.get(), ws_bytes, stream);
   const auto got = dw1.download();
-  const std::string what =
-      std::string(name) + " " + str(s) + " workspace " + std::to_string(ws_bytes) + " bytes";
+  const std::string what = std::string(name) + " " + conv_shape_str(s) + " workspace " +
+                           std::to_string(ws_bytes) + " bytes";
   GRAFT_EXPECT_CLOSE(got, want, kTol, what);
   EXPECT_TRUE(bitwise_equal(got, dw2.download())) << what << ": two runs differ";
 }
@@ -225,8 +224,8 @@ TEST_F(CudaBackward, MisalignedMatchesCpu) {
     gw.poison();
     cuda::conv2d_backward_data(s, ddy.get(), dw.get(), gx.get(), stream_);
     cuda::conv2d_backward_filter(s, dx.get(), ddy.get(), gw.get(), ws.get(), ws_bytes, stream_);
-    GRAFT_EXPECT_CLOSE(gx.download(), want_dx, kTol, "misaligned dx " + str(s));
-    GRAFT_EXPECT_CLOSE(gw.download(), want_dw, kTol, "misaligned dw " + str(s));
+    GRAFT_EXPECT_CLOSE(gx.download(), want_dx, kTol, "misaligned dx " + conv_shape_str(s));
+    GRAFT_EXPECT_CLOSE(gw.download(), want_dw, kTol, "misaligned dw " + conv_shape_str(s));
   }
 }
 
@@ -357,14 +356,14 @@ TEST(CudaBackwardValidation, RejectsBadShapesAndSmallWorkspaces) {
        {pointwise(2, 56, 56, 24, 144), depthwise(2, 56, 56, 144, 3, 1),
         conv_same(2, 64, 64, 3, 32, 3, 2), conv_same(1, 40, 40, 8, 8, 3, 1, 2)}) {
     const size_t need = cuda::conv2d_backward_filter_workspace(t);
-    EXPECT_GT(need, 0u) << str(t);
+    EXPECT_GT(need, 0u) << conv_shape_str(t);
     EXPECT_THROW(cuda::conv2d_backward_filter(t, nullptr, nullptr, nullptr, nullptr, 0, nullptr),
                  std::invalid_argument)
-        << str(t);
+        << conv_shape_str(t);
     try {
       cuda::conv2d_backward_filter(t, nullptr, nullptr, nullptr, reinterpret_cast<void*>(256),
                                    need - 1, nullptr);
-      ADD_FAILURE() << "no throw: " << str(t);
+      ADD_FAILURE() << "no throw: " << conv_shape_str(t);
     } catch (const std::invalid_argument& e) {
       EXPECT_NE(std::string(e.what()).find(std::to_string(need)), std::string::npos) << e.what();
     }

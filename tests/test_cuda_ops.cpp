@@ -38,7 +38,6 @@ using test::DeviceBuffer;
 using test::pointwise;
 using test::pool_pad;
 using test::random_floats;
-using test::str;
 using test::w_size;
 using test::x_size;
 using test::y_size;
@@ -82,9 +81,9 @@ void check_conv(ConvFn fn, const char* fn_name, const ConvCase& c, cudaStream_t 
   fn(s, dx.get(), dw.get(), c.bias ? db.get() : nullptr, c.residual ? dr.get() : nullptr, c.act,
      dy.get(), stream);
   CUDA_CHECK(cudaStreamSynchronize(stream));
-  const std::string what = std::string(fn_name) + " " + str(s) + (c.bias ? " +bias" : "") +
-                           (c.residual ? " +residual" : "") + " act=" + act_name(c.act) +
-                           (misalign ? " misaligned" : "");
+  const std::string what = std::string(fn_name) + " " + conv_shape_str(s) +
+                           (c.bias ? " +bias" : "") + (c.residual ? " +residual" : "") +
+                           " act=" + act_name(c.act) + (misalign ? " misaligned" : "");
   GRAFT_EXPECT_CLOSE(dy.download(), want, kTol, what);
 }
 
@@ -195,7 +194,7 @@ TEST_F(CudaOps, ConvSmallCinMatchesCpu) {
   };
   for (const ConvCase& c : with_epilogues(shapes)) {
     ASSERT_TRUE(cuda::conv_small_cin_fits(c.s, nullptr, nullptr, nullptr, nullptr, nullptr))
-        << str(c.s);
+        << conv_shape_str(c.s);
     check_conv(cuda::conv_small_cin, "conv_small_cin", c, stream_, seed++);
   }
   // Shapes and pointers it does not take: conv2d falls back to the implicit GEMM, the direct call
@@ -370,14 +369,15 @@ TEST_F(CudaOps, ConvMatchesCudnn) {
     if (!err.empty()) {
       // A shape cuDNN will not run in NHWC fp32 is reported, not failed: the CPU twin already
       // checked our result. Anything else is a failure.
-      std::printf("[ cuDNN    ] skipped %s: %s\n", str(s).c_str(), err.c_str());
+      std::printf("[ cuDNN    ] skipped %s: %s\n", conv_shape_str(s).c_str(), err.c_str());
       continue;
     }
     DeviceBuffer<float> dx(x), dw(w), dy(y_size(s));
     dy.poison();
     cuda::conv2d(s, dx.get(), dw.get(), nullptr, nullptr, Act::none, dy.get(), stream_);
     CUDA_CHECK(cudaStreamSynchronize(stream_));
-    GRAFT_EXPECT_CLOSE(dy.download(), want, kTol, "conv2d vs cuDNN algo " + algo + " " + str(s));
+    GRAFT_EXPECT_CLOSE(dy.download(), want, kTol,
+                       "conv2d vs cuDNN algo " + algo + " " + conv_shape_str(s));
     ++compared;
   }
   EXPECT_GT(compared, 0) << "cuDNN ran none of the shapes";
@@ -420,7 +420,8 @@ TEST_F(CudaOps, PointwiseAndLinearMatchCublas) {
     DeviceBuffer<float> dx(x), dw(w), dy(y_size(s));
     dy.poison();
     cuda::conv_pointwise_v2(s, dx.get(), dw.get(), nullptr, nullptr, Act::none, dy.get(), stream_);
-    GRAFT_EXPECT_CLOSE(dy.download(), want, kTol, "conv_pointwise_v2 vs cuBLAS " + str(s));
+    GRAFT_EXPECT_CLOSE(dy.download(), want, kTol,
+                       "conv_pointwise_v2 vs cuBLAS " + conv_shape_str(s));
   }
   struct L {
     int n, in, out;

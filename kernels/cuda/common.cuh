@@ -12,25 +12,6 @@
 
 namespace graft::cuda {
 
-inline std::string conv_shape_str(const ConvShape& s) {
-  return "n=" + std::to_string(s.n) + " in=" + std::to_string(s.in_h) + "x" +
-         std::to_string(s.in_w) + "x" + std::to_string(s.in_c) + " out=" + std::to_string(s.out_h) +
-         "x" + std::to_string(s.out_w) + "x" + std::to_string(s.out_c) +
-         " k=" + std::to_string(s.k_h) + "x" + std::to_string(s.k_w) +
-         " stride=" + std::to_string(s.stride_h) + "x" + std::to_string(s.stride_w) +
-         " pad=" + std::to_string(s.pad_top) + "," + std::to_string(s.pad_left) +
-         " groups=" + std::to_string(s.groups);
-}
-
-inline std::string pool_shape_str(const PoolShape& s) {
-  return "n=" + std::to_string(s.n) + " in=" + std::to_string(s.in_h) + "x" +
-         std::to_string(s.in_w) + "x" + std::to_string(s.c) + " out=" + std::to_string(s.out_h) +
-         "x" + std::to_string(s.out_w) + " k=" + std::to_string(s.k_h) + "x" +
-         std::to_string(s.k_w) + " stride=" + std::to_string(s.stride_h) + "x" +
-         std::to_string(s.stride_w) + " pad=" + std::to_string(s.pad_top) + "," +
-         std::to_string(s.pad_left);
-}
-
 [[noreturn]] inline void invalid(const char* op, const std::string& what) {
   throw std::invalid_argument(std::string("graft::cuda::") + op + ": " + what);
 }
