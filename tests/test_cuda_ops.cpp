@@ -3,7 +3,6 @@
 // Where cuDNN / cuBLAS are linked, the hand conv and GEMMs are also checked against them (fp32, no
 // TF32). Without a GPU every test here skips with the reason; GRAFT_REQUIRE_GPU=1 turns the skip
 // into a failure. The argument-validation tests need no GPU and always run.
-#include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -18,6 +17,9 @@
 #include <utility>
 #include <vector>
 
+#if GRAFT_HAVE_CUBLAS
+#include <cublas_v2.h>
+#endif
 #if GRAFT_HAVE_CUDNN
 #include <cudnn.h>
 #endif
@@ -384,6 +386,7 @@ TEST_F(CudaOps, ConvMatchesCudnn) {
 }
 #endif  // GRAFT_HAVE_CUDNN
 
+#if GRAFT_HAVE_CUBLAS  // the real CUDA build; the emulated one has no cuBLAS
 // Row-major C[M][N] = A[M][K] . op(B) through cuBLAS with pedantic fp32 math (no TF32).
 // b_nk: B stored [N][K] (linear weights) instead of [K][N].
 std::vector<float> cublas_gemm(int M, int N, int K, const std::vector<float>& a,
@@ -439,6 +442,7 @@ TEST_F(CudaOps, PointwiseAndLinearMatchCublas) {
                            " out=" + std::to_string(l.out));
   }
 }
+#endif  // GRAFT_HAVE_CUBLAS
 
 // ---------------------------------------------------------------------------------------------
 // Epilogue, pooling.

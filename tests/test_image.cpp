@@ -1,8 +1,6 @@
 // Image decoding, resizing and preprocessing geometry. Every image is made here: JPEGs with
 // TurboJPEG's compressor, PNGs with libpng's writer, in every colour type and bit depth.
 #include <gtest/gtest.h>
-
-#include <cstdlib>
 #include <png.h>
 #include <stdlib.h>
 #include <turbojpeg.h>
@@ -13,6 +11,7 @@
 #include <cmath>
 #include <csetjmp>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -645,7 +644,10 @@ TEST(BadFiles, EveryTruncationIsAnError) {
       {"plain.png", random_rgb_png(96, 80, 11, &png_ref)},
       {"adam7.png", random_rgb_png(96, 80, 12, &png_ref, true)},
   };
-  for (const auto& [name, bytes] : files) {
+  for (const auto& file : files) {
+    // Named references, not a structured binding: clang 14 cannot capture one in a lambda.
+    const std::string& name = file.first;
+    const std::vector<uint8_t>& bytes = file.second;
     for (int k = 0; k < 8; ++k) {
       const std::vector<uint8_t> prefix(bytes.begin(), bytes.begin() + bytes.size() * k / 8);
       expect_image_error([&] { decode(prefix, 0, 0, name); }, name,
@@ -897,7 +899,8 @@ TEST(Preprocess, AwkwardSizesAndModes) {
 TEST(Preprocess, RealPhotos) {
   // GRAFT_FISH_DIR points at a copy where ../shared is not beside the checkout (GPU machines).
   const char* env = std::getenv("GRAFT_FISH_DIR");
-  const fs::path root = env ? fs::path(env) : fs::path(GRAFT_SOURCE_DIR) / ".." / "shared" / "data" / "fish";
+  const fs::path root =
+      env ? fs::path(env) : fs::path(GRAFT_SOURCE_DIR) / ".." / "shared" / "data" / "fish";
   if (!fs::is_directory(root)) GTEST_SKIP() << "no photos at " << root.string();
   int count = 0;
   std::vector<uint8_t> out(224 * 224 * 3);

@@ -543,11 +543,12 @@ TEST(Trainer, EverySettingRoundTripsAndIsChecked) {
     TrainConfig bad = back;
     visit_settings(bad, [&](const SettingInfo& t, auto& f) {
       if (std::string(t.key) != s.key) return;
-      if constexpr (std::is_arithmetic_v<T> && !std::is_same_v<T, bool> &&
-                    std::is_same_v<std::decay_t<decltype(f)>, T>) {
-        if (t.min <= t.max) f = static_cast<T>(t.max + 1);
-      } else if constexpr (std::is_same_v<T, std::string> &&
-                           std::is_same_v<std::decay_t<decltype(f)>, T>) {
+      // F, the inner field's own type, in the branches: clang 14 instantiates a discarded branch
+      // that names the enclosing lambda's T.
+      using F = std::decay_t<decltype(f)>;
+      if constexpr (std::is_arithmetic_v<F> && !std::is_same_v<F, bool> && std::is_same_v<F, T>) {
+        if (t.min <= t.max) f = static_cast<F>(t.max + 1);
+      } else if constexpr (std::is_same_v<F, std::string> && std::is_same_v<F, T>) {
         if (!t.choices.empty()) f = "bogus";
       }
     });

@@ -47,7 +47,8 @@ __global__ void sum_partials_kernel(int splits, int64_t count, const float* __re
 void sum_partials(int splits, int64_t count, const float* partials, float* out, cudaStream_t stream,
                   const char* name, const std::string& detail) {
   if (count <= 0) return;
-  sum_partials_kernel<<<grid_for(count, 256), 256, 0, stream>>>(splits, count, partials, out);
+  GRAFT_LAUNCH(grid_for(count, 256), 256, 0, stream, sum_partials_kernel)
+  (splits, count, partials, out);
   CUDA_CHECK_LAUNCH(name, detail + " splits=" + std::to_string(splits));
 }
 
@@ -89,7 +90,7 @@ int pow2_at_least(int v) {
 template <int V>
 __global__ void bias_grad_v2_kernel(int64_t rows, int c, int64_t chunk_rows,
                                     const float* __restrict__ dy, float* __restrict__ out) {
-  extern __shared__ float red[];  // [by][bx][V]
+  GRAFT_DYNAMIC_SHARED(float, red);  // [by][bx][V]
   const int bx = blockDim.x, by = blockDim.y, tx = threadIdx.x, ty = threadIdx.y;
   const int col = (blockIdx.y * bx + tx) * V;
   const int64_t r0 = blockIdx.x * chunk_rows;
@@ -130,7 +131,8 @@ __global__ void bias_grad_v2_kernel(int64_t rows, int c, int64_t chunk_rows,
 
 void bias_grad_v1(int64_t rows, int c, const float* dy, float* db, cudaStream_t stream) {
   if (!check_bias_grad("bias_grad_v1", rows, c)) return;
-  bias_grad_v1_kernel<<<static_cast<unsigned>(ceil_div(c, 128)), 128, 0, stream>>>(rows, c, dy, db);
+  GRAFT_LAUNCH(static_cast<unsigned>(ceil_div(c, 128)), 128, 0, stream, bias_grad_v1_kernel)
+  (rows, c, dy, db);
   CUDA_CHECK_LAUNCH("bias_grad_v1_kernel", bias_detail(rows, c));
 }
 
@@ -159,9 +161,9 @@ void bias_grad_v2(int64_t rows, int c, const float* dy, float* db, void* workspa
   if (grid.y > 65535) invalid("bias_grad", "too many columns: " + detail);
   const size_t smem = sizeof(float) * 256 * (vec ? 4 : 1);
   if (vec)
-    bias_grad_v2_kernel<4><<<grid, dim3(bx, by), smem, stream>>>(rows, c, chunk, dy, out);
+    GRAFT_LAUNCH(grid, dim3(bx, by), smem, stream, bias_grad_v2_kernel<4>)(rows, c, chunk, dy, out);
   else
-    bias_grad_v2_kernel<1><<<grid, dim3(bx, by), smem, stream>>>(rows, c, chunk, dy, out);
+    GRAFT_LAUNCH(grid, dim3(bx, by), smem, stream, bias_grad_v2_kernel<1>)(rows, c, chunk, dy, out);
   CUDA_CHECK_LAUNCH("bias_grad_v2_kernel", detail);
   if (splits > 1) sum_partials(int(splits), c, out, db, stream, "bias_grad_sum", detail);
 }
@@ -256,7 +258,8 @@ void act_backward(int64_t count, Act act, const float* y, float* dy, cudaStream_
   const int a = static_cast<int>(act);
   vec_then_tail(count, aligned16(y) && aligned16(dy), [&](auto v, int64_t units, int64_t off) {
     constexpr int V = decltype(v)::value;
-    act_backward_kernel<V><<<grid_for(units, 256), 256, 0, stream>>>(units, a, y + off, dy + off);
+    GRAFT_LAUNCH(grid_for(units, 256), 256, 0, stream, act_backward_kernel<V>)
+    (units, a, y + off, dy + off);
     CUDA_CHECK_LAUNCH("act_backward_kernel", detail);
   });
 }
@@ -267,7 +270,8 @@ void add_inplace(int64_t count, const float* x, float* y, cudaStream_t stream) {
   if (count == 0) return;
   vec_then_tail(count, aligned16(x) && aligned16(y), [&](auto v, int64_t units, int64_t off) {
     constexpr int V = decltype(v)::value;
-    add_inplace_kernel<V><<<grid_for(units, 256), 256, 0, stream>>>(units, x + off, y + off);
+    GRAFT_LAUNCH(grid_for(units, 256), 256, 0, stream, add_inplace_kernel<V>)
+    (units, x + off, y + off);
     CUDA_CHECK_LAUNCH("add_inplace_kernel", detail);
   });
 }
@@ -283,9 +287,11 @@ void global_avg_pool_backward(int n, int hw, int c, const float* dy, float* dx,
   const int64_t units = int64_t(n) * hw * cv;
   const float hwf = static_cast<float>(hw);
   if (vec)
-    gap_backward_kernel<4><<<grid_for(units, 256), 256, 0, stream>>>(units, hw, cv, hwf, dy, dx);
+    GRAFT_LAUNCH(grid_for(units, 256), 256, 0, stream, gap_backward_kernel<4>)
+    (units, hw, cv, hwf, dy, dx);
   else
-    gap_backward_kernel<1><<<grid_for(units, 256), 256, 0, stream>>>(units, hw, cv, hwf, dy, dx);
+    GRAFT_LAUNCH(grid_for(units, 256), 256, 0, stream, gap_backward_kernel<1>)
+    (units, hw, cv, hwf, dy, dx);
   CUDA_CHECK_LAUNCH("global_avg_pool_backward_kernel", detail);
 }
 
@@ -362,7 +368,7 @@ void max_pool2d_backward(const PoolShape& s, const float* x, const float* y, con
   const PoolBwdArgs a{s.n,   s.in_h, s.in_w,     s.c,        s.out_h,   s.out_w,
                       s.k_h, s.k_w,  s.stride_h, s.stride_w, s.pad_top, s.pad_left};
   const int64_t total = int64_t(s.n) * s.in_h * s.in_w * s.c;
-  max_pool2d_backward_kernel<<<grid_for(total, 256), 256, 0, stream>>>(a, x, y, dy, dx);
+  GRAFT_LAUNCH(grid_for(total, 256), 256, 0, stream, max_pool2d_backward_kernel)(a, x, y, dy, dx);
   CUDA_CHECK_LAUNCH("max_pool2d_backward_kernel", detail);
 }
 

@@ -52,12 +52,12 @@ void bias_act(int64_t rows, int c, const float* x, const float* bias, const floa
   const bool vec = mult4(c) && aligned16(x) && aligned16(y) && (!bias || aligned16(bias)) &&
                    (!residual || aligned16(residual));
   if (vec) {
-    bias_act_vec_kernel<<<grid_for(total / 4, 256), 256, 0, stream>>>(
-        total / 4, c, x, bias, residual, static_cast<int>(act), y);
+    GRAFT_LAUNCH(grid_for(total / 4, 256), 256, 0, stream, bias_act_vec_kernel)
+    (total / 4, c, x, bias, residual, static_cast<int>(act), y);
     CUDA_CHECK_LAUNCH("bias_act_vec_kernel", detail);
   } else {
-    bias_act_scalar_kernel<<<grid_for(total, 256), 256, 0, stream>>>(total, c, x, bias, residual,
-                                                                     static_cast<int>(act), y);
+    GRAFT_LAUNCH(grid_for(total, 256), 256, 0, stream, bias_act_scalar_kernel)
+    (total, c, x, bias, residual, static_cast<int>(act), y);
     CUDA_CHECK_LAUNCH("bias_act_scalar_kernel", detail);
   }
 }

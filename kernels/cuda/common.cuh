@@ -10,6 +10,21 @@
 #include "kernels/cuda/check.h"
 #include "kernels/ops.h"
 
+// A kernel launch, `kernel<<<grid, block, shared_bytes, stream>>>(args)` on nvcc, written
+// GRAFT_LAUNCH(grid, block, shared_bytes, stream, kernel)(args) so that the emulated build
+// (kernels/emu) can run it with a host compiler. The kernel comes last because a template's
+// argument list may hold commas.
+#if GRAFT_CUDA_EMULATION
+#define GRAFT_LAUNCH(grid, block, shared_bytes, stream, ...) \
+  ::graft::emu::Launch(__VA_ARGS__, grid, block, shared_bytes, stream, #__VA_ARGS__)
+// The block's dynamic shared memory as a `T*` named `name` (`extern __shared__ T name[]`).
+#define GRAFT_DYNAMIC_SHARED(T, name) T* name = static_cast<T*>(::graft::emu::dynamic_shared())
+#else
+#define GRAFT_LAUNCH(grid, block, shared_bytes, stream, ...) \
+  __VA_ARGS__<<<grid, block, shared_bytes, stream>>>
+#define GRAFT_DYNAMIC_SHARED(T, name) extern __shared__ T name[]
+#endif
+
 namespace graft::cuda {
 
 [[noreturn]] inline void invalid(const char* op, const std::string& what) {

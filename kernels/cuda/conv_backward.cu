@@ -166,7 +166,8 @@ void conv_bwd_data_generic(const ConvShape& s, const float* dy, const float* w, 
                            cudaStream_t stream) {
   if (!conv_bwd_data_begin(s, "conv_bwd_data_generic", dx, stream)) return;
   const int64_t total = int64_t(s.n) * s.in_h * s.in_w * s.in_c;
-  conv_bwd_data_generic_kernel<<<grid_for(total, 256), 256, 0, stream>>>(bwd_args(s), dy, w, dx);
+  GRAFT_LAUNCH(grid_for(total, 256), 256, 0, stream, conv_bwd_data_generic_kernel)
+  (bwd_args(s), dy, w, dx);
   CUDA_CHECK_LAUNCH("conv_bwd_data_generic_kernel", conv_shape_str(s));
 }
 
@@ -188,7 +189,8 @@ void conv_bwd_filter_generic(const ConvShape& s, const float* x, const float* dy
   const int64_t wcount = int64_t(w_bytes(s) / sizeof(float));
   float* out = splits > 1 ? static_cast<float*>(workspace) : dw;
   const dim3 grid(static_cast<unsigned>(ceil_div(wcount, 256)), static_cast<unsigned>(splits));
-  conv_bwd_filter_generic_kernel<<<grid, 256, 0, stream>>>(bwd_args(s), wcount, chunk, x, dy, out);
+  GRAFT_LAUNCH(grid, 256, 0, stream, conv_bwd_filter_generic_kernel)
+  (bwd_args(s), wcount, chunk, x, dy, out);
   CUDA_CHECK_LAUNCH("conv_bwd_filter_generic_kernel", detail);
   if (splits > 1) sum_partials(int(splits), wcount, out, dw, stream, "conv_bwd_filter_sum", detail);
 }

@@ -94,7 +94,7 @@ __global__ void dw_bwd_data_v1_kernel(const DwBwdArgs a, const float* __restrict
 // Block (bx channel quads, by pixels); weights [k_h*k_w][bx] float4 in shared memory.
 __global__ void dw_bwd_data_v2_kernel(const DwBwdArgs a, const float* __restrict__ dy,
                                       const float* __restrict__ w, float* __restrict__ dx) {
-  extern __shared__ float4 ws[];
+  GRAFT_DYNAMIC_SHARED(float4, ws);
   const int c4 = a.c / 4, bx = blockDim.x, tx = threadIdx.x;
   const int cq = blockIdx.y * bx + tx;
   const int taps = a.k_h * a.k_w;
@@ -240,7 +240,7 @@ void conv_bwd_data_depthwise_v1(const ConvShape& s, const float* dy, const float
   if (!conv_bwd_data_begin(s, "conv_bwd_data_depthwise", dx, stream)) return;
   check_depthwise(s, "conv_bwd_data_depthwise");
   const int64_t total = int64_t(s.n) * s.in_h * s.in_w * s.in_c;
-  dw_bwd_data_v1_kernel<<<grid_for(total, 256), 256, 0, stream>>>(dw_args(s), dy, w, dx);
+  GRAFT_LAUNCH(grid_for(total, 256), 256, 0, stream, dw_bwd_data_v1_kernel)(dw_args(s), dy, w, dx);
   CUDA_CHECK_LAUNCH("dw_bwd_data_v1_kernel", conv_shape_str(s));
 }
 
@@ -255,8 +255,8 @@ void conv_bwd_data_depthwise_v2(const ConvShape& s, const float* dy, const float
   const int64_t pixels = int64_t(s.n) * s.in_h * s.in_w;
   const int64_t gx = ceil_div(pixels, by), gy = ceil_div(c4, bx);
   if (gx > 0x7fffffff || gy > 65535) invalid("conv_bwd_data_depthwise", conv_shape_str(s));
-  dw_bwd_data_v2_kernel<<<dim3(unsigned(gx), unsigned(gy)), dim3(bx, by), smem, stream>>>(
-      dw_args(s), dy, w, dx);
+  GRAFT_LAUNCH(dim3(unsigned(gx), unsigned(gy)), dim3(bx, by), smem, stream, dw_bwd_data_v2_kernel)
+  (dw_args(s), dy, w, dx);
   CUDA_CHECK_LAUNCH("dw_bwd_data_v2_kernel", conv_shape_str(s));
 }
 
@@ -265,8 +265,8 @@ void conv_bwd_filter_depthwise_v1(const ConvShape& s, const float* x, const floa
   if (!conv_bwd_filter_begin(s, "conv_bwd_filter_depthwise", dw, stream)) return;
   check_depthwise(s, "conv_bwd_filter_depthwise");
   const int64_t wcount = int64_t(s.k_h) * s.k_w * s.in_c;
-  dw_bwd_filter_v1_kernel<<<unsigned(ceil_div(wcount, 128)), 128, 0, stream>>>(dw_args(s), x, dy,
-                                                                               dw);
+  GRAFT_LAUNCH(unsigned(ceil_div(wcount, 128)), 128, 0, stream, dw_bwd_filter_v1_kernel)
+  (dw_args(s), x, dy, dw);
   CUDA_CHECK_LAUNCH("dw_bwd_filter_v1_kernel", conv_shape_str(s));
 }
 
@@ -292,9 +292,11 @@ void conv_bwd_filter_depthwise_v2(const ConvShape& s, const float* x, const floa
   const int c4 = s.in_c / 4, bx = dw_lanes(c4), by = kDwThreads / bx;
   const dim3 grid(unsigned(chunks), unsigned(ceil_div(c4, bx)));
   if (s.k_h == 3)
-    dw_bwd_filter_v2_kernel<3, 3><<<grid, dim3(bx, by), 0, stream>>>(dw_args(s), chunk, x, dy, out);
+    GRAFT_LAUNCH(grid, dim3(bx, by), 0, stream, dw_bwd_filter_v2_kernel<3, 3>)
+    (dw_args(s), chunk, x, dy, out);
   else
-    dw_bwd_filter_v2_kernel<5, 5><<<grid, dim3(bx, by), 0, stream>>>(dw_args(s), chunk, x, dy, out);
+    GRAFT_LAUNCH(grid, dim3(bx, by), 0, stream, dw_bwd_filter_v2_kernel<5, 5>)
+    (dw_args(s), chunk, x, dy, out);
   CUDA_CHECK_LAUNCH("dw_bwd_filter_v2_kernel", detail);
   const int64_t wcount = int64_t(s.k_h) * s.k_w * s.in_c;
   if (chunks > 1) sum_partials(int(chunks), wcount, out, dw, stream, "conv_bwd_filter_sum", detail);

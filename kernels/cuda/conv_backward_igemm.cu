@@ -141,7 +141,7 @@ void launch_igemm(const IgemmArgs& a, int64_t chunks, const float* x, const floa
   const int64_t gy = ceil_div(a.out_c, NP);
   if (gy > 65535) invalid("conv_bwd_filter_igemm", "too many output channels: " + detail);
   const dim3 grid(unsigned(ceil_div(a.rows, MP)), unsigned(gy), unsigned(chunks));
-  conv_bwd_filter_igemm_kernel<MP, NP><<<grid, kThreads, 0, stream>>>(a, x, dy, out);
+  GRAFT_LAUNCH(grid, kThreads, 0, stream, conv_bwd_filter_igemm_kernel<MP, NP>)(a, x, dy, out);
   CUDA_CHECK_LAUNCH("conv_bwd_filter_igemm_kernel",
                     detail + " tile=" + std::to_string(MP) + "x" + std::to_string(NP));
 }

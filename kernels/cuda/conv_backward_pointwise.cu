@@ -203,8 +203,8 @@ void launch_narrow(const ConvShape& s, int64_t chunks, int64_t chunk, const floa
   const int64_t P = int64_t(s.n) * s.out_h * s.out_w;
   const dim3 grid(unsigned(ceil_div(s.in_c, MP)), unsigned(ceil_div(s.out_c, NP)),
                   unsigned(chunks));
-  pw_filter_narrow_kernel<MP, NP>
-      <<<grid, kThreads, 0, stream>>>(P, chunk, s.in_c, s.out_c, x, dy, out);
+  GRAFT_LAUNCH(grid, kThreads, 0, stream, pw_filter_narrow_kernel<MP, NP>)
+  (P, chunk, s.in_c, s.out_c, x, dy, out);
   CUDA_CHECK_LAUNCH("pw_filter_narrow_kernel",
                     detail + " tile=" + std::to_string(MP) + "x" + std::to_string(NP));
 }

@@ -39,7 +39,7 @@ __global__ void conv_depthwise_vec_kernel(const DwArgs a, const float* __restric
                                           const float* __restrict__ bias,
                                           const float* __restrict__ residual,
                                           float* __restrict__ y) {
-  extern __shared__ float4 ws[];  // [k_h * KW][blockDim.x]
+  GRAFT_DYNAMIC_SHARED(float4, ws);  // [k_h * KW][blockDim.x]
   constexpr int NIN = (kDwOxt - 1) * SW + KW;
   const int c4 = a.c / 4;
   const int cq = blockIdx.y * blockDim.x + threadIdx.x;
@@ -165,9 +165,9 @@ void launch_vec(const DwArgs& a, const float* x, const float* w, const float* bi
   const int64_t gx = ceil_div(tiles, by), gy = ceil_div(c4, bx);
   if (gx > 0x7fffffff || gy > 65535) invalid("conv_depthwise", "too large: " + detail);
   const size_t smem = sizeof(float4) * a.k_h * KW * bx;
-  conv_depthwise_vec_kernel<KW, SW>
-      <<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), dim3(bx, by), smem, stream>>>(
-          a, x, w, bias, residual, y);
+  GRAFT_LAUNCH(dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), dim3(bx, by), smem,
+               stream, conv_depthwise_vec_kernel<KW, SW>)
+  (a, x, w, bias, residual, y);
   CUDA_CHECK_LAUNCH("conv_depthwise_vec_kernel", detail);
 }
 
@@ -206,8 +206,8 @@ void conv_depthwise(const ConvShape& s, const float* x, const float* w, const fl
     if (kw == 7 && sw == 2) return launch_vec<7, 2>(a, x, w, bias, residual, y, stream, detail);
   }
   const int64_t total = int64_t(s.n) * s.out_h * s.out_w * s.out_c;
-  conv_depthwise_generic_kernel<<<grid_for(total, 256), 256, 0, stream>>>(a, x, w, bias, residual,
-                                                                          y);
+  GRAFT_LAUNCH(grid_for(total, 256), 256, 0, stream, conv_depthwise_generic_kernel)
+  (a, x, w, bias, residual, y);
   CUDA_CHECK_LAUNCH("conv_depthwise_generic_kernel", detail);
 }
 

@@ -53,9 +53,9 @@ void conv_pointwise_v1(const ConvShape& s, const float* x, const float* w, const
   const int64_t gx = ceil_div(M, block.y), gy = ceil_div(s.out_c, block.x);
   if (gx > 0x7fffffff || gy > 65535)
     invalid("conv_pointwise_v1", "too large: " + conv_shape_str(s));
-  conv_pointwise_v1_kernel<<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), block, 0,
-                             stream>>>(M, s.out_c, s.in_c, x, w, bias, residual,
-                                       static_cast<int>(act), y);
+  GRAFT_LAUNCH(dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), block, 0, stream,
+               conv_pointwise_v1_kernel)
+  (M, s.out_c, s.in_c, x, w, bias, residual, static_cast<int>(act), y);
   CUDA_CHECK_LAUNCH("conv_pointwise_v1_kernel", conv_shape_str(s));
 }
 

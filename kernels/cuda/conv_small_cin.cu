@@ -61,7 +61,7 @@ __global__ void __launch_bounds__(kScThreads, kScBlocksPerSm)
     conv_small_cin_kernel(const ConvShape a, int act, const float* __restrict__ x,
                           const float* __restrict__ w, const float* __restrict__ bias,
                           const float* __restrict__ residual, float* __restrict__ y) {
-  extern __shared__ float4 ws4[];  // all weights, HWIO: [k_h][k_w][CIN][out_c / 4]
+  GRAFT_DYNAMIC_SHARED(float4, ws4);  // all weights, HWIO: [k_h][k_w][CIN][out_c / 4]
   const int c4 = a.out_c / 4;
   const int wcount4 = a.k_h * a.k_w * CIN * c4;
   for (int i = threadIdx.x; i < wcount4; i += kScThreads) ws4[i] = ld4(w + 4 * i);
@@ -140,8 +140,8 @@ void conv_small_cin(const ConvShape& s, const float* x, const float* w, const fl
   using Kernel = decltype(&conv_small_cin_kernel<1>);
   const Kernel kernels[] = {conv_small_cin_kernel<1>, conv_small_cin_kernel<2>,
                             conv_small_cin_kernel<3>, conv_small_cin_kernel<4>};
-  kernels[s.in_c - 1]<<<grid, kScThreads, smem, stream>>>(s, static_cast<int>(act), x, w, bias,
-                                                          residual, y);
+  GRAFT_LAUNCH(grid, kScThreads, smem, stream, kernels[s.in_c - 1])
+  (s, static_cast<int>(act), x, w, bias, residual, y);
   CUDA_CHECK_LAUNCH("conv_small_cin_kernel", detail);
 }
 

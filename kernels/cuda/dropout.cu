@@ -52,8 +52,8 @@ void dropout(int64_t count, float p, uint64_t seed, uint64_t counter_base, const
   const float scale = 1.0f / (1.0f - p);
   const bool vec = (counter_base & 3) == 0 && aligned16(x) && aligned16(y);
   const int64_t units = ceil_div(count + static_cast<int64_t>(counter_base & 3), 4);
-  dropout_kernel<<<grid_for(units, 256), 256, 0, stream>>>(count, p, scale, seed, counter_base, vec,
-                                                           x, y);
+  GRAFT_LAUNCH(grid_for(units, 256), 256, 0, stream, dropout_kernel)
+  (count, p, scale, seed, counter_base, vec, x, y);
   CUDA_CHECK_LAUNCH("dropout_kernel", detail);
 }
 

@@ -376,9 +376,9 @@ void launch_gemm_cfg(const GemmArgs& p, int groups, bool vec, cudaStream_t strea
     invalid(name, "problem too large for one launch: " + detail);
   dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(gy), static_cast<unsigned>(groups));
   if (vec)
-    gemm_tile_kernel<BM, BN, BK, RM, RN, AMODE, BMODE, true><<<grid, NT, 0, stream>>>(p);
+    GRAFT_LAUNCH(grid, NT, 0, stream, gemm_tile_kernel<BM, BN, BK, RM, RN, AMODE, BMODE, true>)(p);
   else
-    gemm_tile_kernel<BM, BN, BK, RM, RN, AMODE, BMODE, false><<<grid, NT, 0, stream>>>(p);
+    GRAFT_LAUNCH(grid, NT, 0, stream, gemm_tile_kernel<BM, BN, BK, RM, RN, AMODE, BMODE, false>)(p);
   CUDA_CHECK_LAUNCH(name, detail + " tile=" + std::to_string(BM) + "x" + std::to_string(BN) +
                               (vec ? " vec4" : " scalar"));
 }

@@ -53,9 +53,11 @@ void gather_rows(int n, int cols, const float* src, const int32_t* rows, float* 
   const bool vec = mult4(cols) && aligned16(src) && aligned16(dst);
   const int64_t units = int64_t(n) * (vec ? cols / 4 : cols);
   if (vec)
-    gather_rows_kernel<4><<<grid_for(units, 256), 256, 0, stream>>>(n, cols, src, rows, dst);
+    GRAFT_LAUNCH(grid_for(units, 256), 256, 0, stream, gather_rows_kernel<4>)
+    (n, cols, src, rows, dst);
   else
-    gather_rows_kernel<1><<<grid_for(units, 256), 256, 0, stream>>>(n, cols, src, rows, dst);
+    GRAFT_LAUNCH(grid_for(units, 256), 256, 0, stream, gather_rows_kernel<1>)
+    (n, cols, src, rows, dst);
   CUDA_CHECK_LAUNCH("gather_rows_kernel", detail);
 }
 
@@ -67,13 +69,13 @@ void relu_backward(int64_t count, const float* y, float* dy, cudaStream_t stream
   const bool vec = aligned16(y) && aligned16(dy);
   const int64_t head = vec ? count / 4 : 0;
   if (head > 0) {
-    relu_backward_kernel<4><<<grid_for(head, 256), 256, 0, stream>>>(head, y, dy);
+    GRAFT_LAUNCH(grid_for(head, 256), 256, 0, stream, relu_backward_kernel<4>)(head, y, dy);
     CUDA_CHECK_LAUNCH("relu_backward_kernel", detail);
   }
   const int64_t done = head * 4;
   if (done < count) {
-    relu_backward_kernel<1>
-        <<<grid_for(count - done, 256), 256, 0, stream>>>(count - done, y + done, dy + done);
+    GRAFT_LAUNCH(grid_for(count - done, 256), 256, 0, stream, relu_backward_kernel<1>)
+    (count - done, y + done, dy + done);
     CUDA_CHECK_LAUNCH("relu_backward_kernel", detail);
   }
 }

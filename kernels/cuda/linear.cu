@@ -99,9 +99,9 @@ void linear(int n, int in, int out, const float* x, const float* w, const float*
     const int64_t warps = int64_t(n) * ceil_div(out, kDotOuts);
     const unsigned grid = static_cast<unsigned>(ceil_div(warps * 32, 256));
     if (mult4(in) && aligned16(x) && aligned16(w))
-      linear_rowdot_kernel<true><<<grid, 256, 0, stream>>>(n, in, out, x, w, bias, y);
+      GRAFT_LAUNCH(grid, 256, 0, stream, linear_rowdot_kernel<true>)(n, in, out, x, w, bias, y);
     else
-      linear_rowdot_kernel<false><<<grid, 256, 0, stream>>>(n, in, out, x, w, bias, y);
+      GRAFT_LAUNCH(grid, 256, 0, stream, linear_rowdot_kernel<false>)(n, in, out, x, w, bias, y);
     CUDA_CHECK_LAUNCH("linear_rowdot_kernel", lin_str(n, in, out));
     return;
   }
@@ -161,8 +161,8 @@ void linear_backward(int n, int in, int out, const float* x, const float* w, con
     gemm_mk_kn(p, vec, stream, "linear_backward_dx", detail);
   }
   if (db && out > 0) {
-    column_sum_kernel<<<static_cast<unsigned>(ceil_div(out, 128)), 128, 0, stream>>>(n, out, dy,
-                                                                                     db);
+    GRAFT_LAUNCH(static_cast<unsigned>(ceil_div(out, 128)), 128, 0, stream, column_sum_kernel)
+    (n, out, dy, db);
     CUDA_CHECK_LAUNCH("linear_backward_db", detail);
   }
 }

@@ -32,8 +32,8 @@ void confusion_update(int n, int c, const float* logits, const int32_t* labels, 
   if (n < 0 || c <= 0) invalid("confusion_update", "bad shape: " + detail);
   if (n == 0) return;
   static_assert(sizeof(unsigned long long) == sizeof(int64_t), "64-bit counters");
-  confusion_kernel<<<grid_for(n, 128), 128, 0, stream>>>(
-      n, c, logits, labels, reinterpret_cast<unsigned long long*>(confusion));
+  GRAFT_LAUNCH(grid_for(n, 128), 128, 0, stream, confusion_kernel)
+  (n, c, logits, labels, reinterpret_cast<unsigned long long*>(confusion));
   CUDA_CHECK_LAUNCH("confusion_kernel", detail);
 }
 

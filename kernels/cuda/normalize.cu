@@ -96,9 +96,9 @@ void launch(int64_t total, const NormParams& np, const uint8_t* x, float* y, cud
   // waves and the loop strides over the rest.
   const unsigned grid = grid_for(ceil_div(total, 4 * kUnroll), kThreads);
   if (aligned4(x) && aligned16(y))
-    normalize_u8_kernel<C, true><<<grid, kThreads, 0, stream>>>(total, np, x, y);
+    GRAFT_LAUNCH(grid, kThreads, 0, stream, normalize_u8_kernel<C, true>)(total, np, x, y);
   else
-    normalize_u8_kernel<C, false><<<grid, kThreads, 0, stream>>>(total, np, x, y);
+    GRAFT_LAUNCH(grid, kThreads, 0, stream, normalize_u8_kernel<C, false>)(total, np, x, y);
 }
 
 }  // namespace

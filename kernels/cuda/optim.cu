@@ -169,8 +169,8 @@ void sgd_momentum(const ParamRef* params, int num_params, float lr, float moment
   const int64_t groups = pack_params("sgd_momentum", params, num_params, false, lr, 1.0, &table);
   if (groups == 0) return;
   upload_table(table, stream);
-  optim_kernel<false><<<grid_for(groups, 256), 256, 0, stream>>>(num_params, groups,
-                                                                 SgdCoef{momentum}, AdamCoef{});
+  GRAFT_LAUNCH(grid_for(groups, 256), 256, 0, stream, optim_kernel<false>)
+  (num_params, groups, SgdCoef{momentum}, AdamCoef{});
   CUDA_CHECK_LAUNCH("sgd_momentum_kernel",
                     "tensors=" + std::to_string(num_params) + " groups=" + std::to_string(groups));
 }
@@ -185,7 +185,8 @@ void adamw(const ParamRef* params, int num_params, const AdamWConfig& cfg, cudaS
   if (groups == 0) return;
   const AdamCoef ac{cfg.beta1, cfg.beta2, cfg.eps, float(1.0 / std::sqrt(bc2))};
   upload_table(table, stream);
-  optim_kernel<true><<<grid_for(groups, 256), 256, 0, stream>>>(num_params, groups, SgdCoef{}, ac);
+  GRAFT_LAUNCH(grid_for(groups, 256), 256, 0, stream, optim_kernel<true>)
+  (num_params, groups, SgdCoef{}, ac);
   CUDA_CHECK_LAUNCH("adamw_kernel",
                     "tensors=" + std::to_string(num_params) + " groups=" + std::to_string(groups));
 }

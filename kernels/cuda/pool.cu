@@ -165,14 +165,14 @@ void launch_pool(const PoolArgs& a, bool vec, bool k3, bool count_pad, unsigned 
                  const float* x, float* y, cudaStream_t stream) {
   if (k3) {
     if (vec)
-      pool3x3_kernel<4, MAX><<<grid, 256, 0, stream>>>(a, count_pad, x, y);
+      GRAFT_LAUNCH(grid, 256, 0, stream, pool3x3_kernel<4, MAX>)(a, count_pad, x, y);
     else
-      pool3x3_kernel<1, MAX><<<grid, 256, 0, stream>>>(a, count_pad, x, y);
+      GRAFT_LAUNCH(grid, 256, 0, stream, pool3x3_kernel<1, MAX>)(a, count_pad, x, y);
   } else {
     if (vec)
-      pool2d_kernel<4, MAX><<<grid, 256, 0, stream>>>(a, count_pad, x, y);
+      GRAFT_LAUNCH(grid, 256, 0, stream, pool2d_kernel<4, MAX>)(a, count_pad, x, y);
     else
-      pool2d_kernel<1, MAX><<<grid, 256, 0, stream>>>(a, count_pad, x, y);
+      GRAFT_LAUNCH(grid, 256, 0, stream, pool2d_kernel<1, MAX>)(a, count_pad, x, y);
   }
 }
 
@@ -262,8 +262,9 @@ __global__ void global_avg_pool_v1_kernel(int n, int hw, int c, float inv,
 // pixels in flight per thread and blocks per SM.
 constexpr int kGapThreads = 64;
 
-// cp.async is sm_80+; older cards take v1's loop and compile none of this.
-#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+// cp.async is sm_80+; older cards take v1's loop and compile none of this. The emulated build
+// (kernels/emu) has no PTX: it runs v1's loop too, so this path is only compiled, never emulated.
+#if !GRAFT_CUDA_EMULATION && (!defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800)
 __device__ __forceinline__ void cp_async16(float4* smem, const float* gmem) {
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
   // .cg: cache in L2 only; every byte is read once.
@@ -364,9 +365,11 @@ void global_avg_pool_v1(int n, int hw, int c, const float* x, float* y, cudaStre
   const int64_t total = int64_t(n) * (vec ? c / 4 : c);
   // Small blocks: n*c/4 threads is only a few hundred at batch 1, so spread them over more SMs.
   if (vec)
-    global_avg_pool_v1_kernel<4><<<grid_for(total, 128), 128, 0, stream>>>(n, hw, c, inv, x, y);
+    GRAFT_LAUNCH(grid_for(total, 128), 128, 0, stream, global_avg_pool_v1_kernel<4>)
+    (n, hw, c, inv, x, y);
   else
-    global_avg_pool_v1_kernel<1><<<grid_for(total, 128), 128, 0, stream>>>(n, hw, c, inv, x, y);
+    GRAFT_LAUNCH(grid_for(total, 128), 128, 0, stream, global_avg_pool_v1_kernel<1>)
+    (n, hw, c, inv, x, y);
   CUDA_CHECK_LAUNCH("global_avg_pool_v1_kernel", detail);
 }
 
@@ -381,13 +384,17 @@ void global_avg_pool_v2(int n, int hw, int c, const float* x, float* y, cudaStre
   const unsigned grid = grid_for(int64_t(n) * (c / 4), kGapThreads);
   // The rings the benchmark compares: 16 KB (4x4, the default; 8x2; 2x8) and 32 KB (8x4) blocks.
   if (batch == 4 && stages == 4)
-    global_avg_pool_v2_kernel<4, 4><<<grid, kGapThreads, 0, stream>>>(n, hw, c, inv, x, y);
+    GRAFT_LAUNCH(grid, kGapThreads, 0, stream, global_avg_pool_v2_kernel<4, 4>)
+    (n, hw, c, inv, x, y);
   else if (batch == 8 && stages == 2)
-    global_avg_pool_v2_kernel<8, 2><<<grid, kGapThreads, 0, stream>>>(n, hw, c, inv, x, y);
+    GRAFT_LAUNCH(grid, kGapThreads, 0, stream, global_avg_pool_v2_kernel<8, 2>)
+    (n, hw, c, inv, x, y);
   else if (batch == 2 && stages == 8)
-    global_avg_pool_v2_kernel<2, 8><<<grid, kGapThreads, 0, stream>>>(n, hw, c, inv, x, y);
+    GRAFT_LAUNCH(grid, kGapThreads, 0, stream, global_avg_pool_v2_kernel<2, 8>)
+    (n, hw, c, inv, x, y);
   else if (batch == 8 && stages == 4)
-    global_avg_pool_v2_kernel<8, 4><<<grid, kGapThreads, 0, stream>>>(n, hw, c, inv, x, y);
+    GRAFT_LAUNCH(grid, kGapThreads, 0, stream, global_avg_pool_v2_kernel<8, 4>)
+    (n, hw, c, inv, x, y);
   else
     invalid("global_avg_pool_v2", "no such ring (4x4, 8x2, 2x8 or 8x4): " + detail);
   CUDA_CHECK_LAUNCH("global_avg_pool_v2_kernel", detail);

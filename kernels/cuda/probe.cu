@@ -24,7 +24,7 @@ __global__ void fma_peak_kernel(int iters, float seed, float* out) {
 
 void fma_peak_probe(int blocks, int threads, int iters, float* out, cudaStream_t stream) {
   if (blocks <= 0 || threads <= 0 || iters < 0) invalid("fma_peak_probe", "bad launch size");
-  fma_peak_kernel<<<blocks, threads, 0, stream>>>(iters, 1.f, out);
+  GRAFT_LAUNCH(blocks, threads, 0, stream, fma_peak_kernel)(iters, 1.f, out);
   CUDA_CHECK_LAUNCH("fma_peak_kernel", "blocks=" + std::to_string(blocks));
 }
 

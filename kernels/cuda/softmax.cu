@@ -127,19 +127,19 @@ void launch_rows(int n, int c, const float* x, float* y, const XentArgs& xa, cud
   const dim3 block(32 * kRowsPerBlock);
   const int per_lane = static_cast<int>(ceil_div(c, 32));
   if (per_lane <= 1)
-    softmax_rows_kernel<1, XENT><<<grid, block, 0, stream>>>(n, c, x, y, xa);
+    GRAFT_LAUNCH(grid, block, 0, stream, softmax_rows_kernel<1, XENT>)(n, c, x, y, xa);
   else if (per_lane <= 2)
-    softmax_rows_kernel<2, XENT><<<grid, block, 0, stream>>>(n, c, x, y, xa);
+    GRAFT_LAUNCH(grid, block, 0, stream, softmax_rows_kernel<2, XENT>)(n, c, x, y, xa);
   else if (per_lane <= 4)
-    softmax_rows_kernel<4, XENT><<<grid, block, 0, stream>>>(n, c, x, y, xa);
+    GRAFT_LAUNCH(grid, block, 0, stream, softmax_rows_kernel<4, XENT>)(n, c, x, y, xa);
   else if (per_lane <= 8)
-    softmax_rows_kernel<8, XENT><<<grid, block, 0, stream>>>(n, c, x, y, xa);
+    GRAFT_LAUNCH(grid, block, 0, stream, softmax_rows_kernel<8, XENT>)(n, c, x, y, xa);
   else if (per_lane <= 16)
-    softmax_rows_kernel<16, XENT><<<grid, block, 0, stream>>>(n, c, x, y, xa);
+    GRAFT_LAUNCH(grid, block, 0, stream, softmax_rows_kernel<16, XENT>)(n, c, x, y, xa);
   else if (per_lane <= 32)
-    softmax_rows_kernel<32, XENT><<<grid, block, 0, stream>>>(n, c, x, y, xa);
+    GRAFT_LAUNCH(grid, block, 0, stream, softmax_rows_kernel<32, XENT>)(n, c, x, y, xa);
   else
-    softmax_rows_kernel<0, XENT><<<grid, block, 0, stream>>>(n, c, x, y, xa);
+    GRAFT_LAUNCH(grid, block, 0, stream, softmax_rows_kernel<0, XENT>)(n, c, x, y, xa);
   CUDA_CHECK_LAUNCH(name, detail);
 }
 
