@@ -14,10 +14,6 @@ namespace {
 // "graft 0.2.0" and the GPU architectures this binary holds code for. CMake's list reads
 // "90" (machine code and PTX), "90-real" (machine code) or "120-virtual" (PTX only).
 std::string version_text() {
-#if GRAFT_CUDA_EMULATION
-  return "graft " GRAFT_VERSION
-         "\nCUDA: emulated on the CPU (kernels/emu; for testing: slow, no GPU code in this build)";
-#endif
   std::string text = "graft " GRAFT_VERSION "\nCUDA architectures: ";
   std::istringstream archs(GRAFT_CUDA_ARCHS);
   std::string sass, ptx;
@@ -27,6 +23,9 @@ std::string version_text() {
     if (kind != "virtual") sass += " sm_" + num;
     if (kind != "real") ptx += " compute_" + num;
   }
+#if GRAFT_CUDA_EMULATION
+  return text + "none: CUDA emulated on the CPU (kernels/emu), for testing, slowly";
+#endif
   if (sass.empty() && ptx.empty()) return text + "none (a CPU-only build)";
   text += sass.empty() ? "no machine code" : "machine code for" + sass;
   if (!ptx.empty()) text += "; PTX for" + ptx + " (compiled by the driver for newer cards)";

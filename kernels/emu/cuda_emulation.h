@@ -59,6 +59,7 @@ inline void check_aligned(const void* p) {
 // The 16-byte vector types check their alignment whenever they are read or written through a
 // reference (`*reinterpret_cast<const float4*>(p)`), which is how a GPU load or store of one is
 // written. Copying a float4 that lives in a register (a local) checks a local, which is aligned.
+// Element by element, not memcpy: the race check sees plain loads and stores, not a memcpy call.
 #define GRAFT_EMU_VEC4(T, E)                                    \
   struct alignas(16) T {                                        \
     E x, y, z, w;                                               \
@@ -66,12 +67,12 @@ inline void check_aligned(const void* p) {
     constexpr T(E a, E b, E c, E d) : x(a), y(b), z(c), w(d) {} \
     T(const T& o) {                                             \
       ::graft::emu::check_aligned<16>(&o);                      \
-      std::memcpy(static_cast<void*>(this), &o, sizeof(T));     \
+      x = o.x, y = o.y, z = o.z, w = o.w;                       \
     }                                                           \
     T& operator=(const T& o) {                                  \
       ::graft::emu::check_aligned<16>(this);                    \
       ::graft::emu::check_aligned<16>(&o);                      \
-      std::memcpy(static_cast<void*>(this), &o, sizeof(T));     \
+      x = o.x, y = o.y, z = o.z, w = o.w;                       \
       return *this;                                             \
     }                                                           \
   };                                                            \
