@@ -88,6 +88,11 @@ Device make_device(const std::string& name) {
   if (name == "cpu") return dev;
   if (name != "auto" && name != "cuda")
     throw std::invalid_argument("--device must be auto, cpu or cuda, not '" + name + "'");
+#if GRAFT_CUDA_EMULATION
+  // The emulated device runs CUDA kernels on the CPU for testing, far slower than the CPU path:
+  // it is used when asked for by name only.
+  if (name == "auto") return dev;
+#endif
   if (!cuda_available(&why)) {
     if (name == "cuda") throw std::runtime_error("--device cuda: " + why);
     // A --gpu that names no card is a mistake in the command, not a reason to fall back.

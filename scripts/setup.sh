@@ -8,8 +8,10 @@ ROOT=$PWD
 log() { echo "setup: $*"; }
 
 # 1. System packages (build tools, image codecs, test/bench frameworks, JSON, CLI parsing).
+# clang, libomp and Boost.Context build the emulated CUDA build (kernels/emu) that runs the CUDA
+# tests without a GPU; clang's sanitizer runtimes also serve scripts/sanitize.sh and scripts/fuzz.sh.
 PKGS=(cmake g++ pkg-config libturbojpeg0-dev libpng-dev nlohmann-json3-dev libcli11-dev
-      libgtest-dev libbenchmark-dev unzip)
+      libgtest-dev libbenchmark-dev unzip clang libomp-dev libclang-rt-dev libboost-context-dev)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Sets up, builds and runs the whole test suite through ctest.
+# Sets up, builds and runs the whole test suite through ctest. On a machine without a GPU the build
+# is the emulated one (scripts/build.sh), and every CUDA test runs under emulation: they are
+# required to (GRAFT_REQUIRE_GPU=1), so none can skip unnoticed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # ctest runs tests side by side, and several start OpenMP teams on the same cores: threads that
@@ -8,4 +10,8 @@ cd "$(dirname "$0")/.."
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 scripts/setup.sh
 scripts/build.sh
-ctest --test-dir "${BUILD_DIR:-build}" --output-on-failure -j"$(nproc)" "$@"
+BUILD=${BUILD_DIR:-build}
+if grep -q '^GRAFT_CUDA_EMULATION:BOOL=ON' "$BUILD/CMakeCache.txt"; then
+  export GRAFT_REQUIRE_GPU=1
+fi
+ctest --test-dir "$BUILD" --output-on-failure -j"$(nproc)" "$@"

@@ -72,6 +72,13 @@ __global__ void early_exit_shuffle_kernel(int exit_below, float* y) {
   y[threadIdx.x] = __shfl_xor_sync(0xffffffffu, float(threadIdx.x), 1);
 }
 
+// Writes its thread's index: a kernel for launches that only test the configuration.
+__global__ void index_kernel(float* y) {
+  const unsigned b = (blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
+  const unsigned t = (threadIdx.z * blockDim.y + threadIdx.y) * blockDim.x + threadIdx.x;
+  if (b == 0) y[t] = float(t);
+}
+
 __constant__ float c_table[16];
 
 __global__ void constant_read_kernel(float* y) {
@@ -125,7 +132,7 @@ cudaError_t early_exit_shuffle(int exit_below, float* y) {
 }
 
 cudaError_t launch_with(dim3 grid, dim3 block, size_t shared_bytes, float* y) {
-  GRAFT_LAUNCH(grid, block, shared_bytes, nullptr, dynamic_shared_kernel)(0, y);
+  GRAFT_LAUNCH(grid, block, shared_bytes, nullptr, index_kernel)(y);
   return finish();
 }
 

@@ -26,13 +26,18 @@ std::vector<float> iota_floats(size_t n, float from = 1.f) {
   return v;
 }
 
-// memcheck: a read one element past the end of a cudaMalloc block. Each allocation is a host block
-// of its own, so AddressSanitizer (the emulated CI build) stops the process there.
+// memcheck: a read one element past the end of a cudaMalloc block, or past the launch's dynamic
+// shared memory. Each is a host block of its own, so AddressSanitizer (scripts/sanitize.sh) stops
+// the process there.
 TEST(Emulation, ReadPastAllocationIsCaughtByAddressSanitizer) {
 #if defined(__SANITIZE_ADDRESS__) || (defined(__has_feature) && __has_feature(address_sanitizer))
   DeviceBuffer<float> x(iota_floats(100)), y(100);
   EXPECT_EQ(planted::shifted_copy(100, 0, x.get(), y.get()), cudaSuccess);
   EXPECT_DEATH(planted::shifted_copy(100, 1, x.get(), y.get()), "heap-buffer-overflow");
+  // Dynamic shared memory is a block of exactly the launch's size too: 64 threads, 32 floats.
+  ASSERT_EQ(planted::dynamic_shared(32, 32, 32 * sizeof(float), y.get()), cudaSuccess);
+  EXPECT_DEATH(planted::dynamic_shared(64, 64, 32 * sizeof(float), y.get()),
+               "heap-buffer-overflow");
 #else
   GTEST_SKIP() << "needs an AddressSanitizer build (scripts/sanitize.sh builds one)";
 #endif

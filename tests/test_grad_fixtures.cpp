@@ -35,12 +35,17 @@ namespace fs = std::filesystem;
 const std::string kSource = GRAFT_SOURCE_DIR;
 const std::string kBinary = GRAFT_BINARY_DIR;
 
-// The largest difference allowed, relative to the tensor's L2 norm (see compare()). A fixture may
-// allow more: where PyTorch's own float32 autograd lies further than a third of this from the
-// float64 reference, make_grad_fixtures.py records three times its distance. That happens only
-// where a ReLU6 preactivation sits within float32 rounding of a kink, whose gradient float32 then
-// switches on or off, moving every tensor before it (Lite0 with every block trained, 4e-3).
+// The largest difference allowed, relative to the tensor's L2 norm (see compare()).
 constexpr double kTolerance = 1e-4;
+// One case is allowed more, and the bound lives here, not in the fixture, so that regenerating a
+// fixture cannot loosen the test: with every block of Lite0 trained, a ReLU6 preactivation sits
+// within float32 rounding of a kink, whose gradient float32 then switches on or off, moving every
+// tensor before it (PyTorch's own float32 autograd lies 4e-3 from the float64 reference there).
+// make_grad_fixtures.py records three times PyTorch's float32 distance as the fixture's
+// `<setting>.grad_tolerance`; the test only checks that the recording fits under its own bound.
+double case_bound(const std::string& arch, const std::string& setting) {
+  return arch == "efficientnet_lite0" && setting == "all" ? 1.2e-2 : kTolerance;
+}
 constexpr int kProjections = 4;
 
 std::string weights_for(const std::string& arch) {
@@ -249,8 +254,11 @@ TEST_P(GradFixture, MatchesPyTorchAutograd) {
   const float lr = std::stof(meta(f, "lr"));
   const int steps = std::stoi(meta(f, "steps"));
   const std::string setting = meta(f, p + "fine_tune");
-  const double grad_tol = std::max(kTolerance, std::stod(meta(f, p + "grad_tolerance")));
-  const double step_tol = std::max(kTolerance, std::stod(meta(f, p + "step_tolerance")));
+  const double grad_tol = case_bound(c.arch, c.prefix), step_tol = grad_tol;
+  for (const char* key : {"grad_tolerance", "step_tolerance"})
+    EXPECT_LE(std::stod(meta(f, p + key)), grad_tol)
+        << fixture << " records a " << key << " looser than this test's bound for " << c.arch << " "
+        << c.prefix << ": PyTorch's float32 run moved away from the float64 reference";
   FineTune fine_tune;
   fine_tune.blocks = setting == "all" ? count_blocks(model.net) : std::stoi(setting);
   fine_tune.lr_scale = std::stof(meta(f, "backbone_lr_scale"));

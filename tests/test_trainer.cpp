@@ -865,7 +865,10 @@ TEST(Trainer, NoEarlyStopMessageAtTheLastEpoch) {
       break;
     }
   }
-  if (last == 0) GTEST_SKIP() << "validation loss improved at every epoch: nothing to stop";
+  // The probe's run is deterministic (fixed seed, data and settings) and its validation loss
+  // stalls at a learning rate of 0.5; if it ever stops stalling, the test has lost its case.
+  ASSERT_NE(last, 0) << "validation loss improved at every one of 12 epochs: the probe no longer "
+                        "reaches the case this test is about";
   TrainConfig c = small_config(data, "run_early_last");
   c.epochs = last;  // the stop criterion is met exactly at the last epoch
   c.learning_rate = probe.learning_rate;
