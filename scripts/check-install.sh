@@ -4,6 +4,8 @@
 #     so neither GoogleTest nor Google Benchmark is needed) and without -march=native;
 #   * CUDA, when nvcc is here, for every architecture of the portable default (this machine has no
 #     GPU), so a kernel that does not compile for one of them fails here;
+#   * the CUDA tests and benchmarks then compiled in that build (not run: no GPU), since the test
+#     suite itself runs the emulated build (scripts/build.sh) on a machine without a GPU;
 #   * `cmake --install` into a prefix, then the sources and the build are deleted and the installed
 #     graft must still report its version and architectures, convert a checkpoint, and predict.
 # Usage: scripts/check-install.sh [WORK_DIR]   (needs scripts/setup.sh to have run: it uses the
@@ -34,6 +36,21 @@ cmake --build "$WORK/build" -j"$(nproc)" >"$WORK/build.log" 2>&1 || {
 }
 echo "check-install: built in $((SECONDS - start)) s"
 cmake --install "$WORK/build" --prefix "$WORK/prefix" >/dev/null
+if [ -n "$(grep '^CMAKE_CUDA_COMPILER:' "$WORK/build/CMakeCache.txt" | cut -d= -f2)" ]; then
+  # The CUDA tests and benchmarks of the real (nvcc) build, compiled here against the kernels just
+  # built: machines without a GPU run the emulated build, so this is where their real-CUDA
+  # compilation (cuBLAS and cuDNN yardsticks included) is checked before a GPU session needs it.
+  echo "check-install: compiling the CUDA tests and benchmarks of the nvcc build"
+  cmake "$WORK/build" -DGRAFT_BUILD_TESTS=ON >>"$WORK/configure.log"
+  start=$SECONDS
+  cmake --build "$WORK/build" -j"$(nproc)" --target test_cuda_ops test_cuda_backward \
+    test_cuda_engine bench_cuda_ops bench_step bench_trunk >"$WORK/build-tests.log" 2>&1 || {
+    grep -E "error|Error" "$WORK/build-tests.log" | head -40 >&2
+    echo "check-install: the CUDA tests of the nvcc build do not compile" >&2
+    exit 1
+  }
+  echo "check-install: CUDA tests and benchmarks compiled in $((SECONDS - start)) s"
+fi
 rm -rf "$WORK/src" "$WORK/build"
 
 G=$WORK/prefix/bin/graft

@@ -23,12 +23,14 @@ sanitize="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame
 
 generator=()
 command -v ninja >/dev/null && [ ! -f "$build/Makefile" ] && generator=(-G Ninja)
-# -O1 keeps stack traces exact and the compute-heavy tests fast enough; asserts stay on
+# -O1 keeps stack traces exact and the compute-heavy tests fast enough; line tables are all the
+# reports need, and build much faster than full debug information; asserts stay on
 # (no NDEBUG), which the usual optimised build types would turn off.
 cmake -S . -B "$build" "${generator[@]}" \
   -DGRAFT_CUDA_EMULATION=ON -DGRAFT_NATIVE=ON \
   -DCMAKE_BUILD_TYPE=Sanitize \
-  -DCMAKE_C_FLAGS_SANITIZE="-O1 -g" -DCMAKE_CXX_FLAGS_SANITIZE="-O1 -g" \
+  -DCMAKE_C_FLAGS_SANITIZE="-O1 -gline-tables-only" \
+  -DCMAKE_CXX_FLAGS_SANITIZE="-O1 -gline-tables-only" \
   -DCMAKE_C_FLAGS="$sanitize" -DCMAKE_CXX_FLAGS="$sanitize" \
   -DCMAKE_EXE_LINKER_FLAGS="$sanitize" >/dev/null
 
