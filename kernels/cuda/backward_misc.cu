@@ -160,10 +160,11 @@ void bias_grad_v2(int64_t rows, int c, const float* dy, float* db, void* workspa
   const dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(ceil_div(cv, bx)));
   if (grid.y > 65535) invalid("bias_grad", "too many columns: " + detail);
   const size_t smem = sizeof(float) * 256 * (vec ? 4 : 1);
-  if (vec)
+  if (vec) {
     GRAFT_LAUNCH(grid, dim3(bx, by), smem, stream, bias_grad_v2_kernel<4>)(rows, c, chunk, dy, out);
-  else
+  } else {
     GRAFT_LAUNCH(grid, dim3(bx, by), smem, stream, bias_grad_v2_kernel<1>)(rows, c, chunk, dy, out);
+  }
   CUDA_CHECK_LAUNCH("bias_grad_v2_kernel", detail);
   if (splits > 1) sum_partials(int(splits), c, out, db, stream, "bias_grad_sum", detail);
 }
@@ -286,12 +287,13 @@ void global_avg_pool_backward(int n, int hw, int c, const float* dy, float* dx,
   const int cv = vec ? c / 4 : c;
   const int64_t units = int64_t(n) * hw * cv;
   const float hwf = static_cast<float>(hw);
-  if (vec)
+  if (vec) {
     GRAFT_LAUNCH(grid_for(units, 256), 256, 0, stream, gap_backward_kernel<4>)
     (units, hw, cv, hwf, dy, dx);
-  else
+  } else {
     GRAFT_LAUNCH(grid_for(units, 256), 256, 0, stream, gap_backward_kernel<1>)
     (units, hw, cv, hwf, dy, dx);
+  }
   CUDA_CHECK_LAUNCH("global_avg_pool_backward_kernel", detail);
 }
 

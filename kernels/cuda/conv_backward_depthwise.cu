@@ -291,12 +291,13 @@ void conv_bwd_filter_depthwise_v2(const ConvShape& s, const float* x, const floa
     return conv_bwd_filter_depthwise_v1(s, x, dy, dw, stream);
   const int c4 = s.in_c / 4, bx = dw_lanes(c4), by = kDwThreads / bx;
   const dim3 grid(unsigned(chunks), unsigned(ceil_div(c4, bx)));
-  if (s.k_h == 3)
+  if (s.k_h == 3) {
     GRAFT_LAUNCH(grid, dim3(bx, by), 0, stream, dw_bwd_filter_v2_kernel<3, 3>)
     (dw_args(s), chunk, x, dy, out);
-  else
+  } else {
     GRAFT_LAUNCH(grid, dim3(bx, by), 0, stream, dw_bwd_filter_v2_kernel<5, 5>)
     (dw_args(s), chunk, x, dy, out);
+  }
   CUDA_CHECK_LAUNCH("dw_bwd_filter_v2_kernel", detail);
   const int64_t wcount = int64_t(s.k_h) * s.k_w * s.in_c;
   if (chunks > 1) sum_partials(int(chunks), wcount, out, dw, stream, "conv_bwd_filter_sum", detail);

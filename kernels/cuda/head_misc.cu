@@ -52,12 +52,13 @@ void gather_rows(int n, int cols, const float* src, const int32_t* rows, float* 
   if (n == 0 || cols == 0) return;
   const bool vec = mult4(cols) && aligned16(src) && aligned16(dst);
   const int64_t units = int64_t(n) * (vec ? cols / 4 : cols);
-  if (vec)
+  if (vec) {
     GRAFT_LAUNCH(grid_for(units, 256), 256, 0, stream, gather_rows_kernel<4>)
     (n, cols, src, rows, dst);
-  else
+  } else {
     GRAFT_LAUNCH(grid_for(units, 256), 256, 0, stream, gather_rows_kernel<1>)
     (n, cols, src, rows, dst);
+  }
   CUDA_CHECK_LAUNCH("gather_rows_kernel", detail);
 }
 

@@ -164,15 +164,17 @@ template <bool MAX>
 void launch_pool(const PoolArgs& a, bool vec, bool k3, bool count_pad, unsigned grid,
                  const float* x, float* y, cudaStream_t stream) {
   if (k3) {
-    if (vec)
+    if (vec) {
       GRAFT_LAUNCH(grid, 256, 0, stream, pool3x3_kernel<4, MAX>)(a, count_pad, x, y);
-    else
+    } else {
       GRAFT_LAUNCH(grid, 256, 0, stream, pool3x3_kernel<1, MAX>)(a, count_pad, x, y);
+    }
   } else {
-    if (vec)
+    if (vec) {
       GRAFT_LAUNCH(grid, 256, 0, stream, pool2d_kernel<4, MAX>)(a, count_pad, x, y);
-    else
+    } else {
       GRAFT_LAUNCH(grid, 256, 0, stream, pool2d_kernel<1, MAX>)(a, count_pad, x, y);
+    }
   }
 }
 
@@ -364,12 +366,13 @@ void global_avg_pool_v1(int n, int hw, int c, const float* x, float* y, cudaStre
   const bool vec = mult4(c) && aligned16(x) && aligned16(y);
   const int64_t total = int64_t(n) * (vec ? c / 4 : c);
   // Small blocks: n*c/4 threads is only a few hundred at batch 1, so spread them over more SMs.
-  if (vec)
+  if (vec) {
     GRAFT_LAUNCH(grid_for(total, 128), 128, 0, stream, global_avg_pool_v1_kernel<4>)
     (n, hw, c, inv, x, y);
-  else
+  } else {
     GRAFT_LAUNCH(grid_for(total, 128), 128, 0, stream, global_avg_pool_v1_kernel<1>)
     (n, hw, c, inv, x, y);
+  }
   CUDA_CHECK_LAUNCH("global_avg_pool_v1_kernel", detail);
 }
 
@@ -383,19 +386,19 @@ void global_avg_pool_v2(int n, int hw, int c, const float* x, float* y, cudaStre
   const float inv = 1.f / static_cast<float>(hw);
   const unsigned grid = grid_for(int64_t(n) * (c / 4), kGapThreads);
   // The rings the benchmark compares: 16 KB (4x4, the default; 8x2; 2x8) and 32 KB (8x4) blocks.
-  if (batch == 4 && stages == 4)
+  if (batch == 4 && stages == 4) {
     GRAFT_LAUNCH(grid, kGapThreads, 0, stream, global_avg_pool_v2_kernel<4, 4>)
     (n, hw, c, inv, x, y);
-  else if (batch == 8 && stages == 2)
+  } else if (batch == 8 && stages == 2) {
     GRAFT_LAUNCH(grid, kGapThreads, 0, stream, global_avg_pool_v2_kernel<8, 2>)
     (n, hw, c, inv, x, y);
-  else if (batch == 2 && stages == 8)
+  } else if (batch == 2 && stages == 8) {
     GRAFT_LAUNCH(grid, kGapThreads, 0, stream, global_avg_pool_v2_kernel<2, 8>)
     (n, hw, c, inv, x, y);
-  else if (batch == 8 && stages == 4)
+  } else if (batch == 8 && stages == 4) {
     GRAFT_LAUNCH(grid, kGapThreads, 0, stream, global_avg_pool_v2_kernel<8, 4>)
     (n, hw, c, inv, x, y);
-  else
+  } else
     invalid("global_avg_pool_v2", "no such ring (4x4, 8x2, 2x8 or 8x4): " + detail);
   CUDA_CHECK_LAUNCH("global_avg_pool_v2_kernel", detail);
 }
