@@ -266,7 +266,8 @@ const dim3& grid_dim();
 // names on a GPU), 128-byte aligned.
 void* dynamic_shared();
 
-// Runs a kernel over the grid: `body` runs once per thread, `ctx` is its argument pack.
+// Runs a kernel over the grid on `stream`: `body` (the kernel called with its arguments) runs once
+// per thread. A launch outside the limits sets the last error instead, as CUDA does.
 void launch(const char* name, dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t stream,
             std::function<void()> body);
 

@@ -155,107 +155,56 @@ using graft::emu::fail;
 using graft::emu::g_last;
 using graft::emu::g_report;
 
+namespace {
+// Each error the emulation returns: its name and CUDA's wording of it.
+struct ErrorText {
+  cudaError_t err;
+  const char* name;
+  const char* text;
+};
+constexpr ErrorText kErrors[] = {
+    {cudaSuccess, "cudaSuccess", "no error"},
+    {cudaErrorInvalidValue, "cudaErrorInvalidValue", "invalid argument"},
+    {cudaErrorMemoryAllocation, "cudaErrorMemoryAllocation", "out of memory"},
+    {cudaErrorInvalidConfiguration, "cudaErrorInvalidConfiguration",
+     "invalid configuration argument"},
+    {cudaErrorInvalidSymbol, "cudaErrorInvalidSymbol", "invalid device symbol"},
+    {cudaErrorInvalidDevicePointer, "cudaErrorInvalidDevicePointer", "invalid device pointer"},
+    {cudaErrorInvalidMemcpyDirection, "cudaErrorInvalidMemcpyDirection",
+     "invalid copy direction for memcpy"},
+    {cudaErrorNoDevice, "cudaErrorNoDevice", "no CUDA-capable device is detected"},
+    {cudaErrorInvalidDevice, "cudaErrorInvalidDevice", "invalid device ordinal"},
+    {cudaErrorInvalidResourceHandle, "cudaErrorInvalidResourceHandle", "invalid resource handle"},
+    {cudaErrorNotReady, "cudaErrorNotReady", "device not ready"},
+    {cudaErrorIllegalAddress, "cudaErrorIllegalAddress",
+     "an illegal memory access was encountered"},
+    {cudaErrorLaunchOutOfResources, "cudaErrorLaunchOutOfResources",
+     "too many resources requested for launch"},
+    {cudaErrorIllegalInstruction, "cudaErrorIllegalInstruction",
+     "an illegal instruction was encountered"},
+    {cudaErrorMisalignedAddress, "cudaErrorMisalignedAddress", "misaligned address"},
+    {cudaErrorLaunchFailure, "cudaErrorLaunchFailure", "unspecified launch failure"},
+    {cudaErrorStreamCaptureUnsupported, "cudaErrorStreamCaptureUnsupported",
+     "operation not permitted when stream is capturing"},
+    {cudaErrorStreamCaptureInvalidated, "cudaErrorStreamCaptureInvalidated",
+     "operation failed due to a previous error during capture"},
+};
+const ErrorText* error_text(cudaError_t err) {
+  for (const ErrorText& e : kErrors)
+    if (e.err == err) return &e;
+  return nullptr;
+}
+}  // namespace
+
 const char* cudaGetErrorName(cudaError_t err) {
-  switch (err) {
-    case cudaSuccess:
-      return "cudaSuccess";
-    case cudaErrorInvalidValue:
-      return "cudaErrorInvalidValue";
-    case cudaErrorMemoryAllocation:
-      return "cudaErrorMemoryAllocation";
-    case cudaErrorInvalidConfiguration:
-      return "cudaErrorInvalidConfiguration";
-    case cudaErrorInvalidSymbol:
-      return "cudaErrorInvalidSymbol";
-    case cudaErrorInvalidDevicePointer:
-      return "cudaErrorInvalidDevicePointer";
-    case cudaErrorInvalidMemcpyDirection:
-      return "cudaErrorInvalidMemcpyDirection";
-    case cudaErrorNoDevice:
-      return "cudaErrorNoDevice";
-    case cudaErrorInvalidDevice:
-      return "cudaErrorInvalidDevice";
-    case cudaErrorInvalidResourceHandle:
-      return "cudaErrorInvalidResourceHandle";
-    case cudaErrorNotReady:
-      return "cudaErrorNotReady";
-    case cudaErrorIllegalAddress:
-      return "cudaErrorIllegalAddress";
-    case cudaErrorLaunchOutOfResources:
-      return "cudaErrorLaunchOutOfResources";
-    case cudaErrorIllegalInstruction:
-      return "cudaErrorIllegalInstruction";
-    case cudaErrorMisalignedAddress:
-      return "cudaErrorMisalignedAddress";
-    case cudaErrorLaunchFailure:
-      return "cudaErrorLaunchFailure";
-    case cudaErrorStreamCaptureUnsupported:
-      return "cudaErrorStreamCaptureUnsupported";
-    case cudaErrorStreamCaptureInvalidated:
-      return "cudaErrorStreamCaptureInvalidated";
-  }
-  return "cudaErrorUnknown";
+  const ErrorText* e = error_text(err);
+  return e ? e->name : "cudaErrorUnknown";
 }
 
 // CUDA's wording, followed by what the emulation found when this thread's last error is `err`.
 const char* cudaGetErrorString(cudaError_t err) {
-  const char* base = "unknown error";
-  switch (err) {
-    case cudaSuccess:
-      base = "no error";
-      break;
-    case cudaErrorInvalidValue:
-      base = "invalid argument";
-      break;
-    case cudaErrorMemoryAllocation:
-      base = "out of memory";
-      break;
-    case cudaErrorInvalidConfiguration:
-      base = "invalid configuration argument";
-      break;
-    case cudaErrorInvalidSymbol:
-      base = "invalid device symbol";
-      break;
-    case cudaErrorInvalidDevicePointer:
-      base = "invalid device pointer";
-      break;
-    case cudaErrorInvalidMemcpyDirection:
-      base = "invalid copy direction for memcpy";
-      break;
-    case cudaErrorNoDevice:
-      base = "no CUDA-capable device is detected";
-      break;
-    case cudaErrorInvalidDevice:
-      base = "invalid device ordinal";
-      break;
-    case cudaErrorInvalidResourceHandle:
-      base = "invalid resource handle";
-      break;
-    case cudaErrorNotReady:
-      base = "device not ready";
-      break;
-    case cudaErrorIllegalAddress:
-      base = "an illegal memory access was encountered";
-      break;
-    case cudaErrorLaunchOutOfResources:
-      base = "too many resources requested for launch";
-      break;
-    case cudaErrorIllegalInstruction:
-      base = "an illegal instruction was encountered";
-      break;
-    case cudaErrorMisalignedAddress:
-      base = "misaligned address";
-      break;
-    case cudaErrorLaunchFailure:
-      base = "unspecified launch failure";
-      break;
-    case cudaErrorStreamCaptureUnsupported:
-      base = "operation not permitted when stream is capturing";
-      break;
-    case cudaErrorStreamCaptureInvalidated:
-      base = "operation failed due to a previous error during capture";
-      break;
-  }
+  const ErrorText* e = error_text(err);
+  const char* base = e ? e->text : "unknown error";
   if (err == cudaSuccess || g_report.err != err || g_report.detail.empty()) return base;
   thread_local std::string text;
   text = std::string(base) + " (emulated: " + g_report.detail + ")";

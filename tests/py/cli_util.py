@@ -2,6 +2,7 @@
 GRAFT_BIN, GRAFT_SOURCE_DIR), running graft, and the checks. A failed check is printed and kept in
 `failures`; a test's main returns 1 when the list is not empty. Standard library only."""
 import os
+import shutil
 import subprocess
 
 GRAFT = os.environ.get("GRAFT_BIN", "")
@@ -16,6 +17,19 @@ def run(*args, timeout=300, env=None):
     """graft with these arguments: (exit code, stdout, stderr)."""
     p = subprocess.run([GRAFT, *args], capture_output=True, text=True, timeout=timeout, env=env)
     return p.returncode, p.stdout, p.stderr
+
+
+def make_data(tmp):
+    """Two classes from the sample photos, copied under several names (6 photos each)."""
+    data = os.path.join(tmp, "data")
+    classes = {"a": ["astronaut.png", "chelsea.png", "coffee.png"],
+               "b": ["motorcycle_left.png", "rocket.jpg"]}
+    for cls, photos in classes.items():
+        os.makedirs(os.path.join(data, cls))
+        for i in range(6):
+            src = photos[i % len(photos)]
+            shutil.copy(os.path.join(PHOTOS, src), os.path.join(data, cls, f"{i}_{src}"))
+    return data
 
 
 def check(cond, what):

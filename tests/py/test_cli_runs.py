@@ -10,7 +10,7 @@ import shutil
 import sys
 import tempfile
 
-from cli_util import GRAFT, MODEL, PHOTOS, check, finish, one_line_error, run
+from cli_util import GRAFT, MODEL, PHOTOS, check, finish, make_data, one_line_error, run
 
 
 def snapshot(folder):
@@ -21,19 +21,6 @@ def snapshot(folder):
             with open(path, "rb") as f:
                 files[path] = f.read()
     return files
-
-
-def make_data(tmp):
-    """Two classes from the sample photos, copied under several names (6 photos each)."""
-    data = os.path.join(tmp, "data")
-    classes = {"a": ["astronaut.png", "chelsea.png", "coffee.png"],
-               "b": ["motorcycle_left.png", "rocket.jpg"]}
-    for cls, photos in classes.items():
-        os.makedirs(os.path.join(data, cls))
-        for i in range(6):
-            src = photos[i % len(photos)]
-            shutil.copy(os.path.join(PHOTOS, src), os.path.join(data, cls, f"{i}_{src}"))
-    return data
 
 
 def train(data, out, *extra):

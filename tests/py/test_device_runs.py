@@ -9,27 +9,14 @@ emulated build) it skips (77), or fails with GRAFT_REQUIRE_GPU=1. Standard libra
 ctest with GRAFT_BIN and GRAFT_SOURCE_DIR set. Exit 0: pass, 1: fail, 77: skip."""
 import json
 import os
-import shutil
 import sys
 import tempfile
 
-from cli_util import PHOTOS, SRC, check, finish, run
+from cli_util import PHOTOS, SRC, check, finish, make_data, run
 
 PTH = os.path.join(SRC, ".cache", "efficientnet-lite0-57934424.pth")
 TOL = 1e-5
 FIELDS = ("loss", "accuracy", "val_loss", "val_accuracy")
-
-
-def make_data(tmp):
-    data = os.path.join(tmp, "data")
-    classes = {"a": ["astronaut.png", "chelsea.png", "coffee.png"],
-               "b": ["motorcycle_left.png", "rocket.jpg"]}
-    for cls, photos in classes.items():
-        os.makedirs(os.path.join(data, cls))
-        for i in range(6):
-            src = photos[i % len(photos)]
-            shutil.copy(os.path.join(PHOTOS, src), os.path.join(data, cls, f"{i}_{src}"))
-    return data
 
 
 def train(tmp, name, data, model, device, *extra):
