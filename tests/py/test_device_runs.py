@@ -3,7 +3,8 @@
 small EfficientNet-Lite0 (the pretrained weights converted for 64x64 input) on 12 sample photos,
 2 epochs. Per epoch, the device's loss, accuracy, val_loss and val_accuracy match the CPU's within
 1e-5 (absolute; the device sums in another order), and so do the test split's loss and confusion
-matrix; two runs on the device agree bit for bit. With GRAFT_TEST_SHAPES=small (the sanitized
+matrix; two runs on the device agree bit for bit. graft eval and graft predict with the trained
+model give the CPU's loss and probabilities on the device, within the same bound. With GRAFT_TEST_SHAPES=small (the sanitized
 emulation, where the device is slowest) only --fine-tune 2 runs, once on each. On a machine without a CUDA device (and not the
 emulated build) it skips (77), or fails with GRAFT_REQUIRE_GPU=1. Standard library only; run by
 ctest with GRAFT_BIN and GRAFT_SOURCE_DIR set. Exit 0: pass, 1: fail, 77: skip."""
@@ -89,7 +90,31 @@ def main():
             if check(again is not None, f"{what} on cuda, again, failed: {err!r}"):
                 check(strip_times(again) == strip_times(dev),
                       f"{what}: two runs on cuda differ: {strip_times(dev)} {strip_times(again)}")
+        trained = os.path.join(tmp, "cuda_finetune_2", "model.safetensors")
+        if check(os.path.exists(trained), f"the fine-tuned run wrote {trained}"):
+            eval_and_predict(trained, data)
     return finish()
+
+
+def eval_and_predict(model, data):
+    photo = os.path.join(data, "a", "0_astronaut.png")
+    got = {}
+    for device in ("cpu", "cuda"):
+        rc, out, err = run("eval", "--model", model, "--data", data, "--device", device)
+        if check(rc == 0, f"eval --device {device}: exit {rc}, {err!r}"):
+            got["eval", device] = json.loads(out.strip().splitlines()[-1])
+        rc, out, err = run("predict", "--model", model, "--device", device, "--top", "2", photo)
+        if check(rc == 0, f"predict --device {device}: exit {rc}, {err!r}"):
+            got["predict", device] = json.loads(out.strip().splitlines()[-1])["top"]
+    if ("eval", "cpu") in got and ("eval", "cuda") in got:
+        c, d = got["eval", "cpu"], got["eval", "cuda"]
+        check(abs(c["loss"] - d["loss"]) <= TOL, f"eval loss: cpu {c['loss']} cuda {d['loss']}")
+        check(c["confusion"] == d["confusion"], "eval confusion matrices differ")
+    if ("predict", "cpu") in got and ("predict", "cuda") in got:
+        c, d = got["predict", "cpu"], got["predict", "cuda"]
+        check([t["label"] for t in c] == [t["label"] for t in d], f"predict: {c} vs {d}")
+        check(all(abs(a["prob"] - b["prob"]) <= TOL for a, b in zip(c, d)),
+              f"predict probabilities: {c} vs {d}")
 
 
 if __name__ == "__main__":
