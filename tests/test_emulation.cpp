@@ -11,6 +11,15 @@
 #include "tests/cuda_test_util.h"
 #include "tests/emulation_planted.h"
 
+// Whether this build runs under AddressSanitizer (gcc says so one way, clang another).
+#if defined(__SANITIZE_ADDRESS__)
+#define GRAFT_TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define GRAFT_TEST_ASAN 1
+#endif
+#endif
+
 namespace graft {
 namespace {
 
@@ -30,7 +39,7 @@ std::vector<float> iota_floats(size_t n, float from = 1.f) {
 // shared memory. Each is a host block of its own, so AddressSanitizer (scripts/sanitize.sh) stops
 // the process there.
 TEST(Emulation, ReadPastAllocationIsCaughtByAddressSanitizer) {
-#if defined(__SANITIZE_ADDRESS__) || (defined(__has_feature) && __has_feature(address_sanitizer))
+#if GRAFT_TEST_ASAN
   DeviceBuffer<float> x(iota_floats(100)), y(100);
   EXPECT_EQ(planted::shifted_copy(100, 0, x.get(), y.get()), cudaSuccess);
   EXPECT_DEATH(planted::shifted_copy(100, 1, x.get(), y.get()), "heap-buffer-overflow");
