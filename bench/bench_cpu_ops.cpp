@@ -10,8 +10,8 @@
 #include <random>
 #include <vector>
 
+#include "kernels/cpu/cpu_path.h"
 #include "kernels/cpu/reference.h"
-#include "kernels/cpu/simd.h"
 #include "kernels/ops.h"
 
 namespace graft {
@@ -25,33 +25,28 @@ std::vector<float> random_vec(size_t count, uint32_t seed) {
   return v;
 }
 
-// Independent FMA chains on 16-float vectors, 24 per thread: enough to hide FMA latency on two
-// pipes. All threads run, so this is the machine's practical fp32 peak.
+// Independent FMA chains on the CPU path's vectors (kernels/cpu/peak.cpp), on every thread: the
+// machine's practical fp32 peak for that path, the yardstick for "% of peak".
 void Peak(benchmark::State& state) {
-  constexpr int kChains = 24;
   const int64_t iters = 1 << 20;
   const int threads = omp_get_max_threads();
+  double flops = 0;
   for (auto _ : state) {
     float sink = 0.f;
-#pragma omp parallel reduction(+ : sink)
+    double done = 0;
+#pragma omp parallel reduction(+ : sink, done)
     {
-      using cpu::V16;
-      V16 acc[kChains];
-      for (int i = 0; i < kChains; ++i) acc[i] = cpu::splat16(float(i + omp_get_thread_num()));
-      const V16 a = cpu::splat16(0.999999f), b = cpu::splat16(1e-7f);
-      // Fully unrolled so the chains live in registers; without fast-math the compiler may not
-      // fold repeated multiply-adds, so every FMA is executed.
-      for (int64_t it = 0; it < iters; ++it)
-#pragma GCC unroll 24
-        for (int i = 0; i < kChains; ++i) acc[i] = acc[i] * a + b;
-      for (int i = 0; i < kChains; ++i) sink += acc[i][0];
+      float s = float(omp_get_thread_num());
+      done += cpu::fma_peak(iters, &s);
+      sink += s;
     }
+    flops = done;
     benchmark::DoNotOptimize(sink);
   }
-  const double flops = double(threads) * iters * kChains * 16 * 2;
   state.counters["GFLOP/s"] =
       benchmark::Counter(flops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["threads"] = threads;
+  state.SetLabel(cpu::cpu_path_name(cpu::cpu_path()));
 }
 BENCHMARK(Peak)->UseRealTime()->Unit(benchmark::kMillisecond);
 

@@ -9,6 +9,7 @@
 #include <stdexcept>
 
 #include "engine/dispatch.h"
+#include "kernels/cpu/cpu_path.h"
 
 #ifdef GRAFT_HAVE_CUDA
 #include "kernels/cuda/check.h"
@@ -137,7 +138,8 @@ std::string device_name(const Device& dev) {
   }
 #endif
   (void)dev;
-  return "cpu (" + std::to_string(omp_get_max_threads()) + " threads)";
+  return "cpu (" + std::string(cpu::cpu_path_name(cpu::cpu_path())) + ", " +
+         std::to_string(omp_get_max_threads()) + " threads)";
 }
 
 size_t device_free_memory(const Device& dev) {

@@ -7,6 +7,9 @@
 //   bias_act, dropout, normalize_u8, confusion_update, max_pool2d,
 //   gather_rows, relu_backward                                              exact
 //   finite differences (computed in double): |analytic - numeric| < 1e-4 absolute per element
+//   CPU paths against each other (CpuPaths): the paths with FMA (avx512, avx2, neon) give the same
+//     bits for convolutions, forward and backward (every element's sum runs in the same order
+//     whatever the tile); sse2 (no FMA) < 1e-6 from them
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -17,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cpu/cpu_path.h"
 #include "kernels/cpu/reference.h"
 #include "kernels/ops.h"
 #include "kernels/philox.h"
@@ -574,6 +578,118 @@ TEST(HeadMisc, GatherRowsAndReluBackward) {
   std::vector<float> dy = {-1.f, 3.f, 0.25f, -2.f, 4.f};
   cpu::relu_backward(5, y.data(), dy.data());
   EXPECT_EQ(dy, (std::vector<float>{-1.f, 0.f, 0.25f, 0.f, 4.f}));
+}
+
+// ---------------------------------------------------------------------------------------------
+// CPU paths (kernels/cpu/cpu_path.h): every path this CPU can run, on the same inputs.
+
+struct PathOutputs {
+  cpu::CpuPath path;
+  std::vector<float> y, dx, dw;
+};
+
+// Restores the path the test binary was started with, whatever a test switched to.
+struct PathGuard {
+  cpu::CpuPath saved = cpu::cpu_path();
+  ~PathGuard() { cpu::set_cpu_path(saved); }
+};
+
+PathOutputs run_conv_on_path(cpu::CpuPath path, const ConvShape& s, uint32_t seed) {
+  EXPECT_TRUE(cpu::set_cpu_path(path));
+  const size_t xs = size_t(s.n) * s.in_h * s.in_w * s.in_c;
+  const size_t ws = size_t(s.k_h) * s.k_w * (s.in_c / s.groups) * s.out_c;
+  const size_t ys = size_t(s.n) * s.out_h * s.out_w * s.out_c;
+  const auto x = random_vec(xs, seed), w = random_vec(ws, seed + 1);
+  const auto bias = random_vec(s.out_c, seed + 2), res = random_vec(ys, seed + 3);
+  const auto dy = random_vec(ys, seed + 4);
+  PathOutputs out{path, poisoned(ys), poisoned(xs), poisoned(ws)};
+  cpu::conv2d(s, x.data(), w.data(), bias.data(), res.data(), Act::relu6, out.y.data());
+  cpu::conv2d_backward_data(s, dy.data(), w.data(), out.dx.data());
+  cpu::conv2d_backward_filter(s, x.data(), dy.data(), out.dw.data());
+  return out;
+}
+
+bool has_fma(cpu::CpuPath p) {
+  return p != cpu::CpuPath::sse2 && p != cpu::CpuPath::generic;
+}
+
+TEST(CpuPaths, ConvolutionsAgreeAcrossPaths) {
+  PathGuard guard;
+  const std::vector<cpu::CpuPath> paths = cpu::cpu_paths_supported();
+  std::string names;
+  for (cpu::CpuPath p : paths) names += std::string(" ") + cpu::cpu_path_name(p);
+  std::printf("CPU paths this machine runs:%s\n", names.c_str());
+  const ConvCase cases[] = {
+      {"pw 40->70", conv_pad(2, 9, 7, 40, 70, 1, 1, 1, 1, 0, 0, 0, 0, 1)},
+      {"pw 200->150 K blocks", conv_pad(1, 11, 9, 200, 150, 1, 1, 1, 1, 0, 0, 0, 0, 1)},
+      {"dw3 s1 76ch", conv_same(2, 9, 11, 76, 76, 3, 1, 76)},
+      {"dw5 s2 144ch", conv_same(1, 13, 10, 144, 144, 5, 2, 144)},
+      {"stem 3x3 s2 3->32", conv_same(2, 15, 17, 3, 32, 3, 2, 1)},
+      {"3x3 s1 40->70", conv_pad(1, 9, 8, 40, 70, 3, 3, 1, 1, 1, 1, 1, 1, 1)},
+  };
+  uint32_t seed = 900;
+  for (const ConvCase& c : cases) {
+    SCOPED_TRACE(c.name);
+    seed += 10;
+    std::vector<PathOutputs> outs;
+    for (cpu::CpuPath p : paths) outs.push_back(run_conv_on_path(p, c.s, seed));
+    const PathOutputs* fma = nullptr;
+    for (const PathOutputs& o : outs)
+      if (has_fma(o.path) && !fma) fma = &o;
+    for (const PathOutputs& o : outs) {
+      SCOPED_TRACE(cpu::cpu_path_name(o.path));
+      if (!fma || &o == fma) continue;
+      if (has_fma(o.path)) {
+        EXPECT_TRUE(bitwise_equal(o.y, fma->y));
+        EXPECT_TRUE(bitwise_equal(o.dx, fma->dx));
+        EXPECT_TRUE(bitwise_equal(o.dw, fma->dw));
+      } else {
+        EXPECT_LT(rel_err(o.y, fma->y), 1e-6);
+        EXPECT_LT(rel_err(o.dx, fma->dx), 1e-6);
+        EXPECT_LT(rel_err(o.dw, fma->dw), 1e-6);
+      }
+    }
+  }
+}
+
+TEST(CpuPaths, SelectionAndItsErrors) {
+  PathGuard guard;
+  const std::vector<cpu::CpuPath> built = cpu::cpu_paths_built();
+  const std::vector<cpu::CpuPath> supported = cpu::cpu_paths_supported();
+  ASSERT_FALSE(supported.empty());
+  for (cpu::CpuPath p : {cpu::CpuPath::avx512, cpu::CpuPath::avx2, cpu::CpuPath::sse2,
+                         cpu::CpuPath::neon, cpu::CpuPath::generic}) {
+    SCOPED_TRACE(cpu::cpu_path_name(p));
+    const bool ok = std::find(supported.begin(), supported.end(), p) != supported.end();
+    EXPECT_EQ(cpu::set_cpu_path(p), ok);
+    if (ok) EXPECT_EQ(cpu::cpu_path(), p);
+  }
+  // x86-64 binaries carry sse2, aarch64 ones neon: each has a path no other machine has.
+  EXPECT_LT(supported.size(), size_t(5));
+  EXPECT_LE(supported.size(), built.size());
+
+  const char* old = std::getenv("GRAFT_CPU");
+  const std::string saved = old ? old : "";
+  ::setenv("GRAFT_CPU", "no-such-path", 1);
+  EXPECT_NE(cpu::select_cpu_path_from_env().find("GRAFT_CPU=no-such-path: no such CPU path"),
+            std::string::npos);
+  ::setenv("GRAFT_CPU", "", 1);
+  EXPECT_EQ(cpu::select_cpu_path_from_env(), "");
+  EXPECT_EQ(cpu::cpu_path(), supported.front());  // unset or empty: the best path
+  for (cpu::CpuPath p : built) {
+    ::setenv("GRAFT_CPU", cpu::cpu_path_name(p), 1);
+    const std::string error = cpu::select_cpu_path_from_env();
+    if (cpu::cpu_path_supported(p)) {
+      EXPECT_EQ(error, "");
+      EXPECT_EQ(cpu::cpu_path(), p);
+    } else {
+      EXPECT_NE(error.find("which this CPU lacks"), std::string::npos) << error;
+    }
+  }
+  if (old)
+    ::setenv("GRAFT_CPU", saved.c_str(), 1);
+  else
+    ::unsetenv("GRAFT_CPU");
 }
 
 }  // namespace

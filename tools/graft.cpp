@@ -6,15 +6,29 @@
 #include <sstream>
 
 #include "engine/device.h"
+#include "kernels/cpu/cpu_path.h"
 #include "tools/commands.h"
 #include "tools/suggest.h"
 
 namespace {
 
-// "graft 0.2.0" and the GPU architectures this binary holds code for. CMake's list reads
-// "90" (machine code and PTX), "90-real" (machine code) or "120-virtual" (PTX only).
+// "graft 0.2.0", the CPU paths this binary carries (the one in use first) and the GPU
+// architectures it holds code for. CMake's list reads "90" (machine code and PTX), "90-real"
+// (machine code) or "120-virtual" (PTX only).
 std::string version_text() {
-  std::string text = "graft " GRAFT_VERSION "\nCUDA architectures: ";
+  namespace cpu = graft::cpu;
+  std::string text = "graft " GRAFT_VERSION "\nCPU path: ";
+  const std::string error = cpu::select_cpu_path_from_env();
+  if (!error.empty()) cpu::set_cpu_path(cpu::cpu_paths_supported().front());
+  text += cpu::cpu_path_name(cpu::cpu_path());
+  if (!error.empty()) text += " (" + error + ")";
+  std::string others;
+  for (cpu::CpuPath p : cpu::cpu_paths_built())
+    if (p != cpu::cpu_path())
+      others += std::string(others.empty() ? "" : ", ") + cpu::cpu_path_name(p) +
+                (cpu::cpu_path_supported(p) ? "" : " (not on this CPU)");
+  if (!others.empty()) text += "; also built: " + others;
+  text += "\nCUDA architectures: ";
   std::istringstream archs(GRAFT_CUDA_ARCHS);
   std::string sass, ptx;
   for (std::string a; archs >> a;) {
@@ -119,6 +133,11 @@ int main(int argc, char** argv) {
     for (CLI::App* sub : app.get_subcommands())
       if (sub->parsed()) where += " " + sub->get_name();
     std::fprintf(stderr, "graft: error: %s (see %s --help)\n", e.what(), where.c_str());
+    return 2;
+  }
+  // A GRAFT_CPU the build lacks, or this CPU cannot run, is a usage error like a bad option.
+  if (const std::string error = graft::cpu::select_cpu_path_from_env(); !error.empty()) {
+    std::fprintf(stderr, "graft: error: %s\n", error.c_str());
     return 2;
   }
   try {

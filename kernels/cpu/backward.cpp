@@ -5,9 +5,10 @@
 #include <algorithm>
 #include <vector>
 
+#include "kernels/cpu/kernel_table.h"
 #include "kernels/ops.h"
 
-namespace graft::cpu {
+namespace graft::cpu::GRAFT_CPU_NS {
 
 void bias_grad(int64_t rows, int c, const float* dy, float* db) {
   // Items are (row split, block of 256 channels); a split's sums go to its own partial row, and
@@ -108,4 +109,4 @@ void add_inplace(int64_t count, const float* x, float* y) {
   for (int64_t i = 0; i < count; ++i) y[i] += x[i];
 }
 
-}  // namespace graft::cpu
+}  // namespace graft::cpu::GRAFT_CPU_NS

@@ -1,9 +1,10 @@
 #include <algorithm>
 
 #include "kernels/cpu/activation.h"
+#include "kernels/cpu/kernel_table.h"
 #include "kernels/ops.h"
 
-namespace graft::cpu {
+namespace graft::cpu::GRAFT_CPU_NS {
 
 void bias_act(int64_t rows, int c, const float* x, const float* bias, const float* residual,
               Act act, float* y) {
@@ -23,4 +24,4 @@ void bias_act(int64_t rows, int c, const float* x, const float* bias, const floa
   }
 }
 
-}  // namespace graft::cpu
+}  // namespace graft::cpu::GRAFT_CPU_NS

@@ -9,24 +9,26 @@
 
 #include "kernels/cpu/activation.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/kernel_table.h"
 #include "kernels/cpu/simd.h"
 #include "kernels/ops.h"
 
-namespace graft::cpu {
+namespace graft::cpu::GRAFT_CPU_NS {
 namespace {
 
 // im2col runs are short (a 3-channel kernel row is 9 floats), so a libc memcpy call or a scalar
 // loop costs more than the data. The buffer is written front to back and every segment after a
-// run is written too, so a run is copied as whole 16-float vectors and its overhang is overwritten
-// by what follows (the buffer has a vector of slack at the end). Only the read side must not pass
-// the end of the input.
+// run is written too, so a run is copied as whole kRunPiece-float pieces and its overhang is
+// overwritten by what follows (the buffer has a piece of slack at the end). Only the read side
+// must not pass the end of the input. 8 floats on every path: wider stores that overlap the
+// previous one stall when they split cache lines (bench/worklog-cpu.md, im2col v7).
+constexpr int kRunPiece = 8;
 inline void copy_run(float* dst, const float* src, int n, const float* src_end) {
-  typedef float V8 __attribute__((vector_size(32)));
+  typedef float Piece __attribute__((vector_size(kRunPiece * sizeof(float))));
   int i = 0;
-  if (src + (n + 7) / 8 * 8 <= src_end) {
-    // 8-float pieces: wide stores that overlap the previous one stall when they split lines.
-    for (; i < n; i += 8) {
-      V8 v;
+  if (src + (n + kRunPiece - 1) / kRunPiece * kRunPiece <= src_end) {
+    for (; i < n; i += kRunPiece) {
+      Piece v;
       std::memcpy(&v, src + i, sizeof v);
       std::memcpy(dst + i, &v, sizeof v);
     }
@@ -71,28 +73,28 @@ inline void dw_pixels(const ConvShape& s, const float* xb, const float* w, int k
                       int iy0, int ix0, int kx0, int kx1, int c0, const float* bias,
                       const float* res, Act act, float* yo) {
   const int C = s.in_c;
-  V16 acc[P][NV] = {};
+  Vec acc[P][NV] = {};
   for (int ky = ky0; ky < ky1; ++ky) {
     const float* xr = xb + int64_t(iy0 + ky) * s.in_w * C + c0;
     const float* wr = w + int64_t(ky) * s.k_w * C + c0;
     for (int kx = kx0; kx < kx1; ++kx) {
       for (int j = 0; j < NV; ++j) {
-        const V16 wv = load16(wr + int64_t(kx) * C + kVec * j);
+        const Vec wv = loadv(wr + int64_t(kx) * C + kVec * j);
         for (int p = 0; p < P; ++p)
-          acc[p][j] += load16(xr + int64_t(ix0 + p * s.stride_w + kx) * C + kVec * j) * wv;
+          acc[p][j] += loadv(xr + int64_t(ix0 + p * s.stride_w + kx) * C + kVec * j) * wv;
       }
     }
   }
   for (int p = 0; p < P; ++p)
     for (int j = 0; j < NV; ++j) {
-      V16 v = acc[p][j];
-      if (bias) v += load16(bias + c0 + kVec * j);
-      if (res) v += load16(res + int64_t(p) * C + c0 + kVec * j);
-      store16(yo + int64_t(p) * C + c0 + kVec * j, act16(v, act));
+      Vec v = acc[p][j];
+      if (bias) v += loadv(bias + c0 + kVec * j);
+      if (res) v += loadv(res + int64_t(p) * C + c0 + kVec * j);
+      storev(yo + int64_t(p) * C + c0 + kVec * j, act_vec(v, act));
     }
 }
 
-// One output row, channels [c0, c0 + 16*NV): groups of P interior pixels, single edge pixels.
+// One output row, channels [c0, c0 + kVec*NV): groups of P interior pixels, single edge pixels.
 template <int P, int NV>
 void dw_row(const ConvShape& s, const float* xb, const float* w, int oy, int c0, int ox_lo,
             int ox_hi, const float* bias, const float* res_row, Act act, float* yrow) {
@@ -128,14 +130,17 @@ void conv_depthwise(const ConvShape& s, const float* x, const float* w, const fl
     const float* xb = x + int64_t(b) * s.in_h * s.in_w * C;
     float* yrow = y + row * s.out_w * C;
     const float* rrow = residual ? residual + row * s.out_w * C : nullptr;
+    // Channel blocks of 4, 2 and 1 vectors: P*NV = 16 or 8 accumulators. The 4-vector block only
+    // where the register file holds 16 accumulators and 4 weight vectors.
     int c0 = 0;
-    for (; c0 + 64 <= C; c0 += 64)
-      dw_row<4, 4>(s, xb, w, oy, c0, ox_lo, ox_hi, bias, rrow, act, yrow);
-    for (; c0 + 32 <= C; c0 += 32)
+    if constexpr (kAccRegs >= 24)
+      for (; c0 + 4 * kVec <= C; c0 += 4 * kVec)
+        dw_row<4, 4>(s, xb, w, oy, c0, ox_lo, ox_hi, bias, rrow, act, yrow);
+    for (; c0 + 2 * kVec <= C; c0 += 2 * kVec)
       dw_row<4, 2>(s, xb, w, oy, c0, ox_lo, ox_hi, bias, rrow, act, yrow);
-    for (; c0 + 16 <= C; c0 += 16)
+    for (; c0 + kVec <= C; c0 += kVec)
       dw_row<8, 1>(s, xb, w, oy, c0, ox_lo, ox_hi, bias, rrow, act, yrow);
-    // Channel tail (< 16): scalar.
+    // Channel tail (< kVec): scalar.
     for (; c0 < C; ++c0)
       for (int ox = 0; ox < s.out_w; ++ox) {
         const int iy0 = oy * s.stride_h - s.pad_top, ix0 = ox * s.stride_w - s.pad_left;
@@ -203,7 +208,7 @@ void conv_general(const ConvShape& s, const float* x, const float* w, const floa
 #pragma omp parallel
   {
     thread_local std::vector<float> cols;
-    const size_t need = size_t(rows_per_item * per_row) + kVec;
+    const size_t need = size_t(rows_per_item * per_row) + kRunPiece;
     if (cols.size() < need) cols.resize(need);
 #pragma omp for schedule(static)
     for (int64_t item = 0; item < items; ++item) {
@@ -239,4 +244,4 @@ void conv2d(const ConvShape& s, const float* x, const float* w, const float* bia
   }
 }
 
-}  // namespace graft::cpu
+}  // namespace graft::cpu::GRAFT_CPU_NS

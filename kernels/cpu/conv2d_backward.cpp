@@ -19,11 +19,12 @@
 #include <vector>
 
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/kernel_table.h"
 #include "kernels/cpu/reference.h"
 #include "kernels/cpu/simd.h"
 #include "kernels/ops.h"
 
-namespace graft::cpu {
+namespace graft::cpu::GRAFT_CPU_NS {
 namespace {
 
 // Partial dw sums are capped at this many floats in all, which bounds the split count for big
@@ -209,7 +210,7 @@ template <int P, int NV>
 inline void dw_data_phase(const ConvShape& s, int ky_n, const float* const* dyr, const int* kys,
                           const float* w, int ix, int kx0, int c0, bool check, float* dxp) {
   const int C = s.in_c, S = s.stride_w;
-  V16 acc[P][NV] = {};
+  Vec acc[P][NV] = {};
   for (int a = 0; a < ky_n; ++a) {
     const float* wr = w + int64_t(kys[a]) * s.k_w * C + c0;
     for (int kx = kx0; kx < s.k_w; kx += S) {
@@ -217,16 +218,16 @@ inline void dw_data_phase(const ConvShape& s, int ky_n, const float* const* dyr,
       if (check && (ix + s.pad_left - kx < 0 || ox0 >= s.out_w)) continue;
       const float* d = dyr[a] + int64_t(ox0) * C + c0;
       for (int j = 0; j < NV; ++j) {
-        const V16 wv = load16(wr + int64_t(kx) * C + kVec * j);
-        for (int p = 0; p < P; ++p) acc[p][j] += load16(d + int64_t(p) * C + kVec * j) * wv;
+        const Vec wv = loadv(wr + int64_t(kx) * C + kVec * j);
+        for (int p = 0; p < P; ++p) acc[p][j] += loadv(d + int64_t(p) * C + kVec * j) * wv;
       }
     }
   }
   for (int p = 0; p < P; ++p)
-    for (int j = 0; j < NV; ++j) store16(dxp + int64_t(p) * S * C + c0 + kVec * j, acc[p][j]);
+    for (int j = 0; j < NV; ++j) storev(dxp + int64_t(p) * S * C + c0 + kVec * j, acc[p][j]);
 }
 
-// Channels [c0, c0 + 16*NV) of one dx row, phase by phase: groups of P interior pixels (all taps
+// Channels [c0, c0 + kVec*NV) of one dx row, phase by phase: groups of P interior pixels (all taps
 // of the phase inside dy), single edge pixels with checks.
 template <int P, int NV>
 void dw_data_row(const ConvShape& s, int ky_n, const float* const* dyr, const int* kys,
@@ -254,7 +255,7 @@ void dw_data_row(const ConvShape& s, int ky_n, const float* const* dyr, const in
 
 // Depthwise dx for any stride, gathered: each input pixel sums over the (output pixel, tap) pairs
 // that read it, kernel rows then columns in ascending order, so rows of dx are independent work
-// items and nothing is accumulated across items. Channel tail (C % 16): one channel at a time.
+// items and nothing is accumulated across items. Channel tail (C % kVec): one channel at a time.
 void dw_data_strided(const ConvShape& s, const float* dy, const float* w, float* dx) {
   const int C = s.in_c;
 #pragma omp parallel
@@ -272,10 +273,12 @@ void dw_data_strided(const ConvShape& s, const float* dy, const float* w, float*
       for (int a = 0; a < ky_n; ++a) rbuf[a] = dy + (int64_t(b) * s.out_h + oys[a]) * s.out_w * C;
       const float* const* dyr = rbuf.data();
       float* dxr = dx + row * s.in_w * C;
+      // Channel blocks as in the forward (kernels/cpu/conv2d.cpp's conv_depthwise).
       int c0 = 0;
-      for (; c0 + 64 <= C; c0 += 64) dw_data_row<4, 4>(s, ky_n, dyr, kys, w, c0, dxr);
-      for (; c0 + 32 <= C; c0 += 32) dw_data_row<4, 2>(s, ky_n, dyr, kys, w, c0, dxr);
-      for (; c0 + 16 <= C; c0 += 16) dw_data_row<8, 1>(s, ky_n, dyr, kys, w, c0, dxr);
+      if constexpr (kAccRegs >= 24)
+        for (; c0 + 4 * kVec <= C; c0 += 4 * kVec) dw_data_row<4, 4>(s, ky_n, dyr, kys, w, c0, dxr);
+      for (; c0 + 2 * kVec <= C; c0 += 2 * kVec) dw_data_row<4, 2>(s, ky_n, dyr, kys, w, c0, dxr);
+      for (; c0 + kVec <= C; c0 += kVec) dw_data_row<8, 1>(s, ky_n, dyr, kys, w, c0, dxr);
       for (; c0 < C; ++c0)
         for (int ix = 0; ix < s.in_w; ++ix) {
           float acc = 0.f;
@@ -318,7 +321,7 @@ void dw_data(const ConvShape& s, const float* dy, const float* w, float* dx) {
   conv2d(f, dy, flip_buf.data(), nullptr, nullptr, Act::none, dx);
 }
 
-// Adds x * dy for one tap over output rows [r0, r1) and channels [c0, c0 + 16*NV) (or one
+// Adds x * dy for one tap over output rows [r0, r1) and channels [c0, c0 + kVec*NV) (or one
 // channel when NV == 0), in row then column order, to out[c0...].
 template <int NV>
 void dw_filter_tap(const ConvShape& s, const float* x, const float* dy, int ky, int kx, int64_t r0,
@@ -327,10 +330,10 @@ void dw_filter_tap(const ConvShape& s, const float* x, const float* dy, int ky, 
   constexpr int L = NV == 0 ? 1 : NV;
   int ox_lo, ox_hi;
   tap_columns(kx, s.stride_w, s.pad_left, s.in_w, s.out_w, &ox_lo, &ox_hi);
-  V16 acc[L];
+  Vec acc[L];
   float acc1 = out[c0];
   if constexpr (NV > 0)
-    for (int j = 0; j < NV; ++j) acc[j] = load16(out + c0 + kVec * j);
+    for (int j = 0; j < NV; ++j) acc[j] = loadv(out + c0 + kVec * j);
   for (int64_t r = r0; r < r1; ++r) {
     const int b = int(r / s.out_h), oy = int(r % s.out_h);
     const int iy = oy * s.stride_h - s.pad_top + ky;
@@ -343,18 +346,18 @@ void dw_filter_tap(const ConvShape& s, const float* x, const float* dy, int ky, 
       if constexpr (NV == 0) {
         acc1 += xp[0] * dp[0];
       } else {
-        for (int j = 0; j < NV; ++j) acc[j] += load16(xp + kVec * j) * load16(dp + kVec * j);
+        for (int j = 0; j < NV; ++j) acc[j] += loadv(xp + kVec * j) * loadv(dp + kVec * j);
       }
     }
   }
   if constexpr (NV == 0) {
     out[c0] = acc1;
   } else {
-    for (int j = 0; j < NV; ++j) store16(out + c0 + kVec * j, acc[j]);
+    for (int j = 0; j < NV; ++j) storev(out + c0 + kVec * j, acc[j]);
   }
 }
 
-// All KW taps of kernel row ky at once, channels [c0, c0 + 16*NV), output rows [r0, r1): each dy
+// All KW taps of kernel row ky at once, channels [c0, c0 + kVec*NV), output rows [r0, r1): each dy
 // vector is loaded once for KW FMAs (dw_filter_tap loads x and dy for every FMA). Each tap's sum
 // runs in row then column order, added to out[kx * C + c0...].
 template <int KW, int NV>
@@ -366,9 +369,9 @@ void dw_filter_row(const ConvShape& s, const float* x, const float* dy, int ky, 
   tap_columns(0, s.stride_w, s.pad_left, s.in_w, s.out_w, &lo_first, &hi_first);
   tap_columns(KW - 1, s.stride_w, s.pad_left, s.in_w, s.out_w, &lo_last, &hi_last);
   const int in_lo = std::max(lo_first, lo_last), in_hi = std::min(hi_first, hi_last);
-  V16 acc[KW][NV];
+  Vec acc[KW][NV];
   for (int kx = 0; kx < KW; ++kx)
-    for (int j = 0; j < NV; ++j) acc[kx][j] = load16(out + int64_t(kx) * C + c0 + kVec * j);
+    for (int j = 0; j < NV; ++j) acc[kx][j] = loadv(out + int64_t(kx) * C + c0 + kVec * j);
   for (int64_t r = r0; r < r1; ++r) {
     const int b = int(r / s.out_h), oy = int(r % s.out_h);
     const int iy = oy * s.stride_h - s.pad_top + ky;
@@ -376,43 +379,45 @@ void dw_filter_row(const ConvShape& s, const float* x, const float* dy, int ky, 
     const float* xr = x + (int64_t(b) * s.in_h + iy) * s.in_w * C + c0;
     const float* dr = dy + r * s.out_w * C + c0;
     for (int ox = 0; ox < s.out_w; ++ox) {
-      V16 d[NV];
-      for (int j = 0; j < NV; ++j) d[j] = load16(dr + int64_t(ox) * C + kVec * j);
+      Vec d[NV];
+      for (int j = 0; j < NV; ++j) d[j] = loadv(dr + int64_t(ox) * C + kVec * j);
       const int ix0 = ox * s.stride_w - s.pad_left;
       const bool inside = ox >= in_lo && ox < in_hi;
 #pragma GCC unroll 5
       for (int kx = 0; kx < KW; ++kx) {
         if (!inside && (ix0 + kx < 0 || ix0 + kx >= s.in_w)) continue;
         const float* xp = xr + int64_t(ix0 + kx) * C;
-        for (int j = 0; j < NV; ++j) acc[kx][j] += load16(xp + kVec * j) * d[j];
+        for (int j = 0; j < NV; ++j) acc[kx][j] += loadv(xp + kVec * j) * d[j];
       }
     }
   }
   for (int kx = 0; kx < KW; ++kx)
-    for (int j = 0; j < NV; ++j) store16(out + int64_t(kx) * C + c0 + kVec * j, acc[kx][j]);
+    for (int j = 0; j < NV; ++j) storev(out + int64_t(kx) * C + c0 + kVec * j, acc[kx][j]);
 }
 
 // Channels [c0, c_end) of kernel row ky: whole-row kernels for 3- and 5-wide kernels, else tap by
-// tap; the channel tail (< 16) tap by tap, one channel at a time.
+// tap; the channel tail (< kVec) tap by tap, one channel at a time. KW*NV accumulators and NV dy
+// vectors: 4-vector blocks only where the register file holds 20 + 4 of them.
 void dw_filter_block(const ConvShape& s, const float* x, const float* dy, int ky, int64_t r0,
                      int64_t r1, int c0, int c_end, float* out) {
   float* o = out + int64_t(ky) * s.k_w * s.in_c;
   if (s.k_w == 3 || s.k_w == 5) {
     const bool five = s.k_w == 5;
-    for (; c0 + 64 <= c_end; c0 += 64)
-      five ? dw_filter_row<5, 4>(s, x, dy, ky, r0, r1, c0, o)
-           : dw_filter_row<3, 4>(s, x, dy, ky, r0, r1, c0, o);
-    for (; c0 + 32 <= c_end; c0 += 32)
+    if constexpr (kAccRegs >= 24)
+      for (; c0 + 4 * kVec <= c_end; c0 += 4 * kVec)
+        five ? dw_filter_row<5, 4>(s, x, dy, ky, r0, r1, c0, o)
+             : dw_filter_row<3, 4>(s, x, dy, ky, r0, r1, c0, o);
+    for (; c0 + 2 * kVec <= c_end; c0 += 2 * kVec)
       five ? dw_filter_row<5, 2>(s, x, dy, ky, r0, r1, c0, o)
            : dw_filter_row<3, 2>(s, x, dy, ky, r0, r1, c0, o);
-    for (; c0 + 16 <= c_end; c0 += 16)
+    for (; c0 + kVec <= c_end; c0 += kVec)
       five ? dw_filter_row<5, 1>(s, x, dy, ky, r0, r1, c0, o)
            : dw_filter_row<3, 1>(s, x, dy, ky, r0, r1, c0, o);
   }
   for (int kx = 0; kx < s.k_w; ++kx) {
     float* ot = o + int64_t(kx) * s.in_c;
     int c = c0;
-    for (; c + 16 <= c_end; c += 16) dw_filter_tap<1>(s, x, dy, ky, kx, r0, r1, c, ot);
+    for (; c + kVec <= c_end; c += kVec) dw_filter_tap<1>(s, x, dy, ky, kx, r0, r1, c, ot);
     for (; c < c_end; ++c) dw_filter_tap<0>(s, x, dy, ky, kx, r0, r1, c, ot);
   }
 }
@@ -647,4 +652,4 @@ void conv2d_backward_filter(const ConvShape& s, const float* x, const float* dy,
     ref::conv2d_backward_filter(s, x, dy, dw);
 }
 
-}  // namespace graft::cpu
+}  // namespace graft::cpu::GRAFT_CPU_NS

@@ -1,7 +1,8 @@
+#include "kernels/cpu/kernel_table.h"
 #include "kernels/ops.h"
 #include "kernels/philox.h"
 
-namespace graft::cpu {
+namespace graft::cpu::GRAFT_CPU_NS {
 
 void dropout(int64_t count, float p, uint64_t seed, uint64_t counter_base, const float* x,
              float* y) {
@@ -26,4 +27,4 @@ void dropout(int64_t count, float p, uint64_t seed, uint64_t counter_base, const
   }
 }
 
-}  // namespace graft::cpu
+}  // namespace graft::cpu::GRAFT_CPU_NS

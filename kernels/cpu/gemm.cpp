@@ -5,53 +5,59 @@
 
 #include "kernels/cpu/simd.h"
 
-namespace graft::cpu {
+namespace graft::cpu::GRAFT_CPU_NS {
 namespace {
 
-// K is cut into near-equal blocks of at most kMaxKc so that one packed B panel (kc x 64 floats,
-// <= 40 KiB) stays in L1 while every row tile of the M block streams past it.
-constexpr int kMaxKc = 160;
+// The register tile is MR rows x NV vectors of B's columns, MR*NV <= kAccRegs accumulators
+// (kernels/cpu/simd.h): 6x4, 8x3, 12x2 and 12x1 vectors with AVX-512's or NEON's 24, 6x2 and 12x1
+// with AVX2's 12. A panel is the widest tile's columns: 64 floats on AVX-512, 16 on AVX2.
+constexpr int kMaxNv = kAccRegs >= 24 ? 4 : 2;
+constexpr int kPanel = kMaxNv * kVec;
 constexpr int kMaxMr = 12;
-constexpr int kPanel = 64;
+// K is cut into near-equal blocks of at most kMaxKc so that one packed B panel (kc x kPanel
+// floats, <= 40 KiB) stays in L1 while every row tile of the M block streams past it. Narrower
+// panels take longer K blocks (fewer passes over C) in the same space.
+constexpr int kMaxKc = kPanel >= 64 ? 160 : 10240 / kPanel;
 
 struct Tile {
   const float* a[kMaxMr];  // MR row pointers into A (rows past the edge point at zeros)
-  const float* b;          // packed panel: kc rows of 16*NV floats, zero-padded past `cols`
+  const float* b;          // packed panel: kc rows of kVec*NV floats, zero-padded past `cols`
   float* c;
   int64_t ldc;
   int kc, rows, cols;     // valid rows/columns of this tile
   bool first, last;       // first / last K block
-  const float* bias;      // padded to 16*NV, or null
+  const float* bias;      // padded to kVec*NV, or null
   const float* residual;  // at this tile's first element, or null
   int64_t ld_residual;
   Act act;
 };
 
-// MR x (16*NV) register tile. MR*NV accumulators: with NV B vectors loaded per k and MR broadcasts
-// there are enough independent FMAs to cover the FMA latency on two pipes.
+// MR x (kVec*NV) register tile. MR*NV accumulators: with NV B vectors loaded per k and MR
+// broadcasts there are enough independent FMAs to cover the FMA latency on two pipes. Every
+// element's sum runs over k in order, whatever the tile, so all FMA paths give the same bits.
 template <int MR, int NV>
 void tile_kernel(const Tile& t) {
-  V16 acc[MR][NV];
+  Vec acc[MR][NV];
   const bool full = t.rows == MR && t.cols == kVec * NV;
   alignas(64) float tmp[MR][kVec * NV];
   if (t.first) {
     for (int i = 0; i < MR; ++i)
-      for (int j = 0; j < NV; ++j) acc[i][j] = V16{};
+      for (int j = 0; j < NV; ++j) acc[i][j] = Vec{};
   } else if (full) {
     for (int i = 0; i < MR; ++i)
-      for (int j = 0; j < NV; ++j) acc[i][j] = load16(t.c + i * t.ldc + kVec * j);
+      for (int j = 0; j < NV; ++j) acc[i][j] = loadv(t.c + i * t.ldc + kVec * j);
   } else {
     for (int i = 0; i < t.rows; ++i) std::memcpy(tmp[i], t.c + i * t.ldc, sizeof(float) * t.cols);
     for (int i = 0; i < MR; ++i)
-      for (int j = 0; j < NV; ++j) acc[i][j] = load16(tmp[i] + kVec * j);
+      for (int j = 0; j < NV; ++j) acc[i][j] = loadv(tmp[i] + kVec * j);
   }
 
   const float* b = t.b;
   for (int p = 0; p < t.kc; ++p, b += kVec * NV) {
-    V16 bv[NV];
-    for (int j = 0; j < NV; ++j) bv[j] = load16(b + kVec * j);
+    Vec bv[NV];
+    for (int j = 0; j < NV; ++j) bv[j] = loadv(b + kVec * j);
     for (int i = 0; i < MR; ++i) {
-      const V16 av = splat16(t.a[i][p]);
+      const Vec av = splat(t.a[i][p]);
       for (int j = 0; j < NV; ++j) acc[i][j] += av * bv[j];
     }
   }
@@ -59,39 +65,39 @@ void tile_kernel(const Tile& t) {
   if (t.last) {
     if (t.bias)
       for (int j = 0; j < NV; ++j) {
-        const V16 bj = load16(t.bias + kVec * j);
+        const Vec bj = loadv(t.bias + kVec * j);
         for (int i = 0; i < MR; ++i) acc[i][j] += bj;
       }
     if (t.residual) {
       if (full) {
         for (int i = 0; i < MR; ++i)
           for (int j = 0; j < NV; ++j)
-            acc[i][j] += load16(t.residual + i * t.ld_residual + kVec * j);
+            acc[i][j] += loadv(t.residual + i * t.ld_residual + kVec * j);
       } else {
         for (int i = 0; i < t.rows; ++i)
           std::memcpy(tmp[i], t.residual + i * t.ld_residual, sizeof(float) * t.cols);
         for (int i = 0; i < t.rows; ++i)
-          for (int j = 0; j < NV; ++j) acc[i][j] += load16(tmp[i] + kVec * j);
+          for (int j = 0; j < NV; ++j) acc[i][j] += loadv(tmp[i] + kVec * j);
       }
     }
     for (int i = 0; i < MR; ++i)
-      for (int j = 0; j < NV; ++j) acc[i][j] = act16(acc[i][j], t.act);
+      for (int j = 0; j < NV; ++j) acc[i][j] = act_vec(acc[i][j], t.act);
   }
 
   if (full) {
     for (int i = 0; i < MR; ++i)
-      for (int j = 0; j < NV; ++j) store16(t.c + i * t.ldc + kVec * j, acc[i][j]);
+      for (int j = 0; j < NV; ++j) storev(t.c + i * t.ldc + kVec * j, acc[i][j]);
     return;
   }
   for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NV; ++j) store16(tmp[i] + kVec * j, acc[i][j]);
+    for (int j = 0; j < NV; ++j) storev(tmp[i] + kVec * j, acc[i][j]);
   for (int i = 0; i < t.rows; ++i) std::memcpy(t.c + i * t.ldc, tmp[i], sizeof(float) * t.cols);
 }
 
 // Row-tile height for a panel of NV vectors: narrower panels get taller tiles so the FMA count per
 // k step (MR*NV) stays high.
 constexpr int mr_for(int nv) {
-  return nv == 4 ? 6 : nv == 3 ? 8 : 12;
+  return kAccRegs / nv < kMaxMr ? kAccRegs / nv : kMaxMr;
 }
 
 template <int NV>
@@ -109,20 +115,12 @@ void panel(int m, const float* a, int64_t lda, Tile t, const float* zeros) {
 }
 
 void run_panel(int nv, int m, const float* a, int64_t lda, const Tile& t, const float* zeros) {
-  switch (nv) {
-    case 4:
-      panel<4>(m, a, lda, t, zeros);
-      break;
-    case 3:
-      panel<3>(m, a, lda, t, zeros);
-      break;
-    case 2:
-      panel<2>(m, a, lda, t, zeros);
-      break;
-    default:
-      panel<1>(m, a, lda, t, zeros);
-      break;
+  if constexpr (kMaxNv == 4) {
+    if (nv == 4) return panel<4>(m, a, lda, t, zeros);
+    if (nv == 3) return panel<3>(m, a, lda, t, zeros);
   }
+  if (nv == 2) return panel<2>(m, a, lda, t, zeros);
+  panel<1>(m, a, lda, t, zeros);
 }
 
 }  // namespace
@@ -130,7 +128,7 @@ void run_panel(int nv, int m, const float* a, int64_t lda, const Tile& t, const 
 void gemm(int m, int n, int k, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
           int64_t ldc, bool accumulate, const Epilogue* epp) {
   const Epilogue ep = epp ? *epp : Epilogue{nullptr, nullptr, 0, Act::none};
-  // Each (K block, 64-column panel) of B is copied into a contiguous, zero-padded buffer before
+  // Each (K block, kPanel-column panel) of B is copied into a contiguous, zero-padded buffer before
   // the row tiles use it. Reading B in place would stride by ldb, and for power-of-two channel
   // counts those rows collide in a few L1 sets; the copy also makes column tails whole vectors.
   thread_local std::vector<float> packed, zeros;
@@ -171,4 +169,4 @@ void gemm(int m, int n, int k, const float* a, int64_t lda, const float* b, int6
   }
 }
 
-}  // namespace graft::cpu
+}  // namespace graft::cpu::GRAFT_CPU_NS

@@ -5,7 +5,7 @@
 
 #include "kernels/ops.h"
 
-namespace graft::cpu {
+namespace graft::cpu::GRAFT_CPU_NS {
 
 // Applied once per output element after the full K sum: v += bias[col]; v += residual[row][col];
 // v = act(v). bias and residual may be null. Pointers are already offset to C's first row/column.
@@ -23,4 +23,4 @@ struct Epilogue {
 void gemm(int m, int n, int k, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
           int64_t ldc, bool accumulate, const Epilogue* ep);
 
-}  // namespace graft::cpu
+}  // namespace graft::cpu::GRAFT_CPU_NS

@@ -6,29 +6,31 @@
 #include <vector>
 
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/kernel_table.h"
 #include "kernels/cpu/simd.h"
 #include "kernels/ops.h"
 
-namespace graft::cpu {
+namespace graft::cpu::GRAFT_CPU_NS {
 namespace {
 
-inline float hsum(V16 v) {
+inline float hsum(Vec v) {
   float s = 0.f;
   for (int j = 0; j < kVec; ++j) s += v[j];
   return s;
 }
 
-// RN x RO block of outputs: RN rows of x against RO rows of w, 16 lanes of partial sums each, so
-// every loaded vector feeds several FMAs.
+// RN x RO block of outputs: RN rows of x against RO rows of w, kVec lanes of partial sums each, so
+// every loaded vector feeds several FMAs. The lanes are added at the end, so the sum's order
+// follows the vector width: paths agree within rounding here, not bit for bit.
 template <int RN, int RO>
 void dot_block(int in, const float* x, const float* w, const float* bias, int out, float* y) {
-  V16 acc[RN][RO] = {};
+  Vec acc[RN][RO] = {};
   int k = 0;
   for (; k + kVec <= in; k += kVec) {
-    V16 wv[RO];
-    for (int o = 0; o < RO; ++o) wv[o] = load16(w + int64_t(o) * in + k);
+    Vec wv[RO];
+    for (int o = 0; o < RO; ++o) wv[o] = loadv(w + int64_t(o) * in + k);
     for (int i = 0; i < RN; ++i) {
-      const V16 xv = load16(x + int64_t(i) * in + k);
+      const Vec xv = loadv(x + int64_t(i) * in + k);
       for (int o = 0; o < RO; ++o) acc[i][o] += xv * wv[o];
     }
   }
@@ -43,7 +45,8 @@ void dot_block(int in, const float* x, const float* w, const float* bias, int ou
 }  // namespace
 
 void linear(int n, int in, int out, const float* x, const float* w, const float* bias, float* y) {
-  constexpr int RN = 4, RO = 4;
+  // RN*RO accumulators plus RO weight vectors and one of x: 4x4 with 32 registers, 3x3 with 16.
+  constexpr int RN = kAccRegs >= 24 ? 4 : 3, RO = RN;
   const int nb = (n + RN - 1) / RN, ob = (out + RO - 1) / RO;
 #pragma omp parallel for schedule(static) if (int64_t(n) * in * out > 65536)
   for (int64_t item = 0; item < int64_t(nb) * ob; ++item) {
@@ -103,4 +106,4 @@ void linear_backward(int n, int in, int out, const float* x, const float* w, con
   }
 }
 
-}  // namespace graft::cpu
+}  // namespace graft::cpu::GRAFT_CPU_NS

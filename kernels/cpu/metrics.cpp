@@ -1,6 +1,7 @@
+#include "kernels/cpu/kernel_table.h"
 #include "kernels/ops.h"
 
-namespace graft::cpu {
+namespace graft::cpu::GRAFT_CPU_NS {
 
 void confusion_update(int n, int c, const float* logits, const int32_t* labels,
                       int64_t* confusion) {
@@ -14,4 +15,4 @@ void confusion_update(int n, int c, const float* logits, const int32_t* labels,
   }
 }
 
-}  // namespace graft::cpu
+}  // namespace graft::cpu::GRAFT_CPU_NS

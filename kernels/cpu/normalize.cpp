@@ -1,8 +1,9 @@
 #include <vector>
 
+#include "kernels/cpu/kernel_table.h"
 #include "kernels/ops.h"
 
-namespace graft::cpu {
+namespace graft::cpu::GRAFT_CPU_NS {
 
 void normalize_u8(int64_t pixels, int c, const uint8_t* x, const float* mean, const float* std,
                   float* y) {
@@ -18,4 +19,4 @@ void normalize_u8(int64_t pixels, int c, const uint8_t* x, const float* mean, co
     for (int ch = 0; ch < c; ++ch) y[p * c + ch] = t[ch * 256 + x[p * c + ch]];
 }
 
-}  // namespace graft::cpu
+}  // namespace graft::cpu::GRAFT_CPU_NS

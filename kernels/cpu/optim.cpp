@@ -1,8 +1,9 @@
 #include <cmath>
 
+#include "kernels/cpu/kernel_table.h"
 #include "kernels/ops.h"
 
-namespace graft::cpu {
+namespace graft::cpu::GRAFT_CPU_NS {
 
 void sgd_momentum(const ParamRef* params, int num_params, float lr, float momentum) {
   for (int t = 0; t < num_params; ++t) {
@@ -44,4 +45,4 @@ void adamw(const ParamRef* params, int num_params, const AdamWConfig& cfg) {
   }
 }
 
-}  // namespace graft::cpu
+}  // namespace graft::cpu::GRAFT_CPU_NS

@@ -4,9 +4,10 @@
 #include <limits>
 #include <vector>
 
+#include "kernels/cpu/kernel_table.h"
 #include "kernels/ops.h"
 
-namespace graft::cpu {
+namespace graft::cpu::GRAFT_CPU_NS {
 namespace {
 
 struct Window {
@@ -85,4 +86,4 @@ void global_avg_pool(int n, int hw, int c, const float* x, float* y) {
   }
 }
 
-}  // namespace graft::cpu
+}  // namespace graft::cpu::GRAFT_CPU_NS

@@ -1,40 +1,66 @@
 #pragma once
-// A 16-float vector through the GCC/Clang vector extension: it keeps register tiles explicit
-// (the compiler will not spill or re-vectorise them differently from build to build) without
-// tying the code to one instruction set. On AVX-512 it is one zmm register; elsewhere the
-// compiler splits it.
+// The vector type of the CPU kernels, one width per instruction set. Every file that includes this
+// is compiled once per CPU path (kernels/cpu/cpu_path.h; CMake passes the path's -march and its
+// name as GRAFT_CPU_NS), and the tile shapes of the kernels follow from the two numbers below:
+//
+//   path     vector       registers   accumulators a tile may hold (kAccRegs)
+//   avx512   16 floats    32 zmm      24
+//   avx2      8 floats    16 ymm      12
+//   neon      4 floats    32 q        24
+//   sse2      4 floats    16 xmm      12   (x86-64's baseline; no FMA)
+//
+// The rest of the register file holds the operands of each step: the B vectors of a GEMM step and
+// a broadcast of A, or a depthwise conv's weight vectors. Going over the budget spills
+// accumulators to the stack inside the innermost loop, which costs the path most of its speed.
+//
+// Vec is a GCC/Clang vector extension type: register tiles stay explicit (the compiler will not
+// spill or re-vectorise them differently from build to build) without tying the code to one
+// instruction set's intrinsics.
 #include <cstring>
 
 #include "kernels/ops.h"
 
-namespace graft::cpu {
+#ifndef GRAFT_CPU_NS
+#error "kernels/cpu/simd.h is included by the per-path kernel files only (GRAFT_CPU_NS unset)"
+#endif
 
-typedef float V16 __attribute__((vector_size(64)));
-constexpr int kVec = 16;
+namespace graft::cpu::GRAFT_CPU_NS {
 
-inline V16 load16(const float* p) {
-  V16 v;
+#if defined(__AVX512F__)
+constexpr int kVec = 16, kAccRegs = 24;
+#elif defined(__AVX2__) && defined(__FMA__)
+constexpr int kVec = 8, kAccRegs = 12;
+#elif defined(__aarch64__)
+constexpr int kVec = 4, kAccRegs = 24;
+#else
+constexpr int kVec = 4, kAccRegs = 12;
+#endif
+
+typedef float Vec __attribute__((vector_size(kVec * sizeof(float))));
+
+inline Vec loadv(const float* p) {
+  Vec v;
   std::memcpy(&v, p, sizeof v);
   return v;
 }
-inline void store16(float* p, V16 v) {
+inline void storev(float* p, Vec v) {
   std::memcpy(p, &v, sizeof v);
 }
 // s - 0 is exactly s for every s (0 + s is not: -0 + 0 = +0), so the compiler folds this to a
 // broadcast and can fuse it into an FMA's memory operand.
-inline V16 splat16(float s) {
-  return s - V16{};
+inline Vec splat(float s) {
+  return s - Vec{};
 }
 
-inline V16 act16(V16 v, Act act) {
-  const V16 zero = {};
+inline Vec act_vec(Vec v, Act act) {
+  const Vec zero = {};
   if (act == Act::relu) return v > zero ? v : zero;
   if (act == Act::relu6) {
-    const V16 six = splat16(6.f);
+    const Vec six = splat(6.f);
     v = v > zero ? v : zero;
     return v < six ? v : six;
   }
   return v;
 }
 
-}  // namespace graft::cpu
+}  // namespace graft::cpu::GRAFT_CPU_NS

@@ -1,9 +1,10 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/cpu/kernel_table.h"
 #include "kernels/ops.h"
 
-namespace graft::cpu {
+namespace graft::cpu::GRAFT_CPU_NS {
 
 void softmax(int n, int c, const float* x, float* y) {
   // Subtracting the row max keeps exp() in range for any logits (1000 and -1000 alike).
@@ -54,4 +55,4 @@ void softmax_xent(int n, int c, const float* logits, const int32_t* labels, floa
   }
 }
 
-}  // namespace graft::cpu
+}  // namespace graft::cpu::GRAFT_CPU_NS
