@@ -130,16 +130,16 @@ void conv_depthwise(const ConvShape& s, const float* x, const float* w, const fl
     const float* xb = x + int64_t(b) * s.in_h * s.in_w * C;
     float* yrow = y + row * s.out_w * C;
     const float* rrow = residual ? residual + row * s.out_w * C : nullptr;
-    // Channel blocks of 4, 2 and 1 vectors: P*NV = 16 or 8 accumulators. The 4-vector block only
-    // where the register file holds 16 accumulators and 4 weight vectors.
+    // Channel blocks of 4, 2 and 1 vectors (kernels/cpu/simd.h). The 4-vector block only where
+    // the register file holds its 16 accumulators and 4 weight vectors.
     int c0 = 0;
     if constexpr (kAccRegs >= 24)
       for (; c0 + 4 * kVec <= C; c0 += 4 * kVec)
         dw_row<4, 4>(s, xb, w, oy, c0, ox_lo, ox_hi, bias, rrow, act, yrow);
     for (; c0 + 2 * kVec <= C; c0 += 2 * kVec)
-      dw_row<4, 2>(s, xb, w, oy, c0, ox_lo, ox_hi, bias, rrow, act, yrow);
+      dw_row<kDwPixels2, 2>(s, xb, w, oy, c0, ox_lo, ox_hi, bias, rrow, act, yrow);
     for (; c0 + kVec <= C; c0 += kVec)
-      dw_row<8, 1>(s, xb, w, oy, c0, ox_lo, ox_hi, bias, rrow, act, yrow);
+      dw_row<kDwPixels1, 1>(s, xb, w, oy, c0, ox_lo, ox_hi, bias, rrow, act, yrow);
     // Channel tail (< kVec): scalar.
     for (; c0 < C; ++c0)
       for (int ox = 0; ox < s.out_w; ++ox) {

@@ -277,8 +277,9 @@ void dw_data_strided(const ConvShape& s, const float* dy, const float* w, float*
       int c0 = 0;
       if constexpr (kAccRegs >= 24)
         for (; c0 + 4 * kVec <= C; c0 += 4 * kVec) dw_data_row<4, 4>(s, ky_n, dyr, kys, w, c0, dxr);
-      for (; c0 + 2 * kVec <= C; c0 += 2 * kVec) dw_data_row<4, 2>(s, ky_n, dyr, kys, w, c0, dxr);
-      for (; c0 + kVec <= C; c0 += kVec) dw_data_row<8, 1>(s, ky_n, dyr, kys, w, c0, dxr);
+      for (; c0 + 2 * kVec <= C; c0 += 2 * kVec)
+        dw_data_row<kDwPixels2, 2>(s, ky_n, dyr, kys, w, c0, dxr);
+      for (; c0 + kVec <= C; c0 += kVec) dw_data_row<kDwPixels1, 1>(s, ky_n, dyr, kys, w, c0, dxr);
       for (; c0 < C; ++c0)
         for (int ix = 0; ix < s.in_w; ++ix) {
           float acc = 0.f;

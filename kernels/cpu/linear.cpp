@@ -45,8 +45,9 @@ void dot_block(int in, const float* x, const float* w, const float* bias, int ou
 }  // namespace
 
 void linear(int n, int in, int out, const float* x, const float* w, const float* bias, float* y) {
-  // RN*RO accumulators plus RO weight vectors and one of x: 4x4 with 32 registers, 3x3 with 16.
-  constexpr int RN = kAccRegs >= 24 ? 4 : 3, RO = RN;
+  // RN*RO accumulators plus RO weight vectors and one of x: 4x4 with 32 registers, 3x3 with 16,
+  // 2x2 without FMA.
+  constexpr int RN = kAccRegs >= 24 ? 4 : kAccRegs >= 12 ? 3 : 2, RO = RN;
   const int nb = (n + RN - 1) / RN, ob = (out + RO - 1) / RO;
 #pragma omp parallel for schedule(static) if (int64_t(n) * in * out > 65536)
   for (int64_t item = 0; item < int64_t(nb) * ob; ++item) {

@@ -7,7 +7,8 @@
 //   avx512   16 floats    32 zmm      24
 //   avx2      8 floats    16 ymm      12
 //   neon      4 floats    32 q        24
-//   sse2      4 floats    16 xmm      12   (x86-64's baseline; no FMA)
+//   sse2      4 floats    16 xmm       8   (x86-64's baseline; no FMA, so a multiply-add
+//                                          needs a register for the product)
 //
 // The rest of the register file holds the operands of each step: the B vectors of a GEMM step and
 // a broadcast of A, or a depthwise conv's weight vectors. Going over the budget spills
@@ -33,8 +34,14 @@ constexpr int kVec = 8, kAccRegs = 12;
 #elif defined(__aarch64__)
 constexpr int kVec = 4, kAccRegs = 24;
 #else
-constexpr int kVec = 4, kAccRegs = 12;
+constexpr int kVec = 4, kAccRegs = 8;
 #endif
+
+// The depthwise kernels' channel blocks (kernels/cpu/conv2d.cpp, conv2d_backward.cpp): P
+// neighbouring pixels x NV vectors of channels, P*NV accumulators. 4x4 where 24 fit, then 2 and
+// 1 vectors with as many pixels as the budget allows (4x2 and 8x1, or 2x2 and 4x1 on sse2).
+constexpr int kDwPixels2 = kAccRegs >= 12 ? 4 : 2;  // pixels of the 2-vector block
+constexpr int kDwPixels1 = 2 * kDwPixels2;          // pixels of the 1-vector block
 
 typedef float Vec __attribute__((vector_size(kVec * sizeof(float))));
 
