@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""graft's whole frozen trunk against PyTorch at its best, on the same input and the same card.
+"""graft's whole frozen trunk against PyTorch at its best (and, on the CPU, onnxruntime), on the
+same input and the same device.
 
     python3 bench/trunk_vs_torch.py --build build --model models/efficientnet_lite0.safetensors \\
         --batches 32,256 --json OUT.json [--device cuda|cpu] [--iters N] [--repeats R]
-        [--warmup W] [--variants eager-fp32,eager-tf32,channels_last-bf16,compile-max-autotune]
-        [--seconds-per-variant S] [--seed 0]
+        [--warmup W] [--variants eager-fp32,eager-tf32,channels_last-bf16,compile-max-autotune,
+        onnxruntime] [--seconds-per-variant S] [--seed 0]
 
 Per batch size: a seeded random batch (uniform pixels 0..255, normalised by the file's mean and
 std, NHWC float32) is written to a file; BUILD/bench/bench_trunk times graft's trunk on it (row
@@ -16,6 +17,10 @@ PyTorch variant runs on the same values, already on the device:
   channels_last-bf16    model and input channels_last, under bf16 autocast
   compile-max-autotune  batch norm folded into the convs, torch.compile(mode='max-autotune'),
                         fp32 with PyTorch's default TF32 settings; compile time recorded apart
+  onnxruntime           (--device cpu only) the ONNX graph `BUILD/graft export` writes for the
+                        model, cut to the trunk (below), in an onnxruntime InferenceSession:
+                        CPUExecutionProvider, ORT_ENABLE_ALL graph optimisations, intra-op
+                        threads = graft's OpenMP thread count, one inter-op thread, NCHW fp32 input
 
 The trunk is everything before the classifier: the stem, the blocks, the 1x1 head conv and the
 global average pool (bench/torch_efficientnet_lite.py's features()), the 1280 values graft's
@@ -23,9 +28,25 @@ head sits on. cuDNN benchmark mode is on (fixed shapes: the fastest algorithm, c
 warm-up). Each variant runs under torch.inference_mode(): warm-up calls, then `iters`
 back-to-back calls between two CUDA events (the host clock on cpu), repeated, median reported.
 
+The onnxruntime row: `graft export` writes the whole classifier (uint8 NHWC image ->
+normalisation -> transpose to NCHW -> trunk -> dense -> softmax); the row runs that graph cut
+(onnx.utils.extract_model) at the trunk's two ends: from the NCHW float value after the graph's
+own normalisation and transpose (fed the same batch PyTorch gets) to the flattened global average
+pool that enters the first dense layer. So every row times the same span, the one bench_trunk
+and bench_forward time; what the cut leaves out (normalisation, the 1280x1000 dense, softmax) is
+under 1% of the forward's FLOPs. The export has batch norm folded into the convs, as graft runs
+them, and padding (TF SAME's asymmetric pads included) in each Conv's pads attribute, with no
+Pad node (tests/py/test_export.py checks this), so onnxruntime copies no padded activations.
+On the CPU every row runs on the same number of threads: OMP_NUM_THREADS, else the CPUs this
+process may run on (what graft's OpenMP takes), given to PyTorch with torch.set_num_threads and
+to onnxruntime as intra_op_num_threads.
+
 Every row's features are compared with the same PyTorch model in float64 on the same device:
 max_rel_diff = max |f - ref| / max |ref|, and max_abs_diff. ratio = graft's images/s over the
 row's (above 1: graft is faster). The compiled rows run after all the others, of every batch.
+The onnxruntime row needs the onnx and onnxruntime packages (scripts/bench-venv.sh makes an
+environment with them and torch) and BUILD/graft with its exporter; without them the row fails
+with the reason, the others run.
 The JSON lists every planned row from the start (status "not run") and is rewritten after each
 one; a variant that fails (an error, a compile that runs past --seconds-per-variant) is a row with
 status "failed" and the error's line. Exit status: 0, or 1 when graft's own run failed, 2 for bad arguments.
@@ -34,6 +55,7 @@ status "failed" and the error's line. Exit status: 0, or 1 when graft's own run 
 import argparse
 import copy
 import datetime
+import importlib.metadata
 import os
 import subprocess
 import sys
@@ -51,7 +73,11 @@ sys.path.insert(0, HERE)
 import torch_efficientnet_lite as lite  # noqa: E402
 import yardstick  # noqa: E402
 
-VARIANTS = ['eager-fp32', 'eager-tf32', 'channels_last-bf16', 'compile-max-autotune']
+VARIANTS = ['eager-fp32', 'eager-tf32', 'channels_last-bf16', 'compile-max-autotune',
+            'onnxruntime']
+CUDA_DEFAULT = VARIANTS[:4]
+CPU_DEFAULT = [v for v in VARIANTS if v != 'compile-max-autotune']
+CPU_ONLY = ['onnxruntime']
 # PyTorch's own TF32 defaults, read before anything here changes them.
 DEFAULT_TF32 = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
 
@@ -59,7 +85,7 @@ DEFAULT_TF32 = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allo
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--build', default=os.path.join(REPO, 'build'),
-                   help='build directory holding bench/bench_trunk')
+                   help='build directory holding bench/bench_trunk (and graft, for export)')
     p.add_argument('--model',
                    default=os.path.join(REPO, 'models', 'efficientnet_lite0.safetensors'))
     p.add_argument('--batches', default=None, help='comma-separated batch sizes '
@@ -72,8 +98,8 @@ def parse_args(argv=None):
     p.add_argument('--repeats', type=int, help='measurements per row (default 5 on cuda, 1 on cpu)')
     p.add_argument('--warmup', type=int, help='calls before timing (default 5 on cuda, 1 on cpu)')
     p.add_argument('--variants', default=None,
-                   help=f'comma-separated, of {",".join(VARIANTS)} (default: all on cuda; '
-                   'on cpu all but the compiled one)')
+                   help=f'comma-separated, of {",".join(VARIANTS)} (default: all but '
+                   'onnxruntime on cuda; on cpu all but the compiled one)')
     p.add_argument('--seconds-per-variant', type=float, default=900,
                    help='a variant (graft included) still running after this long fails')
     p.add_argument('--seed', type=int, default=0)
@@ -88,10 +114,12 @@ def parse_args(argv=None):
     a.repeats = a.repeats or (5 if cuda else 1)
     a.warmup = a.warmup if a.warmup is not None else (5 if cuda else 1)
     a.variants = (a.variants.split(',') if a.variants
-                  else VARIANTS if cuda else VARIANTS[:3])
+                  else CUDA_DEFAULT if cuda else CPU_DEFAULT)
     unknown = [v for v in a.variants if v not in VARIANTS]
     if unknown:
         p.error(f'--variants: unknown {unknown}; known: {VARIANTS}')
+    if cuda and any(v in CPU_ONLY for v in a.variants):
+        p.error(f'--variants: {",".join(CPU_ONLY)} runs on the CPU only (--device cpu)')
     if not os.path.isfile(a.model):
         p.error(f'--model {a.model}: no such file (scripts/setup.sh fetches it)')
     return a
@@ -161,6 +189,70 @@ def tf32_note():
             f'matmul.allow_tf32={torch.backends.cuda.matmul.allow_tf32}')
 
 
+def cpu_threads():
+    """The threads graft's CPU forward runs on: OpenMP's default, OMP_NUM_THREADS's first value
+    when set, else the CPUs this process may run on."""
+    first = os.environ.get('OMP_NUM_THREADS', '').split(',')[0].strip()
+    if first.isdigit() and int(first) > 0:
+        return int(first)
+    return len(os.sched_getaffinity(0))
+
+
+def package_version(name):
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The exported ONNX graph, cut to the trunk
+
+_trunk_onnx = {}
+
+
+def trunk_onnx(args, workdir):
+    """(path, description) of the ONNX graph `graft export` writes for args.model, cut to the
+    trunk: NCHW float input (after the graph's normalisation and transpose) to the features the
+    first dense layer takes. Exported once per run; every batch size uses it (the batch is
+    dynamic)."""
+    if workdir in _trunk_onnx:
+        return _trunk_onnx[workdir]
+    import onnx
+    import onnx.utils
+    exe = os.path.join(args.build, 'graft')
+    if not os.path.isfile(exe):
+        raise RuntimeError(f'{exe}: not built (cmake --build BUILD --target graft)')
+    whole = os.path.join(workdir, 'export', 'model.onnx')
+    os.makedirs(os.path.dirname(whole), exist_ok=True)
+    # The exporter is a Python tool graft runs; this interpreter has the onnx package.
+    env = dict(os.environ)
+    env.setdefault('GRAFT_PYTHON', sys.executable)
+    try:
+        p = subprocess.run([exe, 'export', args.model, '-o', whole], capture_output=True,
+                           text=True, timeout=args.seconds_per_variant, env=env)
+    except subprocess.TimeoutExpired:
+        raise yardstick.Timeout('graft export ran past its time limit')
+    if p.returncode != 0:
+        lines = [ln for ln in (p.stderr + p.stdout).splitlines() if ln.strip()]
+        raise RuntimeError(f'graft export: {lines[-1] if lines else f"exit {p.returncode}"}')
+    nodes = onnx.load(whole, load_external_data=False).graph.node
+    transposes = [n for n in nodes if n.op_type == 'Transpose']
+    gemms = [n for n in nodes if n.op_type == 'Gemm']
+    if len(transposes) != 1 or not gemms:
+        raise RuntimeError(f'graft export wrote {len(transposes)} Transpose and {len(gemms)} '
+                           'Gemm nodes; expected one NHWC->NCHW transpose and a dense head')
+    start, end = transposes[0].output[0], gemms[0].input[0]
+    cut = os.path.join(workdir, 'trunk.onnx')
+    onnx.utils.extract_model(whole, cut, [start], [end], check_model=True)
+    ops = [n.op_type for n in onnx.load(cut).graph.node]
+    counts = ', '.join(f'{ops.count(op)} {op}' for op in sorted(set(ops), key=ops.index))
+    desc = (f'graft export graph cut from {start!r} (NCHW float) to {end!r} (features): '
+            f'{counts}' + ('' if 'Pad' in ops else '; no Pad node'))
+    _trunk_onnx[workdir] = cut, desc
+    return _trunk_onnx[workdir]
+
+
 # ---------------------------------------------------------------------------------------------
 # Timing
 
@@ -222,9 +314,26 @@ def run_graft(args, input_path, n, size, ref, graph, workdir):
     return t, f, notes
 
 
-def build_variant(name, trunk, x, args):
-    """(callable, its input, notes, per-call hook) for one PyTorch variant."""
+def build_variant(name, trunk, x, args, workdir):
+    """(callable, its input, notes, per-call hook) for one PyTorch or onnxruntime variant."""
     dev = args.device
+    if name == 'onnxruntime':
+        import onnxruntime as ort
+        path, desc = trunk_onnx(args, workdir)
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.intra_op_num_threads = cpu_threads()
+        so.inter_op_num_threads = 1
+        sess = ort.InferenceSession(path, so, providers=['CPUExecutionProvider'])
+        feed = sess.get_inputs()[0].name
+        xin = x.cpu().numpy()
+
+        def call(inp):
+            return torch.from_numpy(sess.run(None, {feed: inp})[0])
+        return call, xin, [f'onnxruntime {ort.__version__}, {sess.get_providers()[0]}, '
+                           f'ORT_ENABLE_ALL, {so.intra_op_num_threads} intra-op threads', desc], \
+            None
     if name == 'eager-fp32':
         set_tf32(False, False)
         return trunk, x, ['NCHW fp32, TF32 off', tf32_note()], None
@@ -262,8 +371,8 @@ def build_variant(name, trunk, x, args):
     raise ValueError(name)
 
 
-def run_torch(name, trunk, x, ref, args):
-    built = build_variant(name, trunk, x, args)
+def run_variant(name, trunk, x, args, workdir):
+    built = build_variant(name, trunk, x, args, workdir)
     fn, xin, notes, extra = built
     hook, compile_s = extra if extra else (None, None)
     with torch.inference_mode():
@@ -305,6 +414,8 @@ def error_line(e):
 def main(argv=None):
     args = parse_args(argv)
     dev = torch.device(args.device)
+    if args.device == 'cpu':
+        torch.set_num_threads(cpu_threads())  # graft's and onnxruntime's count
     model, meta = lite.load(args.model, with_classifier=False)
     trunk = Trunk(model).to(dev).eval().requires_grad_(False)  # frozen, as graft's is
     # Fixed shapes: let cuDNN time its algorithms on the first call (a warm-up call) and keep the
@@ -318,6 +429,8 @@ def main(argv=None):
                         else f'cpu ({torch.get_num_threads()} torch threads)'),
         'torch': torch.__version__,
         'cudnn': torch.backends.cudnn.version() if args.device == 'cuda' else None,
+        'onnxruntime': package_version('onnxruntime') if 'onnxruntime' in args.variants else None,
+        'cpu_threads': cpu_threads() if args.device == 'cpu' else None,
         'model': args.model,
         'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
         'git': git_commit(),
@@ -360,7 +473,7 @@ def main(argv=None):
                                             impl == 'graft-graph', workdir)
                     compile_s = None
                 else:
-                    t, f, notes, compile_s = run_torch(impl, trunk, x, ref, args)
+                    t, f, notes, compile_s = run_variant(impl, trunk, x, args, workdir)
                 yardstick.disarm()
                 rel, absd = diffs(f, ref)
                 ips = n / (t['ms'] / 1000)

@@ -13,7 +13,8 @@ size at which graft's own preprocessing is a pure crop (the resize short side fo
 the input size for squash) and saved as PNG; graft predict reads that file, onnxruntime gets the
 crop. The original photos also go through the README's PIL recipe and must agree as well.
 
-Also: labels.txt and the ONNX metadata hold the model's labels, opset 17, the uint8 NHWC input
+Also: labels.txt and the ONNX metadata hold the model's labels, opset 17, padding folded into
+the Conv nodes' pads (no Pad node; TF SAME's asymmetric pads there too), the uint8 NHWC input
 with a dynamic batch (batch 1 and 3 agree), and bad input (a missing file, a non-graft file, a
 backbone without a classifier, no onnx package) gives one line naming the file, a non-zero exit
 and no output file.
@@ -244,6 +245,18 @@ def check_graph(name, onnx_path, model_path):
     check(opsets.get('', opsets.get('ai.onnx')) == 17, f'{name}: opset {opsets}, expected 17')
     meta = graftfile.read_safetensors(model_path)[1]
     size = int(meta.get('input_size', 224))
+    # Padding is the Conv/MaxPool nodes' own `pads` attribute (TF SAME's asymmetric pads
+    # included), never a separate Pad node: a runtime would copy the activation for each one.
+    ops = [n.op_type for n in m.graph.node]
+    check('Pad' not in ops, f'{name}: {ops.count("Pad")} Pad nodes; padding belongs in pads')
+    # TF SAME at an even input size: the first stride-2 conv (odd kernel) pads one more pixel
+    # after than before.
+    lite = meta.get('arch') in graftfile.LITE_SCALE  # the exporter's default, as graft's
+    if meta.get('padding', 'tf_same' if lite else 'symmetric') == 'tf_same' and size % 2 == 0:
+        pads = [list(a.ints) for n in m.graph.node if n.op_type == 'Conv' for a in n.attribute
+                if a.name == 'pads']
+        check(any(p[:2] != p[2:] for p in pads),
+              f'{name}: tf_same padding, but no Conv has asymmetric pads')
     (inp,), (out,) = m.graph.input, m.graph.output
     dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
     check(inp.type.tensor_type.elem_type == onnx.TensorProto.UINT8, f'{name}: input is uint8')

@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""bench/trunk_vs_torch.py's dry run on the CPU: a batch of 2 through graft's bench_trunk and the
-eager PyTorch variants. graft's features must match the float64 PyTorch reference within
-TOLERANCE (relative to the largest feature), every row must be in the JSON, and a graft run that
-fails must be a failed row and a non-zero exit. bench_trunk itself must answer a wrong-sized
-input with exit 2 and one line naming the file.
+"""bench/trunk_vs_torch.py's dry run on the CPU: a batch of 2 through graft's bench_trunk, the
+eager PyTorch variants and, where the onnx and onnxruntime packages are installed, onnxruntime on
+the exported graph cut to the trunk. graft's and onnxruntime's features must match the float64
+PyTorch reference within TOLERANCE (relative to the largest feature), every row must be in the
+JSON, and a graft run that fails must be a failed row and a non-zero exit. bench_trunk itself
+must answer a wrong-sized input with exit 2 and one line naming the file.
 
 Needs torch, numpy, models/efficientnet_lite0.safetensors (scripts/setup.sh) and a built
-bench/bench_trunk under GRAFT_BINARY_DIR (set by ctest). Exit 0: pass, 1: fail, 77: skip."""
+bench/bench_trunk (and graft, for the onnxruntime row) under GRAFT_BINARY_DIR (set by ctest);
+scripts/bench-venv.sh makes an environment with the packages. Exit 0: pass, 1: fail, 77: skip."""
 import importlib.util
 import json
 import os
@@ -24,20 +26,22 @@ SCRIPT = os.path.join(SRC, 'bench', 'trunk_vs_torch.py')
 # they agree to about 2e-6 of the largest feature.
 TOLERANCE = 1e-4
 EAGER = ['eager-fp32', 'eager-tf32', 'channels_last-bf16']
+ORT = (['onnxruntime'] if all(importlib.util.find_spec(m) for m in ('onnx', 'onnxruntime'))
+       else [])
 
 
 def compare(tmp, env):
     out = os.path.join(tmp, 'trunk.json')
     p = subprocess.run([sys.executable, SCRIPT, '--build', BUILD, '--model', MODEL, '--device',
                         'cpu', '--batches', '2', '--iters', '2', '--repeats', '1', '--warmup', '1',
-                        '--variants', ','.join(EAGER), '--json', out],
+                        '--variants', ','.join(EAGER + ORT), '--json', out],
                        capture_output=True, text=True, env=env, timeout=300)
     check(p.returncode == 0, f'trunk_vs_torch.py exit {p.returncode}: {p.stderr[-500:]!r}')
     if not os.path.exists(out):
         check(False, 'trunk_vs_torch.py wrote no JSON')
         return
     rows = {r['impl']: r for r in json.load(open(out))['rows']}
-    check(sorted(rows) == sorted(['graft'] + EAGER), f'rows {sorted(rows)}')
+    check(sorted(rows) == sorted(['graft'] + EAGER + ORT), f'rows {sorted(rows)}')
     for impl, r in rows.items():
         check(r['status'] == 'ok', f'{impl}: {r.get("error")}')
         if r['status'] != 'ok':
@@ -53,6 +57,13 @@ def compare(tmp, env):
     e = rows.get('eager-fp32', {})
     if e.get('status') == 'ok':  # the reference itself: PyTorch fp32 must agree with it too
         check(e['max_rel_diff'] < TOLERANCE, f'eager-fp32 vs float64: {e["max_rel_diff"]:.2e}')
+    o = rows.get('onnxruntime', {})
+    if o.get('status') == 'ok':  # the exported graph, cut to the trunk: the same fp32 features
+        print(f'onnxruntime vs float64 reference: max rel diff {o["max_rel_diff"]:.2e}')
+        check(o['max_rel_diff'] < TOLERANCE, f'onnxruntime vs float64: {o["max_rel_diff"]:.2e}')
+        check('no Pad node' in o['notes'], f'onnxruntime notes: {o["notes"]}')
+    elif not ORT:
+        print('note: onnx or onnxruntime is not installed; the onnxruntime row was not run')
     b = rows.get('channels_last-bf16', {})
     if b.get('status') == 'ok':  # bf16 differs, but stays the same features
         check(1e-4 < b['max_rel_diff'] < 0.1, f'bf16 vs float64: {b["max_rel_diff"]:.2e}')
