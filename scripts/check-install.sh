@@ -7,7 +7,9 @@
 #   * the CUDA tests and benchmarks then compiled in that build (not run: no GPU), since the test
 #     suite itself runs the emulated build (scripts/build.sh) on a machine without a GPU;
 #   * `cmake --install` into a prefix, then the sources and the build are deleted and the installed
-#     graft must still report its version and architectures, convert a checkpoint, and predict.
+#     graft must still report its version and architectures, convert a checkpoint, and predict;
+#   * the installed graft keeps AVX and AVX-512 instructions inside their CPU paths, and picks the
+#     avx2 and sse2 paths on emulated CPUs that lack AVX-512 or AVX (scripts/check-cpu-paths.sh).
 # Usage: scripts/check-install.sh [WORK_DIR]   (needs scripts/setup.sh to have run: it uses the
 # downloaded EfficientNet-Lite0 checkpoint and sample photos)
 set -euo pipefail
@@ -58,6 +60,7 @@ fail() { echo "check-install: FAIL: $*" >&2; exit 1; }
 cd "$WORK"  # nowhere near the sources
 unset GRAFT_TOOLS_DIR
 "$G" --version | tee "$WORK/version.txt"
+"$ROOT/scripts/check-cpu-paths.sh" "$G" || fail "code beyond x86-64's baseline outside its CPU path"
 grep -q "^graft [0-9]" "$WORK/version.txt" || fail "--version does not print the version"
 if command -v nvcc >/dev/null; then
   for a in 75 80 86 89 90 100 120; do

@@ -10,7 +10,8 @@ namespace {
 
 // The register tile is MR rows x NV vectors of B's columns, MR*NV <= kAccRegs accumulators
 // (kernels/cpu/simd.h): 6x4, 8x3, 12x2 and 12x1 vectors with AVX-512's or NEON's 24, 6x2 and 12x1
-// with AVX2's 12. A panel is the widest tile's columns: 64 floats on AVX-512, 16 on AVX2.
+// with AVX2's 12, 4x2 and 8x1 with SSE2's 8. A panel is the widest tile's columns: 64 floats on
+// AVX-512, 16 on AVX2 and NEON, 8 on SSE2.
 constexpr int kMaxNv = kAccRegs >= 24 ? 4 : 2;
 constexpr int kPanel = kMaxNv * kVec;
 constexpr int kMaxMr = 12;
