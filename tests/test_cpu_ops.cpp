@@ -662,7 +662,9 @@ TEST(CpuPaths, SelectionAndItsErrors) {
     SCOPED_TRACE(cpu::cpu_path_name(p));
     const bool ok = std::find(supported.begin(), supported.end(), p) != supported.end();
     EXPECT_EQ(cpu::set_cpu_path(p), ok);
-    if (ok) EXPECT_EQ(cpu::cpu_path(), p);
+    if (ok) {
+      EXPECT_EQ(cpu::cpu_path(), p);
+    }
   }
   // x86-64 binaries carry sse2, aarch64 ones neon: each has a path no other machine has.
   EXPECT_LT(supported.size(), size_t(5));

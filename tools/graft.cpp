@@ -19,7 +19,9 @@ std::string version_text() {
   namespace cpu = graft::cpu;
   std::string text = "graft " GRAFT_VERSION "\nCPU path: ";
   const std::string error = cpu::select_cpu_path_from_env();
-  if (!error.empty()) cpu::set_cpu_path(cpu::cpu_paths_supported().front());
+  const std::vector<cpu::CpuPath> supported = cpu::cpu_paths_supported();
+  if (!error.empty() && !supported.empty()) cpu::set_cpu_path(supported.front());
+  if (supported.empty()) return text + "none (" + error + ")";
   text += cpu::cpu_path_name(cpu::cpu_path());
   if (!error.empty()) text += " (" + error + ")";
   std::string others;

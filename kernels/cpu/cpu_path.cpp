@@ -186,6 +186,8 @@ std::string select_cpu_path_from_env() {
   const char* env = std::getenv("GRAFT_CPU");
   std::string want = env ? env : "";
   for (char& ch : want) ch = char(std::tolower(static_cast<unsigned char>(ch)));
+  if (supported.empty())
+    return "this CPU runs none of this build's CPU paths (" + names(cpu_paths_built()) + ")";
   if (want.empty()) {
     set_cpu_path(supported.front());
     return "";

@@ -22,7 +22,8 @@ const char* cpu_path_name(CpuPath path);
 const char* cpu_path_needs(CpuPath path);
 // The paths this binary carries, best first.
 std::vector<CpuPath> cpu_paths_built();
-// Those this CPU (and its operating system) can run, best first. Never empty.
+// Those this CPU (and its operating system) can run, best first. Empty only in a build of a
+// subset of the paths (GRAFT_CPU_PATHS) run on a CPU that has none of them.
 std::vector<CpuPath> cpu_paths_supported();
 bool cpu_path_supported(CpuPath path);
 
