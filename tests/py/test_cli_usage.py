@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """How the graft command line answers mistakes in the command itself: an unknown command or
 option names the nearest valid one, every parse error is one line with exit code 2, --version
-names the CUDA architectures compiled in, and help text is complete and free of artefacts.
+names the CPU path and the CUDA architectures compiled in, GRAFT_CPU forces a CPU path and a bad
+one is a usage error, and help text is complete and free of artefacts.
 Standard library only; run by ctest with GRAFT_BIN set. Exit 0: pass, 1: fail."""
 import os
 import re
@@ -49,6 +50,24 @@ def test_version():
     check(rc == 0, f"--version exit {rc}")
     check(re.match(r"graft \d+\.\d+\.\d+\n", out) is not None, f"--version first line: {out!r}")
     check("CUDA architectures:" in out, f"--version names no CUDA architectures: {out!r}")
+    m = re.search(r"^CPU path: ([a-z0-9]+)", out, re.M)
+    check(m is not None, f"--version names no CPU path: {out!r}")
+
+
+def test_cpu_path_choice():
+    # Every path --version lists as built and runnable can be forced, and is then the one named.
+    _, out, _ = run("--version")
+    line = next((l for l in out.splitlines() if l.startswith("CPU path: ")), "")
+    paths = re.findall(r"\b(avx512|avx2|sse2|neon|generic)\b(?! \(not on this CPU)", line)
+    check(len(paths) >= 1, f"no CPU path in {line!r}")
+    for p in paths:
+        rc, out, _ = run("--version", env={**os.environ, "GRAFT_CPU": p})
+        check(rc == 0 and f"CPU path: {p}" in out, f"GRAFT_CPU={p}: --version says {out!r}")
+    bad = {**os.environ, "GRAFT_CPU": "avx9000"}
+    rc, out, err = run("inspect", "no-such.safetensors", env=bad)
+    lines = [l for l in err.splitlines() if l.strip()]
+    check(rc == 2 and len(lines) == 1 and "GRAFT_CPU=avx9000: no such CPU path" in err,
+          f"GRAFT_CPU=avx9000: exit {rc}, stderr {err!r}")
 
 
 def test_help():
@@ -73,6 +92,7 @@ def main():
     test_unknown_option()
     test_parse_errors_are_one_line()
     test_version()
+    test_cpu_path_choice()
     test_help()
     return finish()
 
