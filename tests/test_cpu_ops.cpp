@@ -8,8 +8,8 @@
 //   gather_rows, relu_backward                                              exact
 //   finite differences (computed in double): |analytic - numeric| < 1e-4 absolute per element
 //   CPU paths against each other (CpuPaths): the paths with FMA (avx512, avx2, neon) give the same
-//     bits for convolutions, forward and backward (every element's sum runs in the same order
-//     whatever the tile); sse2 (no FMA) < 1e-6 from them
+//     bits for convolutions, forward and backward, and for linear (every element's sum runs in the
+//     same order whatever the tile); sse2 (no FMA) < 1e-6 from them
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -626,6 +626,13 @@ TEST(CpuPaths, ConvolutionsAgreeAcrossPaths) {
       {"dw5 s2 144ch", conv_same(1, 13, 10, 144, 144, 5, 2, 144)},
       {"stem 3x3 s2 3->32", conv_same(2, 15, 17, 3, 32, 3, 2, 1)},
       {"3x3 s1 40->70", conv_pad(1, 9, 8, 40, 70, 3, 3, 1, 1, 1, 1, 1, 1, 1)},
+      {"pw 16->96", conv_pad(2, 16, 16, 16, 96, 1, 1, 1, 1, 0, 0, 0, 0, 1)},
+      {"pw 96->16", conv_pad(2, 16, 16, 96, 16, 1, 1, 1, 1, 0, 0, 0, 0, 1)},
+      {"pw 32->16", conv_pad(2, 16, 16, 32, 16, 1, 1, 1, 1, 0, 0, 0, 0, 1)},
+      {"pw 16->8", conv_pad(2, 16, 16, 16, 8, 1, 1, 1, 1, 0, 0, 0, 0, 1)},
+      {"dw3 s1 32ch", conv_same(2, 16, 16, 32, 32, 3, 1, 32)},
+      {"dw3 s2 96ch", conv_same(2, 16, 16, 96, 96, 3, 2, 96)},
+      {"stem 3x3 s2 3->32 32px", conv_same(2, 32, 32, 3, 32, 3, 2, 1)},
   };
   uint32_t seed = 900;
   for (const ConvCase& c : cases) {
@@ -649,6 +656,41 @@ TEST(CpuPaths, ConvolutionsAgreeAcrossPaths) {
         EXPECT_LT(rel_err(o.dw, fma->dw), 1e-6);
       }
     }
+  }
+}
+
+// The head's linear layer too: its 16 lanes of partial sums are the same on every path, so that a
+// training run gives the same bits on avx512 and avx2 (an earlier version summed kVec lanes, and a
+// 3-step fine-tuning run drifted from PyTorch by 19 times the tolerance on avx2 where avx512 was
+// within it: a ReLU6 that flipped).
+TEST(CpuPaths, LinearAgreesAcrossPaths) {
+  PathGuard guard;
+  const std::vector<cpu::CpuPath> paths = cpu::cpu_paths_supported();
+  const int shapes[][3] = {{2, 1280, 3}, {32, 1280, 10}, {7, 37, 5}, {5, 15, 9}, {33, 200, 101}};
+  uint32_t seed = 1300;
+  for (const auto& sh : shapes) {
+    const int n = sh[0], in = sh[1], out = sh[2];
+    SCOPED_TRACE(std::to_string(n) + "x" + std::to_string(in) + "->" + std::to_string(out));
+    const auto x = random_vec(size_t(n) * in, seed += 3),
+               w = random_vec(size_t(out) * in, seed + 1);
+    const auto b = random_vec(out, seed + 2);
+    std::vector<std::vector<float>> ys;
+    for (cpu::CpuPath p : paths) {
+      ASSERT_TRUE(cpu::set_cpu_path(p));
+      ys.push_back(poisoned(size_t(n) * out));
+      cpu::linear(n, in, out, x.data(), w.data(), b.data(), ys.back().data());
+    }
+    const std::vector<float>* fma = nullptr;
+    for (size_t i = 0; i < paths.size(); ++i) {
+      SCOPED_TRACE(cpu::cpu_path_name(paths[i]));
+      if (!has_fma(paths[i])) continue;
+      if (!fma)
+        fma = &ys[i];
+      else
+        EXPECT_TRUE(bitwise_equal(ys[i], *fma));
+    }
+    for (size_t i = 0; i < paths.size(); ++i)
+      if (fma && !has_fma(paths[i])) EXPECT_LT(rel_err(ys[i], *fma), 1e-6);
   }
 }
 

@@ -13,30 +13,38 @@
 namespace graft::cpu::GRAFT_CPU_NS {
 namespace {
 
-inline float hsum(Vec v) {
-  float s = 0.f;
-  for (int j = 0; j < kVec; ++j) s += v[j];
-  return s;
-}
+// Every dot product keeps 16 lanes of partial sums, whatever the vector width (one AVX-512 vector,
+// two of AVX2, four of NEON), and adds them in lane order at the end: the order of every sum is
+// then the same on every path with FMA, and so are the bits. The layer is small next to the convs
+// (the head), so its blocks are sized for that rather than for the last FLOP.
+constexpr int kLanes = 16;
+constexpr int kVecsPerLanes = kLanes / kVec;
+static_assert(kLanes % kVec == 0, "16 lanes must be whole vectors");
 
-// RN x RO block of outputs: RN rows of x against RO rows of w, kVec lanes of partial sums each, so
-// every loaded vector feeds several FMAs. The lanes are added at the end, so the sum's order
-// follows the vector width: paths agree within rounding here, not bit for bit.
+// RN x RO block of outputs: RN rows of x against RO rows of w, each weight vector feeding RN FMAs
+// and each x vector RO of them. RN*RO*kVecsPerLanes accumulators: 4x4x1 on AVX-512, 2x2x2 on
+// AVX2, 2x2x4 on NEON, 1x1x4 on SSE2.
+constexpr int kBlock = kVecsPerLanes == 1 ? 4 : kAccRegs >= 12 ? 2 : 1;
+
 template <int RN, int RO>
 void dot_block(int in, const float* x, const float* w, const float* bias, int out, float* y) {
-  Vec acc[RN][RO] = {};
+  Vec acc[RN][RO][kVecsPerLanes] = {};
   int k = 0;
-  for (; k + kVec <= in; k += kVec) {
-    Vec wv[RO];
-    for (int o = 0; o < RO; ++o) wv[o] = loadv(w + int64_t(o) * in + k);
-    for (int i = 0; i < RN; ++i) {
-      const Vec xv = loadv(x + int64_t(i) * in + k);
-      for (int o = 0; o < RO; ++o) acc[i][o] += xv * wv[o];
+  for (; k + kLanes <= in; k += kLanes) {
+    for (int v = 0; v < kVecsPerLanes; ++v) {
+      Vec wv[RO];
+      for (int o = 0; o < RO; ++o) wv[o] = loadv(w + int64_t(o) * in + k + kVec * v);
+      for (int i = 0; i < RN; ++i) {
+        const Vec xv = loadv(x + int64_t(i) * in + k + kVec * v);
+        for (int o = 0; o < RO; ++o) acc[i][o][v] += xv * wv[o];
+      }
     }
   }
   for (int i = 0; i < RN; ++i)
     for (int o = 0; o < RO; ++o) {
-      float s = hsum(acc[i][o]);
+      float s = 0.f;
+      for (int v = 0; v < kVecsPerLanes; ++v)
+        for (int j = 0; j < kVec; ++j) s += acc[i][o][v][j];
       for (int kk = k; kk < in; ++kk) s += x[int64_t(i) * in + kk] * w[int64_t(o) * in + kk];
       y[int64_t(i) * out + o] = s + (bias ? bias[o] : 0.f);
     }
@@ -45,9 +53,7 @@ void dot_block(int in, const float* x, const float* w, const float* bias, int ou
 }  // namespace
 
 void linear(int n, int in, int out, const float* x, const float* w, const float* bias, float* y) {
-  // RN*RO accumulators plus RO weight vectors and one of x: 4x4 with 32 registers, 3x3 with 16,
-  // 2x2 without FMA.
-  constexpr int RN = kAccRegs >= 24 ? 4 : kAccRegs >= 12 ? 3 : 2, RO = RN;
+  constexpr int RN = kBlock, RO = kBlock;
   const int nb = (n + RN - 1) / RN, ob = (out + RO - 1) / RO;
 #pragma omp parallel for schedule(static) if (int64_t(n) * in * out > 65536)
   for (int64_t item = 0; item < int64_t(nb) * ob; ++item) {
