@@ -7,6 +7,7 @@
 #include <cctype>
 #include <cstdio>
 #include <cstdlib>
+#include <iterator>
 #include <mutex>
 
 #include "kernels/cpu/kernel_table.h"
@@ -90,8 +91,25 @@ bool cpu_can_run(CpuPath path) {
 #endif
 }
 
-constexpr CpuPath kAllPaths[] = {CpuPath::avx512, CpuPath::avx2, CpuPath::neon, CpuPath::sse2,
-                                 CpuPath::generic};
+// Every path, best first, with its name (GRAFT_CPU's value) and what it needs of the CPU.
+struct PathInfo {
+  CpuPath path;
+  const char* name;
+  const char* needs;
+};
+constexpr PathInfo kPaths[] = {
+    {CpuPath::avx512, "avx512", "AVX-512 (F, BW, DQ, VL, CD) besides AVX2, FMA, BMI1 and BMI2"},
+    {CpuPath::avx2, "avx2", "AVX2, FMA, BMI1 and BMI2"},
+    {CpuPath::neon, "neon", "an aarch64 CPU"},
+    {CpuPath::sse2, "sse2", "an x86-64 CPU"},
+    {CpuPath::generic, "generic", "nothing"},
+};
+
+const PathInfo& info(CpuPath path) {
+  for (const PathInfo& i : kPaths)
+    if (i.path == path) return i;
+  return kPaths[std::size(kPaths) - 1];
+}
 
 std::atomic<const CpuKernels*> g_table{nullptr};
 std::atomic<CpuPath> g_path{CpuPath::generic};
@@ -120,41 +138,17 @@ const CpuKernels& active() {
 }  // namespace
 
 const char* cpu_path_name(CpuPath path) {
-  switch (path) {
-    case CpuPath::avx512:
-      return "avx512";
-    case CpuPath::avx2:
-      return "avx2";
-    case CpuPath::sse2:
-      return "sse2";
-    case CpuPath::neon:
-      return "neon";
-    case CpuPath::generic:
-      return "generic";
-  }
-  return "?";
+  return info(path).name;
 }
 
 const char* cpu_path_needs(CpuPath path) {
-  switch (path) {
-    case CpuPath::avx512:
-      return "AVX-512 (F, BW, DQ, VL, CD) besides AVX2, FMA, BMI1 and BMI2";
-    case CpuPath::avx2:
-      return "AVX2, FMA, BMI1 and BMI2";
-    case CpuPath::sse2:
-      return "an x86-64 CPU";
-    case CpuPath::neon:
-      return "an aarch64 CPU";
-    case CpuPath::generic:
-      return "nothing";
-  }
-  return "?";
+  return info(path).needs;
 }
 
 std::vector<CpuPath> cpu_paths_built() {
   std::vector<CpuPath> out;
-  for (CpuPath p : kAllPaths)
-    if (table_of(p)) out.push_back(p);
+  for (const PathInfo& i : kPaths)
+    if (table_of(i.path)) out.push_back(i.path);
   return out;
 }
 
@@ -164,8 +158,8 @@ bool cpu_path_supported(CpuPath path) {
 
 std::vector<CpuPath> cpu_paths_supported() {
   std::vector<CpuPath> out;
-  for (CpuPath p : kAllPaths)
-    if (cpu_path_supported(p)) out.push_back(p);
+  for (const PathInfo& i : kPaths)
+    if (cpu_path_supported(i.path)) out.push_back(i.path);
   return out;
 }
 
@@ -192,15 +186,15 @@ std::string select_cpu_path_from_env() {
     set_cpu_path(supported.front());
     return "";
   }
-  for (CpuPath p : kAllPaths) {
-    if (want != cpu_path_name(p)) continue;
-    if (!table_of(p))
-      return "GRAFT_CPU=" + std::string(env) + ": this build has no " + cpu_path_name(p) +
-             " path (it has " + names(cpu_paths_built()) + ")";
-    if (!cpu_can_run(p))
-      return "GRAFT_CPU=" + std::string(env) + ": the " + cpu_path_name(p) + " path needs " +
-             cpu_path_needs(p) + ", which this CPU lacks (it can run " + names(supported) + ")";
-    set_cpu_path(p);
+  for (const PathInfo& i : kPaths) {
+    if (want != i.name) continue;
+    if (!table_of(i.path))
+      return "GRAFT_CPU=" + std::string(env) + ": this build has no " + i.name + " path (it has " +
+             names(cpu_paths_built()) + ")";
+    if (!cpu_can_run(i.path))
+      return "GRAFT_CPU=" + std::string(env) + ": the " + i.name + " path needs " + i.needs +
+             ", which this CPU lacks (it can run " + names(supported) + ")";
+    set_cpu_path(i.path);
     return "";
   }
   return "GRAFT_CPU=" + std::string(env) + ": no such CPU path (this build has " +
