@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <vector>
 
-#include "kernels/cpu/activation.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/kernel_table.h"
 #include "kernels/cpu/simd.h"
@@ -40,26 +39,8 @@ inline void copy_run(float* dst, const float* src, int n, const float* src_end) 
 
 void conv_pointwise(const ConvShape& s, const float* x, const float* w, const float* bias,
                     const float* residual, Act act, float* y) {
-  const int64_t m = int64_t(s.n) * s.out_h * s.out_w;
-  const int n = s.out_c, k = s.in_c;
-  // Work items are (row block, column block). Row blocks of 96 (a multiple of every tile height)
-  // keep a 96 x 128 slice of A in L2; smaller blocks only when there are too few items to keep
-  // both cores busy (7x7 layers at batch 1).
-  const int threads = omp_get_max_threads();
-  int mc = 96;
-  const int nc = 256;
-  const int64_t n_blocks = (n + nc - 1) / nc;
-  while (mc > 24 && ((m + mc - 1) / mc) * n_blocks < 4 * threads) mc /= 2;
-  const int64_t m_blocks = (m + mc - 1) / mc;
-#pragma omp parallel for schedule(dynamic, 1)
-  for (int64_t item = 0; item < m_blocks * n_blocks; ++item) {
-    const int64_t i0 = item / n_blocks * mc;
-    const int j0 = int(item % n_blocks) * nc;
-    const int rows = int(std::min<int64_t>(mc, m - i0));
-    const int cols = std::min(nc, n - j0);
-    Epilogue ep{bias ? bias + j0 : nullptr, residual ? residual + i0 * n + j0 : nullptr, n, act};
-    gemm(rows, cols, k, x + i0 * k, k, w + j0, n, y + i0 * n + j0, n, false, &ep);
-  }
+  const Epilogue ep{bias, residual, s.out_c, act};
+  gemm_threads(int64_t(s.n) * s.out_h * s.out_w, s.out_c, s.in_c, x, w, y, &ep);
 }
 
 // Depthwise: each output channel reads one input channel, so there is no reduction to block;
@@ -68,36 +49,43 @@ void conv_pointwise(const ConvShape& s, const float* x, const float* w, const fl
 // independent accumulators cover the FMA latency and a weight load feeds P FMAs. Taps outside the
 // image are skipped, not multiplied by zero: [kx0, kx1) is the in-bounds kernel column range,
 // common to the P pixels (the row loop only groups pixels whose windows are all inside).
-template <int P, int NV>
+template <int P, int NV, bool Tail = false>
 inline void dw_pixels(const ConvShape& s, const float* xb, const float* w, int ky0, int ky1,
                       int iy0, int ix0, int kx0, int kx1, int c0, const float* bias,
-                      const float* res, Act act, float* yo) {
+                      const float* res, Act act, float* yo, int lanes = kVec) {
   const int C = s.in_c;
+  // Tail: one vector of `lanes` < kVec channels, loaded and stored masked.
+  auto ld = [lanes](const float* p) { return Tail ? loadv_first(p, lanes) : loadv(p); };
   Vec acc[P][NV] = {};
   for (int ky = ky0; ky < ky1; ++ky) {
     const float* xr = xb + int64_t(iy0 + ky) * s.in_w * C + c0;
     const float* wr = w + int64_t(ky) * s.k_w * C + c0;
     for (int kx = kx0; kx < kx1; ++kx) {
       for (int j = 0; j < NV; ++j) {
-        const Vec wv = loadv(wr + int64_t(kx) * C + kVec * j);
+        const Vec wv = ld(wr + int64_t(kx) * C + kVec * j);
         for (int p = 0; p < P; ++p)
-          acc[p][j] += loadv(xr + int64_t(ix0 + p * s.stride_w + kx) * C + kVec * j) * wv;
+          acc[p][j] += ld(xr + int64_t(ix0 + p * s.stride_w + kx) * C + kVec * j) * wv;
       }
     }
   }
   for (int p = 0; p < P; ++p)
     for (int j = 0; j < NV; ++j) {
       Vec v = acc[p][j];
-      if (bias) v += loadv(bias + c0 + kVec * j);
-      if (res) v += loadv(res + int64_t(p) * C + c0 + kVec * j);
-      storev(yo + int64_t(p) * C + c0 + kVec * j, act_vec(v, act));
+      if (bias) v += ld(bias + c0 + kVec * j);
+      if (res) v += ld(res + int64_t(p) * C + c0 + kVec * j);
+      float* out = yo + int64_t(p) * C + c0 + kVec * j;
+      if (Tail)
+        storev_first(out, act_vec(v, act), lanes);
+      else
+        storev(out, act_vec(v, act));
     }
 }
 
 // One output row, channels [c0, c0 + kVec*NV): groups of P interior pixels, single edge pixels.
-template <int P, int NV>
+template <int P, int NV, bool Tail = false>
 void dw_row(const ConvShape& s, const float* xb, const float* w, int oy, int c0, int ox_lo,
-            int ox_hi, const float* bias, const float* res_row, Act act, float* yrow) {
+            int ox_hi, const float* bias, const float* res_row, Act act, float* yrow,
+            int lanes = kVec) {
   const int C = s.in_c;
   const int iy0 = oy * s.stride_h - s.pad_top;
   const int ky0 = std::max(0, -iy0), ky1 = std::min(s.k_h, s.in_h - iy0);
@@ -105,13 +93,13 @@ void dw_row(const ConvShape& s, const float* xb, const float* w, int oy, int c0,
     const int ix0 = ox * s.stride_w - s.pad_left;
     const float* res = res_row ? res_row + int64_t(ox) * C : nullptr;
     if (ox >= ox_lo && ox + P <= ox_hi) {
-      dw_pixels<P, NV>(s, xb, w, ky0, ky1, iy0, ix0, 0, s.k_w, c0, bias, res, act,
-                       yrow + int64_t(ox) * C);
+      dw_pixels<P, NV, Tail>(s, xb, w, ky0, ky1, iy0, ix0, 0, s.k_w, c0, bias, res, act,
+                             yrow + int64_t(ox) * C, lanes);
       ox += P;
     } else {
       const int kx0 = std::max(0, -ix0), kx1 = std::min(s.k_w, s.in_w - ix0);
-      dw_pixels<1, NV>(s, xb, w, ky0, ky1, iy0, ix0, kx0, kx1, c0, bias, res, act,
-                       yrow + int64_t(ox) * C);
+      dw_pixels<1, NV, Tail>(s, xb, w, ky0, ky1, iy0, ix0, kx0, kx1, c0, bias, res, act,
+                             yrow + int64_t(ox) * C, lanes);
       ox += 1;
     }
   }
@@ -140,20 +128,9 @@ void conv_depthwise(const ConvShape& s, const float* x, const float* w, const fl
       dw_row<kDwPixels2, 2>(s, xb, w, oy, c0, ox_lo, ox_hi, bias, rrow, act, yrow);
     for (; c0 + kVec <= C; c0 += kVec)
       dw_row<kDwPixels1, 1>(s, xb, w, oy, c0, ox_lo, ox_hi, bias, rrow, act, yrow);
-    // Channel tail (< kVec): scalar.
-    for (; c0 < C; ++c0)
-      for (int ox = 0; ox < s.out_w; ++ox) {
-        const int iy0 = oy * s.stride_h - s.pad_top, ix0 = ox * s.stride_w - s.pad_left;
-        float acc = 0.f;
-        for (int ky = std::max(0, -iy0); ky < std::min(s.k_h, s.in_h - iy0); ++ky)
-          for (int kx = std::max(0, -ix0); kx < std::min(s.k_w, s.in_w - ix0); ++kx)
-            acc += xb[(int64_t(iy0 + ky) * s.in_w + ix0 + kx) * C + c0] *
-                   w[(ky * s.k_w + kx) * C + c0];
-        const int64_t o = int64_t(ox) * C + c0;
-        if (bias) acc += bias[c0];
-        if (rrow) acc += rrow[o];
-        yrow[o] = apply_act(acc, act);
-      }
+    // Channel tail (< kVec): one masked vector, so every channel sums the same way on every path.
+    if (c0 < C)
+      dw_row<kDwPixels1, 1, true>(s, xb, w, oy, c0, ox_lo, ox_hi, bias, rrow, act, yrow, C - c0);
   }
 }
 
@@ -205,11 +182,22 @@ void conv_general(const ConvShape& s, const float* x, const float* w, const floa
   int64_t rows_per_item = std::clamp<int64_t>(65536 / std::max<int64_t>(per_row, 1), 1, 8);
   rows_per_item = std::min(rows_per_item, std::max<int64_t>(1, rows / (4 * omp_get_max_threads())));
   const int64_t items = (rows + rows_per_item - 1) / rows_per_item;
+  const size_t group_pack = packed_b_size(ocg, K);
+  const int panels = (ocg + gemm_panel_width() - 1) / gemm_panel_width();
+  // The weights packed once for every item (gemm_packed): the calling thread's buffer, shared by
+  // the team. There are at least 4 items per thread, so this beats packing them per item.
+  static thread_local std::vector<float> packed_buf;
+  if (packed_buf.size() < group_pack * s.groups) packed_buf.resize(group_pack * s.groups);
+  float* const packed = packed_buf.data();
 #pragma omp parallel
   {
     thread_local std::vector<float> cols;
     const size_t need = size_t(rows_per_item * per_row) + kRunPiece;
     if (cols.size() < need) cols.resize(need);
+#pragma omp for schedule(static) collapse(2)
+    for (int g = 0; g < s.groups; ++g)
+      for (int jp = 0; jp < panels; ++jp)
+        pack_b(ocg, K, w + g * ocg, s.out_c, packed + g * group_pack, jp, jp + 1);
 #pragma omp for schedule(static)
     for (int64_t item = 0; item < items; ++item) {
       const int64_t r0 = item * rows_per_item, r1 = std::min(rows, r0 + rows_per_item);
@@ -223,8 +211,8 @@ void conv_general(const ConvShape& s, const float* x, const float* w, const floa
         }
         const Epilogue ep{bias ? bias + g * ocg : nullptr,
                           residual ? residual + y0 + g * ocg : nullptr, s.out_c, act};
-        gemm(m, ocg, K, cols.data(), K, w + g * ocg, s.out_c, y + y0 + g * ocg, s.out_c, false,
-             &ep);
+        gemm_packed(m, ocg, K, cols.data(), K, packed + g * group_pack, 0, y + y0 + g * ocg,
+                    s.out_c, &ep);
       }
     }
   }

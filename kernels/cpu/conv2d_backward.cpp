@@ -84,33 +84,13 @@ bool is_pointwise(const ConvShape& s) {
 }
 
 // dx[m][in_c] = dy[m][out_c] . w^T: w is [in_c][out_c], so the GEMM's B is a transposed copy.
-// Work items are (row block, column block) as in the forward.
 void pw_data(const ConvShape& s, const float* dy, const float* w, float* dx) {
-  const int64_t m = int64_t(s.n) * s.out_h * s.out_w;
   const int n = s.in_c, k = s.out_c;
   static thread_local std::vector<float> wt_buf;
   if (wt_buf.size() < size_t(n) * k) wt_buf.resize(size_t(n) * k);
   float* const wt = wt_buf.data();  // the pointer, not the thread_local, enters the region
   transpose_parallel(n, k, w, wt);
-  // Too few items (few pixels) for both cores: narrower column blocks first, then shorter row
-  // blocks. Every item packs its K x nc slice of B, and K is out_c (up to 1280): splitting rows
-  // would pack all of B once per row block.
-  int mc = 96, nc = 256;
-  auto items = [&] { return ((m + mc - 1) / mc) * ((n + nc - 1) / nc); };
-  while (items() < 4 && (nc > 64 || mc > 24)) {
-    if (nc > 64)
-      nc /= 2;
-    else
-      mc /= 2;
-  }
-  const int64_t n_blocks = (n + nc - 1) / nc, m_blocks = (m + mc - 1) / mc;
-#pragma omp parallel for schedule(dynamic, 1)
-  for (int64_t item = 0; item < m_blocks * n_blocks; ++item) {
-    const int64_t i0 = item / n_blocks * mc;
-    const int j0 = int(item % n_blocks) * nc;
-    const int rows = int(std::min<int64_t>(mc, m - i0)), cols = std::min(nc, n - j0);
-    gemm(rows, cols, k, dy + i0 * k, k, wt + j0, n, dx + i0 * n + j0, n, false, nullptr);
-  }
+  gemm_threads(int64_t(s.n) * s.out_h * s.out_w, n, k, dy, wt, dx, nullptr);
 }
 
 // dw[in_c][out_c] = x^T . dy, a sum over pixels. The GEMM wants the pixel dimension as K with a

@@ -1,5 +1,7 @@
 #include "kernels/cpu/gemm.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <vector>
 
@@ -33,24 +35,33 @@ struct Tile {
   Act act;
 };
 
+// Loads and stores of a tile row's vector j whose valid columns are `left` = cols - kVec*j: whole,
+// the first few (masked), or none.
+inline Vec load_cols(const float* p, int left) {
+  if (left >= kVec) return loadv(p);
+  return left > 0 ? loadv_first(p, left) : Vec{};
+}
+inline void store_cols(float* p, Vec v, int left) {
+  if (left >= kVec)
+    storev(p, v);
+  else if (left > 0)
+    storev_first(p, v, left);
+}
+
 // MR x (kVec*NV) register tile. MR*NV accumulators: with NV B vectors loaded per k and MR
 // broadcasts there are enough independent FMAs to cover the FMA latency on two pipes. Every
 // element's sum runs over k in order, whatever the tile, so all FMA paths give the same bits.
 template <int MR, int NV>
 void tile_kernel(const Tile& t) {
-  Vec acc[MR][NV];
+  Vec acc[MR][NV] = {};
   const bool full = t.rows == MR && t.cols == kVec * NV;
-  alignas(64) float tmp[MR][kVec * NV];
-  if (t.first) {
-    for (int i = 0; i < MR; ++i)
-      for (int j = 0; j < NV; ++j) acc[i][j] = Vec{};
-  } else if (full) {
+  if (!t.first && full) {
     for (int i = 0; i < MR; ++i)
       for (int j = 0; j < NV; ++j) acc[i][j] = loadv(t.c + i * t.ldc + kVec * j);
-  } else {
-    for (int i = 0; i < t.rows; ++i) std::memcpy(tmp[i], t.c + i * t.ldc, sizeof(float) * t.cols);
-    for (int i = 0; i < MR; ++i)
-      for (int j = 0; j < NV; ++j) acc[i][j] = loadv(tmp[i] + kVec * j);
+  } else if (!t.first) {
+    for (int i = 0; i < t.rows; ++i)
+      for (int j = 0; j < NV; ++j)
+        acc[i][j] = load_cols(t.c + i * t.ldc + kVec * j, t.cols - kVec * j);
   }
 
   const float* b = t.b;
@@ -76,9 +87,8 @@ void tile_kernel(const Tile& t) {
             acc[i][j] += loadv(t.residual + i * t.ld_residual + kVec * j);
       } else {
         for (int i = 0; i < t.rows; ++i)
-          std::memcpy(tmp[i], t.residual + i * t.ld_residual, sizeof(float) * t.cols);
-        for (int i = 0; i < t.rows; ++i)
-          for (int j = 0; j < NV; ++j) acc[i][j] += loadv(tmp[i] + kVec * j);
+          for (int j = 0; j < NV; ++j)
+            acc[i][j] += load_cols(t.residual + i * t.ld_residual + kVec * j, t.cols - kVec * j);
       }
     }
     for (int i = 0; i < MR; ++i)
@@ -90,9 +100,9 @@ void tile_kernel(const Tile& t) {
       for (int j = 0; j < NV; ++j) storev(t.c + i * t.ldc + kVec * j, acc[i][j]);
     return;
   }
-  for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NV; ++j) storev(tmp[i] + kVec * j, acc[i][j]);
-  for (int i = 0; i < t.rows; ++i) std::memcpy(t.c + i * t.ldc, tmp[i], sizeof(float) * t.cols);
+  for (int i = 0; i < t.rows; ++i)
+    for (int j = 0; j < NV; ++j)
+      store_cols(t.c + i * t.ldc + kVec * j, acc[i][j], t.cols - kVec * j);
 }
 
 // Row-tile height for a panel of NV vectors: narrower panels get taller tiles so the FMA count per
@@ -124,6 +134,58 @@ void run_panel(int nv, int m, const float* a, int64_t lda, const Tile& t, const 
   panel<1>(m, a, lda, t, zeros);
 }
 
+// The K blocks: near-equal, at most kMaxKc rows each.
+int k_block(int k) {
+  const int k_blocks = (k + kMaxKc - 1) / kMaxKc;
+  return (k + k_blocks - 1) / k_blocks;
+}
+
+// Packs B's columns [j0, j0 + cols) and rows [p0, p0 + kc): kc rows of `width` floats (cols
+// rounded up to whole vectors), zero-padded.
+void pack_panel(const float* b, int64_t ldb, int p0, int kc, int j0, int cols, int width,
+                float* dst) {
+  for (int p = 0; p < kc; ++p, dst += width) {
+    std::memcpy(dst, b + (p0 + p) * ldb + j0, sizeof(float) * cols);
+    std::fill(dst + cols, dst + width, 0.f);
+  }
+}
+
+// One K block of C's columns [j0, j0 + cols) over every row of A (t.b: that block of the packed
+// panel): bias padded to the panel, then the row tiles.
+void block_panel(int m, const float* a, int64_t lda, const Epilogue& ep, int j0, int cols, Tile t,
+                 const float* zeros) {
+  alignas(64) float bias_pad[kPanel];
+  const int nv = (cols + kVec - 1) / kVec, width = nv * kVec;
+  t.cols = cols;
+  t.c += j0;
+  t.residual = ep.residual ? ep.residual + j0 : nullptr;
+  t.bias = nullptr;
+  if (ep.bias) {
+    std::memcpy(bias_pad, ep.bias + j0, sizeof(float) * cols);
+    std::fill(bias_pad + cols, bias_pad + width, 0.f);
+    t.bias = bias_pad;
+  }
+  run_panel(nv, m, a, lda, t, zeros);
+}
+
+Tile block_tile(int k, int p0, int kc, float* c, int64_t ldc, bool accumulate, const Epilogue* epp,
+                const Epilogue& ep) {
+  Tile t{};
+  t.kc = kc;
+  t.first = p0 == 0 && !accumulate;
+  t.last = p0 + kc == k && epp != nullptr;
+  t.c = c;
+  t.ldc = ldc;
+  t.ld_residual = ep.ld_residual;
+  t.act = ep.act;
+  return t;
+}
+
+const float* zero_row() {
+  thread_local std::vector<float> zeros(kMaxKc, 0.f);
+  return zeros.data();
+}
+
 }  // namespace
 
 void gemm(int m, int n, int k, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
@@ -132,40 +194,90 @@ void gemm(int m, int n, int k, const float* a, int64_t lda, const float* b, int6
   // Each (K block, kPanel-column panel) of B is copied into a contiguous, zero-padded buffer before
   // the row tiles use it. Reading B in place would stride by ldb, and for power-of-two channel
   // counts those rows collide in a few L1 sets; the copy also makes column tails whole vectors.
-  thread_local std::vector<float> packed, zeros;
+  thread_local std::vector<float> packed;
   if (packed.size() < size_t(kMaxKc) * kPanel) packed.resize(size_t(kMaxKc) * kPanel);
-  if (zeros.size() < size_t(kMaxKc)) zeros.assign(kMaxKc, 0.f);
-  alignas(64) float bias_pad[kPanel];
-
-  const int k_blocks = (k + kMaxKc - 1) / kMaxKc;
-  const int kc_even = (k + k_blocks - 1) / k_blocks;
+  const int kc_even = k_block(k);
   for (int p0 = 0; p0 < k; p0 += kc_even) {
-    Tile t{};
-    t.kc = std::min(kc_even, k - p0);
-    t.first = p0 == 0 && !accumulate;
-    t.last = p0 + t.kc == k && epp != nullptr;
-    t.ldc = ldc;
-    t.ld_residual = ep.ld_residual;
-    t.act = ep.act;
+    Tile t = block_tile(k, p0, std::min(kc_even, k - p0), c, ldc, accumulate, epp, ep);
     for (int j0 = 0; j0 < n; j0 += kPanel) {
       const int cols = std::min(kPanel, n - j0);
-      const int nv = (cols + kVec - 1) / kVec, width = nv * kVec;
-      for (int p = 0; p < t.kc; ++p) {
-        float* dst = packed.data() + size_t(p) * width;
-        std::memcpy(dst, b + (p0 + p) * ldb + j0, sizeof(float) * cols);
-        std::fill(dst + cols, dst + width, 0.f);
-      }
+      pack_panel(b, ldb, p0, t.kc, j0, cols, (cols + kVec - 1) / kVec * kVec, packed.data());
       t.b = packed.data();
-      t.cols = cols;
-      t.c = c + j0;
-      t.residual = ep.residual ? ep.residual + j0 : nullptr;
-      t.bias = nullptr;
-      if (ep.bias) {
-        std::memcpy(bias_pad, ep.bias + j0, sizeof(float) * cols);
-        std::fill(bias_pad + cols, bias_pad + width, 0.f);
-        t.bias = bias_pad;
-      }
-      run_panel(nv, m, a + p0, lda, t, zeros.data());
+      block_panel(m, a + p0, lda, ep, j0, cols, t, zero_row());
+    }
+  }
+}
+
+int gemm_panel_width() {
+  return kPanel;
+}
+
+size_t packed_b_size(int n, int k) {
+  return size_t(n + kPanel - 1) / kPanel * kPanel * k;
+}
+
+void pack_b(int n, int k, const float* b, int64_t ldb, float* packed, int panel_lo, int panel_hi) {
+  for (int jp = panel_lo; jp < panel_hi; ++jp) {
+    const int j0 = jp * kPanel, cols = std::min(kPanel, n - j0);
+    pack_panel(b, ldb, 0, k, j0, cols, (cols + kVec - 1) / kVec * kVec, packed + size_t(j0) * k);
+  }
+}
+
+void gemm_packed(int m, int n, int k, const float* a, int64_t lda, const float* packed, int j0,
+                 float* c, int64_t ldc, const Epilogue* epp) {
+  const Epilogue ep = epp ? *epp : Epilogue{nullptr, nullptr, 0, Act::none};
+  const int kc_even = k_block(k);
+  for (int p0 = 0; p0 < k; p0 += kc_even) {
+    Tile t = block_tile(k, p0, std::min(kc_even, k - p0), c, ldc, false, epp, ep);
+    for (int jc = 0; jc < n; jc += kPanel) {
+      const int cols = std::min(kPanel, n - jc), width = (cols + kVec - 1) / kVec * kVec;
+      // Panel j0 + jc holds k rows of `width` floats, so K block p0 starts p0 rows in.
+      t.b = packed + size_t(j0 + jc) * k + size_t(p0) * width;
+      block_panel(m, a + p0, lda, ep, jc, cols, t, zero_row());
+    }
+  }
+}
+
+void gemm_threads(int64_t m, int n, int k, const float* a, const float* b, float* c,
+                  const Epilogue* ep) {
+  // Row blocks of 96 (a multiple of every tile height) keep a 96 x 128 slice of A in L2; column
+  // blocks are whole panels. With too few items to keep every core busy (7x7 and 14x14 maps at
+  // small batches) the columns are split first, down to one panel: a split of the rows would
+  // read all of B again for every row block.
+  const int64_t min_items = 4 * omp_get_max_threads();
+  int mc = 96, nc = std::max(256, kPanel);
+  auto m_blocks = [&] { return (m + mc - 1) / mc; };
+  auto n_blocks = [&] { return int64_t(n + nc - 1) / nc; };
+  while (m_blocks() * n_blocks() < min_items && mc > 24) mc /= 2;
+  while (m_blocks() * n_blocks() < min_items && nc > kPanel) nc /= 2;
+  const int64_t mb = m_blocks(), nb = n_blocks();
+  // Packing B for every item reads B once per row block; packing it once up front writes it and
+  // reads it back, about three passes, but then in the panel order the tiles read.
+  const bool prepack = mb >= 3;
+  thread_local std::vector<float> packed_buf;
+  if (prepack && packed_buf.size() < packed_b_size(n, k)) packed_buf.resize(packed_b_size(n, k));
+  float* const packed = packed_buf.data();  // the calling thread's buffer, shared by the team
+  const int panels = (n + kPanel - 1) / kPanel;
+#pragma omp parallel
+  {
+    if (prepack) {
+#pragma omp for schedule(static)
+      for (int jp = 0; jp < panels; ++jp) pack_b(n, k, b, n, packed, jp, jp + 1);
+    }
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t item = 0; item < mb * nb; ++item) {
+      const int64_t i0 = item / nb * mc;
+      const int j0 = int(item % nb) * nc;
+      const int rows = int(std::min<int64_t>(mc, m - i0)), cols = std::min(nc, n - j0);
+      Epilogue e{};
+      if (ep)
+        e = Epilogue{ep->bias ? ep->bias + j0 : nullptr,
+                     ep->residual ? ep->residual + i0 * n + j0 : nullptr, n, ep->act};
+      float* ci = c + i0 * n + j0;
+      if (prepack)
+        gemm_packed(rows, cols, k, a + i0 * k, k, packed, j0, ci, n, ep ? &e : nullptr);
+      else
+        gemm(rows, cols, k, a + i0 * k, k, b + j0, n, ci, n, false, ep ? &e : nullptr);
     }
   }
 }

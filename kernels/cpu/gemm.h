@@ -1,6 +1,8 @@
 #pragma once
-// Single-threaded row-major SGEMM with a fused conv epilogue, the engine under the pointwise and
-// im2col convolution paths. Callers split work across threads; this routine never does.
+// Row-major SGEMM with a fused conv epilogue, the engine under the pointwise and im2col convolution
+// paths. gemm and gemm_packed are single-threaded (callers split the work); gemm_threads splits one
+// whole product across the OpenMP team.
+#include <cstddef>
 #include <cstdint>
 
 #include "kernels/ops.h"
@@ -22,5 +24,25 @@ struct Epilogue {
 // convolution's kernel row reads its taps straight out of the input.
 void gemm(int m, int n, int k, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
           int64_t ldc, bool accumulate, const Epilogue* ep);
+
+// B packed once for many GEMMs that share it (a layer's weights under every row block): gemm packs
+// B again for each call, which costs as much as the multiply when a call has few rows. The packed
+// form is B's columns in panels of gemm_panel_width() floats, each panel k rows of its width
+// rounded up to whole vectors and zero-padded: packed_b_size(n, k) floats. pack_b writes panels
+// [panel_lo, panel_hi), so threads can share the work.
+int gemm_panel_width();
+size_t packed_b_size(int n, int k);
+void pack_b(int n, int k, const float* b, int64_t ldb, float* packed, int panel_lo, int panel_hi);
+
+// C[m][n] = A[m][k] * packed B's columns [j0, j0 + n), then the epilogue unless ep is null. j0 is
+// a multiple of the panel width, and j0 + n is one too or B's last column.
+void gemm_packed(int m, int n, int k, const float* a, int64_t lda, const float* packed, int j0,
+                 float* c, int64_t ldc, const Epilogue* ep);
+
+// C[m][n] = A[m][k] * B[k][n] + epilogue (ep may be null), A, B, C and the residual contiguous
+// (leading dimensions k, n, n, n), on every thread: items of (row block, column block), B packed
+// once up front when there are enough row blocks to pay for it.
+void gemm_threads(int64_t m, int n, int k, const float* a, const float* b, float* c,
+                  const Epilogue* ep);
 
 }  // namespace graft::cpu::GRAFT_CPU_NS

@@ -40,12 +40,22 @@ void dot_block(int in, const float* x, const float* w, const float* bias, int ou
       }
     }
   }
+  // The last in % 16 inputs go into the same lanes, zero-padded: a scalar tail loop would leave
+  // the compiler free to fuse its multiply-adds or not, differently per path and per tuning.
+  for (int v = 0; v < kVecsPerLanes && k + kVec * v < in; ++v) {
+    const int left = std::min(kVec, in - k - kVec * v);
+    Vec wv[RO];
+    for (int o = 0; o < RO; ++o) wv[o] = loadv_first(w + int64_t(o) * in + k + kVec * v, left);
+    for (int i = 0; i < RN; ++i) {
+      const Vec xv = loadv_first(x + int64_t(i) * in + k + kVec * v, left);
+      for (int o = 0; o < RO; ++o) acc[i][o][v] += xv * wv[o];
+    }
+  }
   for (int i = 0; i < RN; ++i)
     for (int o = 0; o < RO; ++o) {
       float s = 0.f;
       for (int v = 0; v < kVecsPerLanes; ++v)
         for (int j = 0; j < kVec; ++j) s += acc[i][o][v][j];
-      for (int kk = k; kk < in; ++kk) s += x[int64_t(i) * in + kk] * w[int64_t(o) * in + kk];
       y[int64_t(i) * out + o] = s + (bias ? bias[o] : 0.f);
     }
 }

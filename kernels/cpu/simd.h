@@ -21,6 +21,10 @@
 
 #include "kernels/ops.h"
 
+#if defined(__AVX512F__) || defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
 #ifndef GRAFT_CPU_NS
 #error "kernels/cpu/simd.h is included by the per-path kernel files only (GRAFT_CPU_NS unset)"
 #endif
@@ -53,6 +57,35 @@ inline Vec loadv(const float* p) {
 inline void storev(float* p, Vec v) {
   std::memcpy(p, &v, sizeof v);
 }
+// The first n floats at p (0 <= n <= kVec), zeros in the other lanes, and the matching store: the
+// column tail of a register tile. AVX-512 and AVX2 mask the lanes (no access past p + n, so no
+// fault at the end of a buffer); elsewhere a lane loop. A libc memcpy of the tail through a
+// scratch row cost more than the tile's arithmetic on narrow layers (24 and 40 channels).
+inline Vec loadv_first(const float* p, int n) {
+#if defined(__AVX512F__)
+  return Vec(_mm512_maskz_loadu_ps(__mmask16((1u << n) - 1), p));
+#elif defined(__AVX2__)
+  const __m256i mask =
+      _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  return Vec(_mm256_maskload_ps(p, mask));
+#else
+  Vec v{};
+  for (int i = 0; i < n; ++i) v[i] = p[i];
+  return v;
+#endif
+}
+inline void storev_first(float* p, Vec v, int n) {
+#if defined(__AVX512F__)
+  _mm512_mask_storeu_ps(p, __mmask16((1u << n) - 1), __m512(v));
+#elif defined(__AVX2__)
+  const __m256i mask =
+      _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  _mm256_maskstore_ps(p, mask, __m256(v));
+#else
+  for (int i = 0; i < n; ++i) p[i] = v[i];
+#endif
+}
+
 // s - 0 is exactly s for every s (0 + s is not: -0 + 0 = +0), so the compiler folds this to a
 // broadcast and can fuse it into an FMA's memory operand.
 inline Vec splat(float s) {
