@@ -2,7 +2,10 @@
 
 namespace graft {
 
-void forward(const Device& dev, const Net& net, const NetPlan& plan, const float* params,
+namespace {
+
+// The op list in order, from op `from_op`.
+void run_ops(const Device& dev, const Net& net, const NetPlan& plan, const float* params,
              float* const* buffers, const float* x, float* features, int from_op) {
   const int final_value = net.ops.back().output;
   auto value_ptr = [&](int v) -> float* {
@@ -28,6 +31,26 @@ void forward(const Device& dev, const Net& net, const NetPlan& plan, const float
         break;
       }
     }
+  }
+}
+
+}  // namespace
+
+void forward(const Device& dev, const Net& net, const NetPlan& plan, const float* params,
+             float* const* buffers, const float* x, float* features, int from_op) {
+  if (dev.is_cuda() || from_op != 0 || plan.pieces.empty()) {
+    run_ops(dev, net, plan, params, buffers, x, features, from_op);
+    return;
+  }
+  // On the CPU a large batch runs as pieces of a few images (NetPlan::pieces), each through every
+  // op, in the start of the same buffers: one layer's output is still in the caches when the next
+  // reads it. No op mixes images, so every image gets the same bits as in one pass.
+  const int64_t image = int64_t(plan.in_h) * plan.in_w * 3;
+  const int64_t feature = plan.values[net.ops.back().output].numel() / plan.n;
+  for (int i0 = 0; i0 < plan.n;) {
+    const NetPlan& piece = plan.n - i0 >= plan.pieces[0].n ? plan.pieces[0] : plan.pieces.back();
+    run_ops(dev, net, piece, params, buffers, x + i0 * image, features + i0 * feature, 0);
+    i0 += piece.n;
   }
 }
 

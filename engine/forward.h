@@ -1,5 +1,6 @@
 #pragma once
-// The backbone's forward pass: walks the op list on a Device, reusing the plan's buffers.
+// The backbone's forward pass: walks the op list on a Device, reusing the plan's buffers (on the
+// CPU, a batch larger than a piece runs piece by piece: NetPlan::pieces).
 #include <vector>
 
 #include "engine/device.h"

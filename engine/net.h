@@ -74,9 +74,15 @@ struct NetPlan {
   // feature value are owned by the caller: buffer -1).
   std::vector<int> buffer_of;
   std::vector<size_t> buffer_numel;
+  // The CPU runs a batch larger than a piece as pieces of a few images (engine/forward.cpp): the
+  // plans of a whole piece and, if the batch is not a multiple of it, of the remainder. They use
+  // the same buffers (from their start). Empty for a batch of one piece or less, and when values
+  // are kept for backward (keep_from).
+  std::vector<NetPlan> pieces;
 };
 // keep_from: ops from this index on are trained; every value they read or write gets a buffer of
-// its own, kept until backward has used it (-1: inference, buffers shared by liveness).
+// its own, kept until backward has used it (-1: inference, buffers shared by liveness; the plan
+// then has pieces for the CPU).
 NetPlan plan_net(const Net& net, int n, int in_h, int in_w, int keep_from = -1);
 
 // Blocks, for fine-tuning: the stem, then each "blocks.K" in order, then the final 1x1 "head" conv

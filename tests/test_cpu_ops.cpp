@@ -75,6 +75,9 @@ TEST(Conv2d, MatchesReference) {
       {"dw3 s2 80ch SAME", conv_same(1, 11, 9, 80, 80, 3, 2, 80)},
       {"dw5 s2 144ch SAME", conv_same(1, 13, 10, 144, 144, 5, 2, 144)},
       {"dw5 s1 16ch pad2", conv_pad(2, 6, 7, 16, 16, 5, 5, 1, 1, 2, 2, 2, 2, 16)},
+      // wide enough rows for the stride-1 sliding blocks (8 interior pixels), plus a channel tail
+      {"dw5 s1 40ch 21 wide", conv_same(2, 9, 21, 40, 40, 5, 1, 40)},
+      {"dw3 s1 33ch 19 wide", conv_same(1, 5, 19, 33, 33, 3, 1, 33)},
       {"dw3 asym pad 0/1 13ch", conv_pad(1, 8, 9, 13, 13, 3, 3, 2, 2, 0, 1, 0, 1, 13)},
       {"dw5 on 3x3 input", conv_pad(1, 3, 3, 64, 64, 5, 5, 1, 1, 2, 2, 2, 2, 64)},
       // general path (im2col + GEMM)
@@ -624,6 +627,7 @@ TEST(CpuPaths, ConvolutionsAgreeAcrossPaths) {
       {"pw 200->150 K blocks", conv_pad(1, 11, 9, 200, 150, 1, 1, 1, 1, 0, 0, 0, 0, 1)},
       {"dw3 s1 76ch", conv_same(2, 9, 11, 76, 76, 3, 1, 76)},
       {"dw5 s2 144ch", conv_same(1, 13, 10, 144, 144, 5, 2, 144)},
+      {"dw5 s1 40ch 21 wide", conv_same(2, 9, 21, 40, 40, 5, 1, 40)},
       {"stem 3x3 s2 3->32", conv_same(2, 15, 17, 3, 32, 3, 2, 1)},
       {"3x3 s1 40->70", conv_pad(1, 9, 8, 40, 70, 3, 3, 1, 1, 1, 1, 1, 1, 1)},
       {"pw 16->96", conv_pad(2, 16, 16, 16, 96, 1, 1, 1, 1, 0, 0, 0, 0, 1)},

@@ -1,14 +1,18 @@
 // Architectures, planning and the model loader's validation.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <random>
 
+#include "engine/forward.h"
 #include "engine/model.h"
 #include "engine/net.h"
 #include "io/safetensors.h"
+#include "tests/random_backbone.h"
 
 namespace graft {
 namespace {
@@ -75,6 +79,44 @@ TEST(Plan, OutputSizesAndTensorFlowSamePadding) {
 }
 
 // No op may overwrite a buffer whose value is still to be read, nor write where it reads.
+// A batch larger than a piece runs piece by piece on the CPU (engine/forward.cpp). Every image must
+// get the bits it gets when it runs alone, the last piece shorter included.
+TEST(Plan, PiecesGiveEachImageItsOwnBits) {
+  const int size = 40;
+  const std::string path = testing::TempDir() + "/graft-pieces.safetensors";
+  test::write_random_backbone(path, {"efficientnet_lite0", size});
+  const Model model = load_model(path);
+  std::filesystem::remove(path);
+  const NetPlan probe = plan_net(model.net, 64, size, size);
+  ASSERT_FALSE(probe.pieces.empty());
+  const int n = 2 * probe.pieces[0].n + 1;  // two whole pieces and one image
+  const NetPlan plan = plan_net(model.net, n, size, size);
+  ASSERT_EQ(plan.pieces.size(), 2u);
+  EXPECT_EQ(plan.pieces[1].n, 1);
+  EXPECT_TRUE(plan_net(model.net, n, size, size, /*keep_from=*/0).pieces.empty());
+  EXPECT_TRUE(plan_net(model.net, probe.pieces[0].n, size, size).pieces.empty());
+
+  const int64_t image = int64_t(size) * size * 3, dim = model.net.feature_dim;
+  std::mt19937 rng(17);
+  std::uniform_real_distribution<float> u(-1.f, 1.f);
+  std::vector<float> x(size_t(n) * image);
+  for (float& v : x) v = u(rng);
+  std::vector<float> features(size_t(n) * dim, NAN);
+  CpuWorkspace ws;
+  forward_cpu(model.net, plan, x.data(), features.data(), ws);
+  const NetPlan one = plan_net(model.net, 1, size, size);
+  CpuWorkspace ws_one;
+  float largest = 0.f;
+  for (int i = 0; i < n; ++i) {
+    std::vector<float> alone(dim, NAN);
+    forward_cpu(model.net, one, x.data() + i * image, alone.data(), ws_one);
+    EXPECT_EQ(std::memcmp(alone.data(), features.data() + i * dim, sizeof(float) * dim), 0)
+        << "image " << i << " of " << n;
+    for (float v : alone) largest = std::max(largest, std::fabs(v));
+  }
+  EXPECT_GT(largest, 0.f);  // features of random weights, not zeros
+}
+
 TEST(Plan, BufferSharingNeverClobbersLiveValues) {
   for (const std::string& arch : known_archs()) {
     Net net = build_arch(arch);

@@ -49,6 +49,24 @@ void conv_pointwise(const ConvShape& s, const float* x, const float* w, const fl
 // independent accumulators cover the FMA latency and a weight load feeds P FMAs. Taps outside the
 // image are skipped, not multiplied by zero: [kx0, kx1) is the in-bounds kernel column range,
 // common to the P pixels (the row loop only groups pixels whose windows are all inside).
+// A block's epilogue: bias, residual, activation, store (masked to `lanes` channels when Tail).
+template <int P, int NV, bool Tail>
+inline void dw_finish(const Vec (&acc)[P][NV], int C, int c0, const float* bias, const float* res,
+                      Act act, float* yo, int lanes) {
+  auto ld = [lanes](const float* p) { return Tail ? loadv_first(p, lanes) : loadv(p); };
+  for (int p = 0; p < P; ++p)
+    for (int j = 0; j < NV; ++j) {
+      Vec v = acc[p][j];
+      if (bias) v += ld(bias + c0 + kVec * j);
+      if (res) v += ld(res + int64_t(p) * C + c0 + kVec * j);
+      float* out = yo + int64_t(p) * C + c0 + kVec * j;
+      if (Tail)
+        storev_first(out, act_vec(v, act), lanes);
+      else
+        storev(out, act_vec(v, act));
+    }
+}
+
 template <int P, int NV, bool Tail = false>
 inline void dw_pixels(const ConvShape& s, const float* xb, const float* w, int ky0, int ky1,
                       int iy0, int ix0, int kx0, int kx1, int c0, const float* bias,
@@ -68,17 +86,38 @@ inline void dw_pixels(const ConvShape& s, const float* xb, const float* w, int k
       }
     }
   }
-  for (int p = 0; p < P; ++p)
-    for (int j = 0; j < NV; ++j) {
-      Vec v = acc[p][j];
-      if (bias) v += ld(bias + c0 + kVec * j);
-      if (res) v += ld(res + int64_t(p) * C + c0 + kVec * j);
-      float* out = yo + int64_t(p) * C + c0 + kVec * j;
-      if (Tail)
-        storev_first(out, act_vec(v, act), lanes);
-      else
-        storev(out, act_vec(v, act));
-    }
+  dw_finish<P, NV, Tail>(acc, C, c0, bias, res, act, yo, lanes);
+}
+
+// Stride 1, K kernel columns, P interior pixels, NV vectors of channels: each input vector is
+// loaded once and feeds every pixel whose window covers it (up to K), against the kernel row's K
+// weight vectors held in registers: (P + 2K - 1) / (P K) loads per multiply-add, 0.54 for a 3x3
+// and P = 8, where dw_pixels needs 1 + 1/P. Each pixel still sums its taps kernel row by row,
+// column by column, so the bits are dw_pixels'.
+template <int K, int P, int NV>
+inline void dw_slide(const ConvShape& s, const float* xb, const float* w, int ky0, int ky1, int iy0,
+                     int ix0, int c0, const float* bias, const float* res, Act act, float* yo) {
+  const int C = s.in_c;
+  Vec acc[P][NV] = {};
+  for (int ky = ky0; ky < ky1; ++ky) {
+    const float* xr = xb + (int64_t(iy0 + ky) * s.in_w + ix0) * C + c0;
+    const float* wr = w + int64_t(ky) * K * C + c0;
+    Vec wv[K][NV];
+#pragma GCC unroll 8
+    for (int kx = 0; kx < K; ++kx)
+#pragma GCC unroll 4
+      for (int j = 0; j < NV; ++j) wv[kx][j] = loadv(wr + int64_t(kx) * C + kVec * j);
+#pragma GCC unroll 16
+    for (int c = 0; c < P + K - 1; ++c)
+#pragma GCC unroll 4
+      for (int j = 0; j < NV; ++j) {
+        const Vec xv = loadv(xr + int64_t(c) * C + kVec * j);
+#pragma GCC unroll 16
+        for (int p = 0; p < P; ++p)
+          if (c - p >= 0 && c - p < K) acc[p][j] += xv * wv[c - p][j];
+      }
+  }
+  dw_finish<P, NV, false>(acc, C, c0, bias, res, act, yo, kVec);
 }
 
 // One output row, channels [c0, c0 + kVec*NV): groups of P interior pixels, single edge pixels.
@@ -105,6 +144,47 @@ void dw_row(const ConvShape& s, const float* xb, const float* w, int oy, int c0,
   }
 }
 
+// One output row at stride 1 with a K-column kernel, channels [c0, c0 + kVec*NV): groups of
+// kSlidePixels interior pixels by dw_slide, the rest one at a time. NV*(K + kSlidePixels + 1)
+// registers: 2 vectors where there are 32 registers, else 1; sse2 (no FMA: a register for each
+// product) takes 4 pixels.
+constexpr int kSlidePixels = kAccRegs >= 12 ? 8 : 4;
+constexpr int kSlideVecs = kAccRegs >= 24 ? 2 : 1;
+template <int K, int NV>
+void dw_slide_row(const ConvShape& s, const float* xb, const float* w, int oy, int c0, int ox_lo,
+                  int ox_hi, const float* bias, const float* res_row, Act act, float* yrow) {
+  constexpr int P = kSlidePixels;
+  const int C = s.in_c;
+  const int iy0 = oy * s.stride_h - s.pad_top;
+  const int ky0 = std::max(0, -iy0), ky1 = std::min(s.k_h, s.in_h - iy0);
+  for (int ox = 0; ox < s.out_w;) {
+    const int ix0 = ox - s.pad_left;
+    const float* res = res_row ? res_row + int64_t(ox) * C : nullptr;
+    if (ox >= ox_lo && ox + P <= ox_hi) {
+      dw_slide<K, P, NV>(s, xb, w, ky0, ky1, iy0, ix0, c0, bias, res, act, yrow + int64_t(ox) * C);
+      ox += P;
+    } else {
+      const int kx0 = std::max(0, -ix0), kx1 = std::min(K, s.in_w - ix0);
+      dw_pixels<1, NV>(s, xb, w, ky0, ky1, iy0, ix0, kx0, kx1, c0, bias, res, act,
+                       yrow + int64_t(ox) * C);
+      ox += 1;
+    }
+  }
+}
+
+// Channel blocks of kSlideVecs vectors, then of one, along a row (stride 1, K columns).
+template <int K>
+int dw_slide_blocks(const ConvShape& s, const float* xb, const float* w, int oy, int ox_lo,
+                    int ox_hi, const float* bias, const float* res_row, Act act, float* yrow) {
+  const int C = s.in_c;
+  int c0 = 0;
+  for (; c0 + kSlideVecs * kVec <= C; c0 += kSlideVecs * kVec)
+    dw_slide_row<K, kSlideVecs>(s, xb, w, oy, c0, ox_lo, ox_hi, bias, res_row, act, yrow);
+  for (; c0 + kVec <= C; c0 += kVec)
+    dw_slide_row<K, 1>(s, xb, w, oy, c0, ox_lo, ox_hi, bias, res_row, act, yrow);
+  return c0;
+}
+
 void conv_depthwise(const ConvShape& s, const float* x, const float* w, const float* bias,
                     const float* residual, Act act, float* y) {
   const int C = s.in_c;
@@ -121,6 +201,10 @@ void conv_depthwise(const ConvShape& s, const float* x, const float* w, const fl
     // Channel blocks of 4, 2 and 1 vectors (kernels/cpu/simd.h). The 4-vector block only where
     // the register file holds its 16 accumulators and 4 weight vectors.
     int c0 = 0;
+    if (s.stride_w == 1 && s.k_w == 3)
+      c0 = dw_slide_blocks<3>(s, xb, w, oy, ox_lo, ox_hi, bias, rrow, act, yrow);
+    else if (s.stride_w == 1 && s.k_w == 5)
+      c0 = dw_slide_blocks<5>(s, xb, w, oy, ox_lo, ox_hi, bias, rrow, act, yrow);
     if constexpr (kAccRegs >= 24)
       for (; c0 + 4 * kVec <= C; c0 += 4 * kVec)
         dw_row<4, 4>(s, xb, w, oy, c0, ox_lo, ox_hi, bias, rrow, act, yrow);

@@ -42,13 +42,18 @@ void dot_block(int in, const float* x, const float* w, const float* bias, int ou
   }
   // The last in % 16 inputs go into the same lanes, zero-padded: a scalar tail loop would leave
   // the compiler free to fuse its multiply-adds or not, differently per path and per tuning.
-  for (int v = 0; v < kVecsPerLanes && k + kVec * v < in; ++v) {
-    const int left = std::min(kVec, in - k - kVec * v);
-    Vec wv[RO];
-    for (int o = 0; o < RO; ++o) wv[o] = loadv_first(w + int64_t(o) * in + k + kVec * v, left);
-    for (int i = 0; i < RN; ++i) {
-      const Vec xv = loadv_first(x + int64_t(i) * in + k + kVec * v, left);
-      for (int o = 0; o < RO; ++o) acc[i][o][v] += xv * wv[o];
+  if (k < in) {
+    // A fixed trip count, fully unrolled: with a variable one the accumulators would be indexed
+    // at run time and live on the stack through the main loop. Lanes past `in` load zeros.
+#pragma GCC unroll 4
+    for (int v = 0; v < kVecsPerLanes; ++v) {
+      const int left = std::clamp(in - k - kVec * v, 0, kVec);
+      Vec wv[RO];
+      for (int o = 0; o < RO; ++o) wv[o] = loadv_first(w + int64_t(o) * in + k + kVec * v, left);
+      for (int i = 0; i < RN; ++i) {
+        const Vec xv = loadv_first(x + int64_t(i) * in + k + kVec * v, left);
+        for (int o = 0; o < RO; ++o) acc[i][o][v] += xv * wv[o];
+      }
     }
   }
   for (int i = 0; i < RN; ++i)
