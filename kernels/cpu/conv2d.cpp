@@ -43,12 +43,6 @@ void conv_pointwise(const ConvShape& s, const float* x, const float* w, const fl
   gemm_threads(int64_t(s.n) * s.out_h * s.out_w, s.out_c, s.in_c, x, w, y, &ep);
 }
 
-// Depthwise: each output channel reads one input channel, so there is no reduction to block;
-// the work is a stream of (tap x channel vector) FMAs with two loads each. P neighbouring output
-// pixels share each weight vector, and NV channel vectors are in flight per pixel, so P*NV
-// independent accumulators cover the FMA latency and a weight load feeds P FMAs. Taps outside the
-// image are skipped, not multiplied by zero: [kx0, kx1) is the in-bounds kernel column range,
-// common to the P pixels (the row loop only groups pixels whose windows are all inside).
 // A block's epilogue: bias, residual, activation, store (masked to `lanes` channels when Tail).
 template <int P, int NV, bool Tail>
 inline void dw_finish(const Vec (&acc)[P][NV], int C, int c0, const float* bias, const float* res,
@@ -67,6 +61,12 @@ inline void dw_finish(const Vec (&acc)[P][NV], int C, int c0, const float* bias,
     }
 }
 
+// Depthwise: each output channel reads one input channel, so there is no reduction to block;
+// the work is a stream of (tap x channel vector) FMAs with two loads each. P neighbouring output
+// pixels share each weight vector, and NV channel vectors are in flight per pixel, so P*NV
+// independent accumulators cover the FMA latency and a weight load feeds P FMAs. Taps outside the
+// image are skipped, not multiplied by zero: [kx0, kx1) is the in-bounds kernel column range,
+// common to the P pixels (the row loop only groups pixels whose windows are all inside).
 template <int P, int NV, bool Tail = false>
 inline void dw_pixels(const ConvShape& s, const float* xb, const float* w, int ky0, int ky1,
                       int iy0, int ix0, int kx0, int kx1, int c0, const float* bias,

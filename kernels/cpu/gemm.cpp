@@ -242,8 +242,8 @@ void gemm_threads(int64_t m, int n, int k, const float* a, const float* b, float
                   const Epilogue* ep) {
   // Row blocks of 96 (a multiple of every tile height) keep a 96 x 128 slice of A in L2; column
   // blocks are whole panels. With too few items to keep every core busy (7x7 and 14x14 maps at
-  // small batches) the columns are split first, down to one panel: a split of the rows would
-  // read all of B again for every row block.
+  // small batches) the rows are split first, down to 24, then the columns, down to one panel.
+  // Columns first would pack each weight once, but ran slower on 2 threads (bench/worklog-cpu.md).
   const int64_t min_items = 4 * omp_get_max_threads();
   int mc = 96, nc = std::max(256, kPanel);
   auto m_blocks = [&] { return (m + mc - 1) / mc; };
