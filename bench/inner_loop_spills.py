@@ -10,7 +10,10 @@ or store to the stack of a vector register in such a loop is an accumulator or o
 register file could not hold (a spill); other stack accesses are integer registers reloaded
 (pointers, counters) or a call's arguments. Prints one row per function and path (the loops, the
 most multiply-adds in one loop body, the vector spills and the other stack accesses in all of
-them) and exits 1 when any loop spills a vector register. Tile shapes come from
+them, and the memset calls of the whole function) and exits 1 when any loop spills a vector
+register. A tile kernel that calls memset keeps its accumulator array on the stack (zeroed there,
+then loaded): the inner loop can be clean while every call pays for a stack round trip; a loop
+over the tile bounded at run time (rows < MR) does that. Tile shapes come from
 kernels/cpu/simd.h's accumulator budget; this is how that budget is checked. Read it on a GCC
 build: clang names the OpenMP bodies it outlines apart from their function (.omp_outlined.).
 """
@@ -79,6 +82,8 @@ def main():
         kernel = name.split(f'graft::cpu::{path}::', 1)[1]
         kernel = re.sub(r'^\(anonymous namespace\)::', '', kernel)
         kernel = re.sub(r'\(.*', '', kernel) + (' (omp)' if '_omp_fn' in name else '')
+        memsets = sum(1 for _, op, args in insns
+                      if op.startswith('call') and '<memset' in args)
         for start, end, body in inner_loops(insns):
             fmas = sum(1 for _, op, _ in body if FMA.match(op))
             stack = [(op, args) for _, op, args in body if STACK.search(args)]
@@ -86,15 +91,17 @@ def main():
             spills = sum(1 for op, args in stack
                          if VECTOR.search(args) and not op.endswith(('ss', 'sd')))
             key = (kernel, path)
-            r = rows.setdefault(key, [0, 0, 0, 0])
+            r = rows.setdefault(key, [0, 0, 0, 0, 0])
+            r[4] = max(r[4], memsets)
             r[0] += 1
             r[1] = max(r[1], fmas)
             r[2] += spills
             r[3] += len(stack) - spills
     print(f'{"function":<34}{"path":<8}{"loops":>6}{"max FMAs/loop":>15}{"vector spills":>15}'
-          f'{"other stack":>13}')
-    for (kernel, path), (loops, fmas, spills, other) in sorted(rows.items()):
-        print(f'{kernel[:33]:<34}{path:<8}{loops:>6}{fmas:>15}{spills:>15}{other:>13}')
+          f'{"other stack":>13}{"memsets":>9}')
+    for (kernel, path), (loops, fmas, spills, other, memsets) in sorted(rows.items()):
+        print(f'{kernel[:33]:<34}{path:<8}{loops:>6}{fmas:>15}{spills:>15}{other:>13}'
+              f'{memsets:>9}')
         bad += spills
     if not rows:
         sys.exit('no CPU kernels found: is this a graft binary built with its CPU paths?')

@@ -48,7 +48,10 @@ template <int P, int NV, bool Tail>
 inline void dw_finish(const Vec (&acc)[P][NV], int C, int c0, const float* bias, const float* res,
                       Act act, float* yo, int lanes) {
   auto ld = [lanes](const float* p) { return Tail ? loadv_first(p, lanes) : loadv(p); };
+  // Unrolled, so the caller's acc stays in registers (a rolled loop puts it on the stack).
+#pragma GCC unroll 16
   for (int p = 0; p < P; ++p)
+#pragma GCC unroll 4
     for (int j = 0; j < NV; ++j) {
       Vec v = acc[p][j];
       if (bias) v += ld(bias + c0 + kVec * j);

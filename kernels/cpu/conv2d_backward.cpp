@@ -203,7 +203,10 @@ inline void dw_data_phase(const ConvShape& s, int ky_n, const float* const* dyr,
       }
     }
   }
+  // Unrolled, so acc stays in registers (a rolled loop puts it on the stack).
+#pragma GCC unroll 16
   for (int p = 0; p < P; ++p)
+#pragma GCC unroll 4
     for (int j = 0; j < NV; ++j) storev(dxp + int64_t(p) * S * C + c0 + kVec * j, acc[p][j]);
 }
 

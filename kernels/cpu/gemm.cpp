@@ -53,18 +53,26 @@ inline void store_cols(float* p, Vec v, int left) {
 // element's sum runs over k in order, whatever the tile, so all FMA paths give the same bits.
 template <int MR, int NV>
 void tile_kernel(const Tile& t) {
-  Vec acc[MR][NV] = {};
+  // Every loop over the tile runs to the constant MR or NV and is unrolled, with the row count
+  // tested inside: then acc is MR*NV registers. A loop bounded by t.rows indexes acc at run time,
+  // which puts it on the stack, zeroed by a memset call on every tile.
+  Vec acc[MR][NV];
   const bool full = t.rows == MR && t.cols == kVec * NV;
-  if (!t.first && full) {
-    for (int i = 0; i < MR; ++i)
-      for (int j = 0; j < NV; ++j) acc[i][j] = loadv(t.c + i * t.ldc + kVec * j);
-  } else if (!t.first) {
-    for (int i = 0; i < t.rows; ++i)
-      for (int j = 0; j < NV; ++j)
-        acc[i][j] = load_cols(t.c + i * t.ldc + kVec * j, t.cols - kVec * j);
-  }
+#pragma GCC unroll 12
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; ++j) {
+      if (t.first || i >= t.rows)
+        acc[i][j] = Vec{};
+      else
+        acc[i][j] = full ? loadv(t.c + i * t.ldc + kVec * j)
+                         : load_cols(t.c + i * t.ldc + kVec * j, t.cols - kVec * j);
+    }
 
   const float* b = t.b;
+  // One k step per iteration: the tile is sized for one step's operands, and Clang, unrolling
+  // this 8 times, ran out of vector registers and spilled accumulators.
+#pragma GCC unroll 1
   for (int p = 0; p < t.kc; ++p, b += kVec * NV) {
     Vec bv[NV];
     for (int j = 0; j < NV; ++j) bv[j] = loadv(b + kVec * j);
@@ -76,33 +84,39 @@ void tile_kernel(const Tile& t) {
 
   if (t.last) {
     if (t.bias)
+#pragma GCC unroll 4
       for (int j = 0; j < NV; ++j) {
         const Vec bj = loadv(t.bias + kVec * j);
+#pragma GCC unroll 12
         for (int i = 0; i < MR; ++i) acc[i][j] += bj;
       }
-    if (t.residual) {
-      if (full) {
-        for (int i = 0; i < MR; ++i)
-          for (int j = 0; j < NV; ++j)
-            acc[i][j] += loadv(t.residual + i * t.ld_residual + kVec * j);
-      } else {
-        for (int i = 0; i < t.rows; ++i)
-          for (int j = 0; j < NV; ++j)
-            acc[i][j] += load_cols(t.residual + i * t.ld_residual + kVec * j, t.cols - kVec * j);
-      }
-    }
+    if (t.residual)
+#pragma GCC unroll 12
+      for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+        for (int j = 0; j < NV; ++j) {
+          const float* r = t.residual + i * t.ld_residual + kVec * j;
+          if (full)
+            acc[i][j] += loadv(r);
+          else if (i < t.rows)
+            acc[i][j] += load_cols(r, t.cols - kVec * j);
+        }
+#pragma GCC unroll 12
     for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
       for (int j = 0; j < NV; ++j) acc[i][j] = act_vec(acc[i][j], t.act);
   }
 
-  if (full) {
-    for (int i = 0; i < MR; ++i)
-      for (int j = 0; j < NV; ++j) storev(t.c + i * t.ldc + kVec * j, acc[i][j]);
-    return;
-  }
-  for (int i = 0; i < t.rows; ++i)
-    for (int j = 0; j < NV; ++j)
-      store_cols(t.c + i * t.ldc + kVec * j, acc[i][j], t.cols - kVec * j);
+#pragma GCC unroll 12
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; ++j) {
+      float* ci = t.c + i * t.ldc + kVec * j;
+      if (full)
+        storev(ci, acc[i][j]);
+      else if (i < t.rows)
+        store_cols(ci, acc[i][j], t.cols - kVec * j);
+    }
 }
 
 // Row-tile height for a panel of NV vectors: narrower panels get taller tiles so the FMA count per

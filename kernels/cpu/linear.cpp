@@ -26,41 +26,43 @@ static_assert(kLanes % kVec == 0, "16 lanes must be whole vectors");
 // AVX2, 2x2x4 on NEON, 1x1x4 on SSE2.
 constexpr int kBlock = kVecsPerLanes == 1 ? 4 : kAccRegs >= 12 ? 2 : 1;
 
+// One 16-input step of an RN x RO block at input k. Tail: the last in % 16 inputs, into the same
+// lanes, loaded masked with zeros past `in` (a scalar tail loop would leave the compiler free to
+// fuse its multiply-adds or not, differently per path and per tuning). The loops have fixed trip
+// counts and are unrolled: indexed at run time, the accumulators would live on the stack.
+template <int RN, int RO, bool Tail>
+inline void dot_step(Vec (&acc)[RN][RO][kVecsPerLanes], int in, const float* x, const float* w,
+                     int k) {
+#pragma GCC unroll 4
+  for (int v = 0; v < kVecsPerLanes; ++v) {
+    const int left = Tail ? std::clamp(in - k - kVec * v, 0, kVec) : kVec;
+    auto ld = [left](const float* p) { return Tail ? loadv_first(p, left) : loadv(p); };
+    Vec wv[RO];
+    for (int o = 0; o < RO; ++o) wv[o] = ld(w + int64_t(o) * in + k + kVec * v);
+    for (int i = 0; i < RN; ++i) {
+      const Vec xv = ld(x + int64_t(i) * in + k + kVec * v);
+      for (int o = 0; o < RO; ++o) acc[i][o][v] += xv * wv[o];
+    }
+  }
+}
+
 template <int RN, int RO>
 void dot_block(int in, const float* x, const float* w, const float* bias, int out, float* y) {
   Vec acc[RN][RO][kVecsPerLanes] = {};
   int k = 0;
-  for (; k + kLanes <= in; k += kLanes) {
-    for (int v = 0; v < kVecsPerLanes; ++v) {
-      Vec wv[RO];
-      for (int o = 0; o < RO; ++o) wv[o] = loadv(w + int64_t(o) * in + k + kVec * v);
-      for (int i = 0; i < RN; ++i) {
-        const Vec xv = loadv(x + int64_t(i) * in + k + kVec * v);
-        for (int o = 0; o < RO; ++o) acc[i][o][v] += xv * wv[o];
-      }
-    }
-  }
-  // The last in % 16 inputs go into the same lanes, zero-padded: a scalar tail loop would leave
-  // the compiler free to fuse its multiply-adds or not, differently per path and per tuning.
-  if (k < in) {
-    // A fixed trip count, fully unrolled: with a variable one the accumulators would be indexed
-    // at run time and live on the stack through the main loop. Lanes past `in` load zeros.
+  for (; k + kLanes <= in; k += kLanes) dot_step<RN, RO, false>(acc, in, x, w, k);
+  if (k < in) dot_step<RN, RO, true>(acc, in, x, w, k);
+    // Each output's 16 lanes summed in order, through a row of floats: the unrolled stores keep acc
+    // in registers up to here.
 #pragma GCC unroll 4
-    for (int v = 0; v < kVecsPerLanes; ++v) {
-      const int left = std::clamp(in - k - kVec * v, 0, kVec);
-      Vec wv[RO];
-      for (int o = 0; o < RO; ++o) wv[o] = loadv_first(w + int64_t(o) * in + k + kVec * v, left);
-      for (int i = 0; i < RN; ++i) {
-        const Vec xv = loadv_first(x + int64_t(i) * in + k + kVec * v, left);
-        for (int o = 0; o < RO; ++o) acc[i][o][v] += xv * wv[o];
-      }
-    }
-  }
   for (int i = 0; i < RN; ++i)
+#pragma GCC unroll 4
     for (int o = 0; o < RO; ++o) {
+      float lanes[kLanes];
+#pragma GCC unroll 4
+      for (int v = 0; v < kVecsPerLanes; ++v) storev(lanes + kVec * v, acc[i][o][v]);
       float s = 0.f;
-      for (int v = 0; v < kVecsPerLanes; ++v)
-        for (int j = 0; j < kVec; ++j) s += acc[i][o][v][j];
+      for (int j = 0; j < kLanes; ++j) s += lanes[j];
       y[int64_t(i) * out + o] = s + (bias ? bias[o] : 0.f);
     }
 }
