@@ -4,30 +4,38 @@ namespace graft {
 
 namespace {
 
-// The op list in order, from op `from_op`.
-void run_ops(const Device& dev, const Net& net, const NetPlan& plan, const float* params,
-             float* const* buffers, const float* x, float* features, int from_op) {
-  const int final_value = net.ops.back().output;
-  auto value_ptr = [&](int v) -> float* {
-    return v == final_value ? features : buffers[plan.buffer_of[v]];
-  };
-  auto input_ptr = [&](int v) -> const float* { return v == 0 ? x : value_ptr(v); };
+// Values held outside the plan's buffers: the input image (value 0), the features (the final
+// value), and the value pieces hand over to the whole batch.
+struct Source {
+  int value;
+  const float* ptr;
+};
+struct Sink {
+  int value;
+  float* ptr;
+};
 
-  for (size_t i = size_t(from_op); i < net.ops.size(); ++i) {
+// Ops [from_op, to_op) in order. `in` is the value the first of them reads (besides the buffers'),
+// `out` the value the last of them writes.
+void run_ops(const Device& dev, const Net& net, const NetPlan& plan, const float* params,
+             float* const* buffers, Source in, Sink out, int from_op, int to_op) {
+  auto write_ptr = [&](int v) { return v == out.value ? out.ptr : buffers[plan.buffer_of[v]]; };
+  auto read_ptr = [&](int v) -> const float* { return v == in.value ? in.ptr : write_ptr(v); };
+  for (int i = from_op; i < to_op; ++i) {
     const NetOp& op = net.ops[i];
-    const float* in = input_ptr(op.input);
-    float* out = value_ptr(op.output);
+    const float* x = read_ptr(op.input);
+    float* y = write_ptr(op.output);
     switch (op.kind) {
       case OpKind::conv:
-        op_conv2d(dev, plan.convs[i], in, params + net.w_off[i], params + net.b_off[i],
-                  op.residual >= 0 ? input_ptr(op.residual) : nullptr, op.conv.act, out);
+        op_conv2d(dev, plan.convs[i], x, params + net.w_off[i], params + net.b_off[i],
+                  op.residual >= 0 ? read_ptr(op.residual) : nullptr, op.conv.act, y);
         break;
       case OpKind::max_pool:
-        op_max_pool2d(dev, plan.pools[i], in, out);
+        op_max_pool2d(dev, plan.pools[i], x, y);
         break;
       case OpKind::global_avg_pool: {
         const ValueShape& s = plan.values[op.input];
-        op_global_avg_pool(dev, s.n, s.h * s.w, s.c, in, out);
+        op_global_avg_pool(dev, s.n, s.h * s.w, s.c, x, y);
         break;
       }
     }
@@ -38,20 +46,30 @@ void run_ops(const Device& dev, const Net& net, const NetPlan& plan, const float
 
 void forward(const Device& dev, const Net& net, const NetPlan& plan, const float* params,
              float* const* buffers, const float* x, float* features, int from_op) {
+  const int ops = int(net.ops.size()), final_value = net.ops.back().output;
   if (dev.is_cuda() || from_op != 0 || plan.pieces.empty()) {
-    run_ops(dev, net, plan, params, buffers, x, features, from_op);
+    run_ops(dev, net, plan, params, buffers, {0, x}, {final_value, features}, from_op, ops);
     return;
   }
-  // On the CPU a large batch runs as pieces of a few images (NetPlan::pieces), each through every
-  // op, in the start of the same buffers: one layer's output is still in the caches when the next
-  // reads it. No op mixes images, so every image gets the same bits as in one pass.
-  const int64_t image = int64_t(plan.in_h) * plan.in_w * 3;
-  const int64_t feature = plan.values[net.ops.back().output].numel() / plan.n;
+  // On the CPU a large batch runs as pieces of a few images (NetPlan::pieces), each through the
+  // ops up to plan.pieces_until, in the start of the same buffers: one layer's output is still in
+  // the caches when the next reads it. Each piece leaves its last value at its place in the
+  // handoff buffer (or the features), and the late ops run once on the whole batch. No op mixes
+  // images, so every image gets the same bits as in one pass.
+  const int until = plan.pieces_until;
+  const Sink handoff = until < ops ? Sink{net.ops[until].input, buffers[plan.handoff_buffer]}
+                                   : Sink{final_value, features};
+  const int64_t image_numel = int64_t(plan.in_h) * plan.in_w * 3;
+  const int64_t handoff_numel = int64_t(plan.values[handoff.value].numel()) / plan.n;
   for (int i0 = 0; i0 < plan.n;) {
     const NetPlan& piece = plan.n - i0 >= plan.pieces[0].n ? plan.pieces[0] : plan.pieces.back();
-    run_ops(dev, net, piece, params, buffers, x + i0 * image, features + i0 * feature, 0);
+    run_ops(dev, net, piece, params, buffers, {0, x + i0 * image_numel},
+            {handoff.value, handoff.ptr + i0 * handoff_numel}, 0, until);
     i0 += piece.n;
   }
+  if (until < ops)
+    run_ops(dev, net, plan, params, buffers, {handoff.value, handoff.ptr}, {final_value, features},
+            until, ops);
 }
 
 void forward_cpu(const Net& net, const NetPlan& plan, const float* x, float* features,

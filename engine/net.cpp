@@ -101,8 +101,35 @@ int piece_images() {
   return std::max(2, omp_get_max_threads());
 }
 
+// Where pieces end: the first op whose weights are at least twice a piece's input to it, and from
+// which on every op reads only that input and values made from there (so the pieces hand over one
+// value). At 224x224 on Lite0 that is the 7x7 stage (weights 12x a 2-image piece's input): run in
+// pieces, each piece (98 rows) would read its weights again; the whole batch runs it at once
+// (bench/worklog-cpu.md).
+int pieces_end(const Net& net, const NetPlan& plan, int piece) {
+  const int ops = int(net.ops.size());
+  std::vector<int> made_by(net.num_values, -1);
+  for (int i = 0; i < ops; ++i) made_by[net.ops[i].output] = i;
+  auto hands_over = [&](int i) {
+    for (int j = i; j < ops; ++j)
+      for (int v : {net.ops[j].input, net.ops[j].residual})
+        if (v >= 0 && v != net.ops[i].input && made_by[v] < i) return false;
+    return true;
+  };
+  for (int i = 0; i < ops; ++i) {
+    const NetOp& op = net.ops[i];
+    if (op.kind != OpKind::conv || op.input == 0) continue;
+    const ConvShape& s = plan.convs[i];
+    const int64_t weights = int64_t(s.k_h) * s.k_w * (s.in_c / s.groups) * s.out_c;
+    if (weights >= 2 * (int64_t(plan.values[op.input].numel()) / plan.n * piece) && hands_over(i))
+      return i;
+  }
+  return ops;
+}
+
 void add_pieces(const Net& net, int keep_from, NetPlan& plan) {
   const int piece = piece_images();
+  plan.pieces_until = int(net.ops.size());
   if (keep_from >= 0 || plan.n <= piece) return;
   plan.pieces.push_back(plan_net(net, piece, plan.in_h, plan.in_w));
   if (plan.n % piece) plan.pieces.push_back(plan_net(net, plan.n % piece, plan.in_h, plan.in_w));
@@ -111,6 +138,11 @@ void add_pieces(const Net& net, int keep_from, NetPlan& plan) {
   for (const NetPlan& p : plan.pieces)
     if (p.buffer_of != plan.buffer_of)
       throw std::logic_error("plan_net: a piece's buffers differ from its batch's");
+  plan.pieces_until = pieces_end(net, plan, piece);
+  if (plan.pieces_until < int(net.ops.size())) {
+    plan.handoff_buffer = int(plan.buffer_numel.size());
+    plan.buffer_numel.push_back(plan.values[net.ops[plan.pieces_until].input].numel());
+  }
 }
 
 }  // namespace

@@ -79,6 +79,12 @@ struct NetPlan {
   // the same buffers (from their start). Empty for a batch of one piece or less, and when values
   // are kept for backward (keep_from).
   std::vector<NetPlan> pieces;
+  // Ops [0, pieces_until) run piece by piece; the rest, where a layer's weights outweigh a piece's
+  // activations, run on the whole batch, from buffer `handoff_buffer`, which gathers the pieces'
+  // outputs of op pieces_until - 1. pieces_until is the op count when every op runs in pieces
+  // (handoff_buffer -1).
+  int pieces_until = 0;
+  int handoff_buffer = -1;
 };
 // keep_from: ops from this index on are trained; every value they read or write gets a buffer of
 // its own, kept until backward has used it (-1: inference, buffers shared by liveness; the plan

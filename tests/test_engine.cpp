@@ -78,9 +78,9 @@ TEST(Plan, OutputSizesAndTensorFlowSamePadding) {
   EXPECT_EQ(rp.values[r50.ops.back().output].c, 2048);
 }
 
-// No op may overwrite a buffer whose value is still to be read, nor write where it reads.
-// A batch larger than a piece runs piece by piece on the CPU (engine/forward.cpp). Every image must
-// get the bits it gets when it runs alone, the last piece shorter included.
+// A batch larger than a piece runs piece by piece on the CPU (engine/forward.cpp), the late ops on
+// the whole batch from the pieces' handoff. Every image must get the bits it gets when it runs
+// alone, the last piece shorter included, with and without the handoff.
 TEST(Plan, PiecesGiveEachImageItsOwnBits) {
   const int size = 40;
   const std::string path = testing::TempDir() + "/graft-pieces.safetensors";
@@ -90,9 +90,13 @@ TEST(Plan, PiecesGiveEachImageItsOwnBits) {
   const NetPlan probe = plan_net(model.net, 64, size, size);
   ASSERT_FALSE(probe.pieces.empty());
   const int n = 2 * probe.pieces[0].n + 1;  // two whole pieces and one image
-  const NetPlan plan = plan_net(model.net, n, size, size);
-  ASSERT_EQ(plan.pieces.size(), 2u);
-  EXPECT_EQ(plan.pieces[1].n, 1);
+  const NetPlan handed = plan_net(model.net, n, size, size);
+  ASSERT_EQ(handed.pieces.size(), 2u);
+  EXPECT_EQ(handed.pieces[1].n, 1);
+  const int ops = int(model.net.ops.size());
+  ASSERT_LT(handed.pieces_until, ops);  // at 40x40 the late layers' weights outweigh a piece
+  NetPlan all_pieces = handed;
+  all_pieces.pieces_until = ops;
   EXPECT_TRUE(plan_net(model.net, n, size, size, /*keep_from=*/0).pieces.empty());
   EXPECT_TRUE(plan_net(model.net, probe.pieces[0].n, size, size).pieces.empty());
 
@@ -101,22 +105,27 @@ TEST(Plan, PiecesGiveEachImageItsOwnBits) {
   std::uniform_real_distribution<float> u(-1.f, 1.f);
   std::vector<float> x(size_t(n) * image);
   for (float& v : x) v = u(rng);
-  std::vector<float> features(size_t(n) * dim, NAN);
-  CpuWorkspace ws;
-  forward_cpu(model.net, plan, x.data(), features.data(), ws);
   const NetPlan one = plan_net(model.net, 1, size, size);
+  std::vector<float> alone(size_t(n) * dim, NAN);
   CpuWorkspace ws_one;
+  for (int i = 0; i < n; ++i)
+    forward_cpu(model.net, one, x.data() + i * image, alone.data() + i * dim, ws_one);
   float largest = 0.f;
-  for (int i = 0; i < n; ++i) {
-    std::vector<float> alone(dim, NAN);
-    forward_cpu(model.net, one, x.data() + i * image, alone.data(), ws_one);
-    EXPECT_EQ(std::memcmp(alone.data(), features.data() + i * dim, sizeof(float) * dim), 0)
-        << "image " << i << " of " << n;
-    for (float v : alone) largest = std::max(largest, std::fabs(v));
-  }
+  for (float v : alone) largest = std::max(largest, std::fabs(v));
   EXPECT_GT(largest, 0.f);  // features of random weights, not zeros
+
+  for (const NetPlan* plan : std::initializer_list<const NetPlan*>{&handed, &all_pieces}) {
+    std::vector<float> features(size_t(n) * dim, NAN);
+    CpuWorkspace ws;
+    forward_cpu(model.net, *plan, x.data(), features.data(), ws);
+    for (int i = 0; i < n; ++i)
+      EXPECT_EQ(std::memcmp(alone.data() + i * dim, features.data() + i * dim, sizeof(float) * dim),
+                0)
+          << "image " << i << " of " << n << ", pieces until op " << plan->pieces_until;
+  }
 }
 
+// No op may overwrite a buffer whose value is still to be read, nor write where it reads.
 TEST(Plan, BufferSharingNeverClobbersLiveValues) {
   for (const std::string& arch : known_archs()) {
     Net net = build_arch(arch);
