@@ -158,6 +158,13 @@ int k_block(int k) {
 // rounded up to whole vectors), zero-padded.
 void pack_panel(const float* b, int64_t ldb, int p0, int kc, int j0, int cols, int width,
                 float* dst) {
+  if (cols == kPanel) {  // a whole panel: vector copies, not a libc call per row
+    for (int p = 0; p < kc; ++p, dst += kPanel)
+#pragma GCC unroll 4
+      for (int v = 0; v < kMaxNv; ++v)
+        storev(dst + kVec * v, loadv(b + (p0 + p) * ldb + j0 + kVec * v));
+    return;
+  }
   for (int p = 0; p < kc; ++p, dst += width) {
     std::memcpy(dst, b + (p0 + p) * ldb + j0, sizeof(float) * cols);
     std::fill(dst + cols, dst + width, 0.f);
@@ -231,8 +238,21 @@ size_t packed_b_size(int n, int k) {
 }
 
 void pack_b(int n, int k, const float* b, int64_t ldb, float* packed, int panel_lo, int panel_hi) {
-  for (int jp = panel_lo; jp < panel_hi; ++jp) {
-    const int j0 = jp * kPanel, cols = std::min(kPanel, n - j0);
+  // Row by row across the panels: B is read front to back, each row once. Panel by panel, every
+  // row of a narrow strip was a new cache line a row's length away from the last, and the
+  // prefetchers fell behind (at batch 1 the packing took 13% of the forward on avx512, 21% on
+  // avx2, whose panels are 16 floats).
+  const int full_hi = std::min(panel_hi, n / kPanel);  // panels [panel_lo, full_hi) are whole
+  for (int p = 0; p < k; ++p) {
+    const float* src = b + p * ldb;
+    for (int jp = panel_lo; jp < full_hi; ++jp) {
+      float* dst = packed + (size_t(jp) * k + p) * kPanel;
+#pragma GCC unroll 4
+      for (int v = 0; v < kMaxNv; ++v) storev(dst + kVec * v, loadv(src + jp * kPanel + kVec * v));
+    }
+  }
+  for (int jp = std::max(panel_lo, full_hi); jp < panel_hi; ++jp) {
+    const int j0 = jp * kPanel, cols = n - j0;
     pack_panel(b, ldb, 0, k, j0, cols, (cols + kVec - 1) / kVec * kVec, packed + size_t(j0) * k);
   }
 }
@@ -275,8 +295,11 @@ void gemm_threads(int64_t m, int n, int k, const float* a, const float* b, float
 #pragma omp parallel
   {
     if (prepack) {
-#pragma omp for schedule(static)
-      for (int jp = 0; jp < panels; ++jp) pack_b(n, k, b, n, packed, jp, jp + 1);
+      // Each thread packs a contiguous range of panels, row by row (pack_b).
+      const int nt = omp_get_num_threads(), t = omp_get_thread_num();
+      pack_b(n, k, b, n, packed, int(int64_t(panels) * t / nt),
+             int(int64_t(panels) * (t + 1) / nt));
+#pragma omp barrier
     }
 #pragma omp for schedule(dynamic, 1)
     for (int64_t item = 0; item < mb * nb; ++item) {
