@@ -14,7 +14,8 @@ void extractor_create(FeatureExtractor& fe, const Device& dev, const Model& mode
   fe.batch = batch;
   fe.keep_from = keep_from;
   const int size = model.preprocess.size;
-  const NetPlan& plan = fe.plans[batch] = plan_net(model.net, batch, size, size, keep_from);
+  const NetPlan& plan = fe.plans[batch] =
+      plan_net(model.net, batch, size, size, keep_from, !dev.is_cuda());
   const size_t pixels = size_t(batch) * size * size * 3;
   size_t bytes = model.net.params.size() * 4 + pixels + pixels * 4 + 64 * 4;
   for (size_t n : plan.buffer_numel) bytes += n * 4 + 64;
@@ -40,7 +41,9 @@ const NetPlan& plan_for(FeatureExtractor& fe, int n) {
   auto it = fe.plans.find(n);
   if (it == fe.plans.end()) {
     const int size = fe.model->preprocess.size;
-    it = fe.plans.emplace(n, plan_net(fe.model->net, n, size, size, fe.keep_from)).first;
+    it =
+        fe.plans.emplace(n, plan_net(fe.model->net, n, size, size, fe.keep_from, !fe.dev.is_cuda()))
+            .first;
   }
   return it->second;
 }

@@ -129,7 +129,6 @@ int pieces_end(const Net& net, const NetPlan& plan, int piece) {
 
 void add_pieces(const Net& net, int keep_from, NetPlan& plan) {
   const int piece = piece_images();
-  plan.pieces_until = int(net.ops.size());
   if (keep_from >= 0 || plan.n <= piece) return;
   plan.pieces.push_back(plan_net(net, piece, plan.in_h, plan.in_w));
   if (plan.n % piece) plan.pieces.push_back(plan_net(net, plan.n % piece, plan.in_h, plan.in_w));
@@ -147,13 +146,14 @@ void add_pieces(const Net& net, int keep_from, NetPlan& plan) {
 
 }  // namespace
 
-NetPlan plan_net(const Net& net, int n, int in_h, int in_w, int keep_from) {
+NetPlan plan_net(const Net& net, int n, int in_h, int in_w, int keep_from, bool for_cpu) {
   if (n <= 0 || in_h <= 0 || in_w <= 0)
     throw std::invalid_argument("plan_net: batch and image size must be positive");
   NetPlan plan;
   plan.n = n;
   plan.in_h = in_h;
   plan.in_w = in_w;
+  plan.pieces_until = int(net.ops.size());
   plan.values.assign(net.num_values, ValueShape{});
   plan.convs.assign(net.ops.size(), ConvShape{});
   plan.pools.assign(net.ops.size(), PoolShape{});
@@ -241,7 +241,7 @@ NetPlan plan_net(const Net& net, int n, int in_h, int in_w, int keep_from) {
     for (int v : {op.input, op.residual})
       if (v > 0 && last_use[v] == int(i) && plan.buffer_of[v] >= 0) busy[plan.buffer_of[v]] = false;
   }
-  add_pieces(net, keep_from, plan);
+  if (for_cpu) add_pieces(net, keep_from, plan);
   return plan;
 }
 

@@ -88,8 +88,9 @@ struct NetPlan {
 };
 // keep_from: ops from this index on are trained; every value they read or write gets a buffer of
 // its own, kept until backward has used it (-1: inference, buffers shared by liveness; the plan
-// then has pieces for the CPU).
-NetPlan plan_net(const Net& net, int n, int in_h, int in_w, int keep_from = -1);
+// then has pieces, unless it is for a GPU: `for_cpu` false).
+NetPlan plan_net(const Net& net, int n, int in_h, int in_w, int keep_from = -1,
+                 bool for_cpu = true);
 
 // Blocks, for fine-tuning: the stem, then each "blocks.K" in order, then the final 1x1 "head" conv
 // where the arch has one. An op without parameters (pooling) belongs to the block before it.

@@ -43,11 +43,17 @@ void conv_pointwise(const ConvShape& s, const float* x, const float* w, const fl
   gemm_threads(int64_t(s.n) * s.out_h * s.out_w, s.out_c, s.in_c, x, w, y, &ep);
 }
 
+// A vector of channels: whole, or when Tail the first `lanes` (< kVec) of them, masked.
+template <bool Tail>
+inline Vec load_lanes(const float* p, int lanes) {
+  return Tail ? loadv_first(p, lanes) : loadv(p);
+}
+
 // A block's epilogue: bias, residual, activation, store (masked to `lanes` channels when Tail).
 template <int P, int NV, bool Tail>
 inline void dw_finish(const Vec (&acc)[P][NV], int C, int c0, const float* bias, const float* res,
                       Act act, float* yo, int lanes) {
-  auto ld = [lanes](const float* p) { return Tail ? loadv_first(p, lanes) : loadv(p); };
+  auto ld = [lanes](const float* p) { return load_lanes<Tail>(p, lanes); };
   // Unrolled, so the caller's acc stays in registers (a rolled loop puts it on the stack).
 #pragma GCC unroll 16
   for (int p = 0; p < P; ++p)
@@ -76,7 +82,7 @@ inline void dw_pixels(const ConvShape& s, const float* xb, const float* w, int k
                       const float* res, Act act, float* yo, int lanes = kVec) {
   const int C = s.in_c;
   // Tail: one vector of `lanes` < kVec channels, loaded and stored masked.
-  auto ld = [lanes](const float* p) { return Tail ? loadv_first(p, lanes) : loadv(p); };
+  auto ld = [lanes](const float* p) { return load_lanes<Tail>(p, lanes); };
   Vec acc[P][NV] = {};
   for (int ky = ky0; ky < ky1; ++ky) {
     const float* xr = xb + int64_t(iy0 + ky) * s.in_w * C + c0;
@@ -271,11 +277,9 @@ void conv_general(const ConvShape& s, const float* x, const float* w, const floa
   const int64_t items = (rows + rows_per_item - 1) / rows_per_item;
   const size_t group_pack = packed_b_size(ocg, K);
   const int panels = (ocg + gemm_panel_width() - 1) / gemm_panel_width();
-  // The weights packed once for every item (gemm_packed): the calling thread's buffer, shared by
-  // the team. There are at least 4 items per thread, so this beats packing them per item.
-  static thread_local std::vector<float> packed_buf;
-  if (packed_buf.size() < group_pack * s.groups) packed_buf.resize(group_pack * s.groups);
-  float* const packed = packed_buf.data();
+  // The weights packed once for every item (gemm_packed). There are at least 4 items per thread,
+  // so this beats packing them per item.
+  float* const packed = call_pack_buffer(group_pack * s.groups);
 #pragma omp parallel
   {
     thread_local std::vector<float> cols;

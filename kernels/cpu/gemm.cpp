@@ -257,6 +257,12 @@ void pack_b(int n, int k, const float* b, int64_t ldb, float* packed, int panel_
   }
 }
 
+float* call_pack_buffer(size_t floats) {
+  thread_local std::vector<float> buf;
+  if (buf.size() < floats) buf.resize(floats);
+  return buf.data();
+}
+
 void gemm_packed(int m, int n, int k, const float* a, int64_t lda, const float* packed, int j0,
                  float* c, int64_t ldc, const Epilogue* epp) {
   const Epilogue ep = epp ? *epp : Epilogue{nullptr, nullptr, 0, Act::none};
@@ -288,9 +294,7 @@ void gemm_threads(int64_t m, int n, int k, const float* a, const float* b, float
   // Packing B for every item reads B once per row block; packing it once up front writes it and
   // reads it back, about three passes, but then in the panel order the tiles read.
   const bool prepack = mb >= 3;
-  thread_local std::vector<float> packed_buf;
-  if (prepack && packed_buf.size() < packed_b_size(n, k)) packed_buf.resize(packed_b_size(n, k));
-  float* const packed = packed_buf.data();  // the calling thread's buffer, shared by the team
+  float* const packed = prepack ? call_pack_buffer(packed_b_size(n, k)) : nullptr;
   const int panels = (n + kPanel - 1) / kPanel;
 #pragma omp parallel
   {

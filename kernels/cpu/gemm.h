@@ -33,6 +33,10 @@ void gemm(int m, int n, int k, const float* a, int64_t lda, const float* b, int6
 int gemm_panel_width();
 size_t packed_b_size(int n, int k);
 void pack_b(int n, int k, const float* b, int64_t ldb, float* packed, int panel_lo, int panel_hi);
+// The calling thread's buffer for a layer's weights packed once per call and shared by its team
+// (pass the pointer, not the thread_local, into the parallel region): at least `floats` long,
+// reused by the calling thread's next call.
+float* call_pack_buffer(size_t floats);
 
 // C[m][n] = A[m][k] * packed B's columns [j0, j0 + n), then the epilogue unless ep is null. j0 is
 // a multiple of the panel width, and j0 + n is one too or B's last column.
