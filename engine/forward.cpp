@@ -24,6 +24,15 @@ void run_ops(const Device& dev, const Net& net, const NetPlan& plan, const float
   for (int i = from_op; i < to_op; ++i) {
     const NetOp& op = net.ops[i];
     const float* x = read_ptr(op.input);
+    if (!dev.is_cuda() && i + 1 < to_op && !plan.expand_with_next.empty() &&
+        plan.expand_with_next[i]) {
+      const NetOp& next = net.ops[i + 1];
+      cpu::expand_depthwise(plan.convs[i], x, params + net.w_off[i], params + net.b_off[i],
+                            op.conv.act, plan.convs[i + 1], params + net.w_off[i + 1],
+                            params + net.b_off[i + 1], next.conv.act, write_ptr(next.output));
+      ++i;
+      continue;
+    }
     float* y = write_ptr(op.output);
     switch (op.kind) {
       case OpKind::conv:

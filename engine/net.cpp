@@ -127,6 +127,35 @@ int pieces_end(const Net& net, const NetPlan& plan, int piece) {
   return ops;
 }
 
+// Expand-depthwise pairs worth running as one kernel: the expanded activation of a piece's images
+// takes more than kFuseBytes (about a core's L2 on the machines measured; bench/worklog-cpu.md),
+// no other op reads it, and backward does not keep it (both ops before keep_from). Per image, so
+// that a batch and its pieces fuse the same pairs and share their buffers alike.
+constexpr size_t kFuseBytes = size_t(1) << 20;
+
+void mark_expand_pairs(const Net& net, int keep_from, NetPlan& plan) {
+  const int ops = int(net.ops.size());
+  plan.expand_with_next.assign(ops, 0);
+  std::vector<int> readers(net.num_values, 0);
+  for (const NetOp& op : net.ops)
+    for (int v : {op.input, op.residual})
+      if (v >= 0) ++readers[v];
+  for (int i = 0; i + 1 < ops; ++i) {
+    const NetOp &a = net.ops[i], &b = net.ops[i + 1];
+    if (a.kind != OpKind::conv || b.kind != OpKind::conv) continue;
+    if (keep_from >= 0 && i + 1 >= keep_from) continue;
+    const ConvShape &pw = plan.convs[i], &dw = plan.convs[i + 1];
+    const bool pointwise = pw.k_h == 1 && pw.k_w == 1 && pw.stride_h == 1 && pw.stride_w == 1 &&
+                           pw.pad_top == 0 && pw.pad_left == 0 && pw.groups == 1 && a.residual < 0;
+    const bool depthwise = dw.groups == dw.in_c && dw.groups == dw.out_c && dw.groups > 1 &&
+                           dw.k_h == dw.k_w && dw.stride_h == dw.stride_w && b.residual < 0;
+    const size_t piece_bytes = plan.values[a.output].numel() / plan.n * piece_images() * 4;
+    if (pointwise && depthwise && b.input == a.output && readers[a.output] == 1 &&
+        a.output != net.ops.back().output && piece_bytes > kFuseBytes)
+      plan.expand_with_next[i] = 1;
+  }
+}
+
 void add_pieces(const Net& net, int keep_from, NetPlan& plan) {
   const int piece = piece_images();
   if (keep_from >= 0 || plan.n <= piece) return;
@@ -216,6 +245,14 @@ NetPlan plan_net(const Net& net, int n, int in_h, int in_w, int keep_from, bool 
     last_use[net.ops[i].input] = kept ? forever : int(i);
     if (net.ops[i].residual >= 0) last_use[net.ops[i].residual] = kept ? forever : int(i);
     if (kept) last_use[net.ops[i].output] = forever;
+  }
+  // A fused expand-depthwise pair reads the expand's input while it writes the depthwise output,
+  // band by band: that input stays live through the pair.
+  if (for_cpu) {
+    mark_expand_pairs(net, keep_from, plan);
+    for (size_t i = 0; i + 1 < net.ops.size(); ++i)
+      if (plan.expand_with_next[i])
+        last_use[net.ops[i].input] = std::max(last_use[net.ops[i].input], int(i) + 1);
   }
   const int final_value = net.ops.empty() ? 0 : net.ops.back().output;
   plan.buffer_of.assign(net.num_values, -1);

@@ -85,6 +85,10 @@ struct NetPlan {
   // (handoff_buffer -1).
   int pieces_until = 0;
   int handoff_buffer = -1;
+  // CPU: expand_with_next[i] means op i, a pointwise expand, and op i + 1, the depthwise conv that
+  // alone reads its output, run as one kernel (cpu::expand_depthwise) when that output is larger
+  // than the caches. Empty for a GPU plan.
+  std::vector<char> expand_with_next;
 };
 // keep_from: ops from this index on are trained; every value they read or write gets a buffer of
 // its own, kept until backward has used it (-1: inference, buffers shared by liveness; the plan

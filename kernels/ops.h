@@ -69,6 +69,14 @@ namespace cpu {
 void conv2d(const ConvShape& s, const float* x, const float* w, const float* bias,
             const float* residual, Act act, float* y);
 
+// CPU only: a pointwise expand (pw: 1x1, stride 1, one group) and the depthwise conv that reads
+// its output, y = act_dw(dwconv(act_pw(x * w_pw + b_pw), w_dw) + b_dw), without writing the
+// expanded activation out: it is made a band of rows at a time and consumed while in the caches.
+// The same bits as conv2d twice. The GPU runs the pair as two conv2d calls.
+void expand_depthwise(const ConvShape& pw, const float* x, const float* w_pw, const float* b_pw,
+                      Act act_pw, const ConvShape& dw, const float* w_dw, const float* b_dw,
+                      Act act_dw, float* y);
+
 // The same epilogue on its own: y[r][c] = act(x[r][c] + bias[c] + residual[r][c]). y may alias x.
 void bias_act(int64_t rows, int c, const float* x, const float* bias, const float* residual,
               Act act, float* y);

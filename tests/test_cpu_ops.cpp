@@ -144,6 +144,47 @@ TEST(Conv2d, HandComputedSameStride2) {
   EXPECT_EQ(y, want);
 }
 
+// The fused expand + depthwise gives conv2d's bits, twice over, on shapes with several bands and
+// chunks of rows (rows wide enough that a band holds a few of them), a channel tail, both
+// strides, 3x3 and 5x5, TensorFlow's and symmetric padding, and one image or several.
+TEST(ExpandDepthwise, SameBitsAsTwoConvs) {
+  struct Case {
+    int n, h, w, cin, cexp, k, stride;
+    bool tf_same;
+  };
+  const Case cases[] = {{1, 57, 45, 7, 200, 3, 1, true},
+                        {3, 30, 61, 16, 168, 5, 1, true},
+                        {2, 41, 39, 24, 144, 3, 2, true},
+                        {1, 33, 70, 5, 129, 5, 2, false},
+                        {5, 9, 11, 8, 40, 3, 1, false}};
+  uint64_t seed = 300;
+  for (const Case& c : cases) {
+    const ConvShape pw = test::pointwise(c.n, c.h, c.w, c.cin, c.cexp);
+    const int p = c.k / 2;
+    const ConvShape dw = c.tf_same ? test::depthwise(c.n, c.h, c.w, c.cexp, c.k, c.stride)
+                                   : test::conv_pad(c.n, c.h, c.w, c.cexp, c.cexp, c.k, c.k,
+                                                    c.stride, c.stride, p, p, p, p, c.cexp);
+    const auto x = random_vec(size_t(c.n) * c.h * c.w * c.cin, seed++);
+    const auto w_pw = random_vec(size_t(c.cin) * c.cexp, seed++);
+    const auto b_pw = random_vec(c.cexp, seed++);
+    const auto w_dw = random_vec(size_t(c.k) * c.k * c.cexp, seed++);
+    const auto b_dw = random_vec(c.cexp, seed++);
+    const size_t mid_n = size_t(c.n) * c.h * c.w * c.cexp;
+    const size_t y_n = size_t(c.n) * dw.out_h * dw.out_w * c.cexp;
+    auto mid = poisoned(mid_n), want = poisoned(y_n), got = poisoned(y_n);
+    cpu::conv2d(pw, x.data(), w_pw.data(), b_pw.data(), nullptr, Act::relu6, mid.data());
+    cpu::conv2d(dw, mid.data(), w_dw.data(), b_dw.data(), nullptr, Act::relu6, want.data());
+    cpu::expand_depthwise(pw, x.data(), w_pw.data(), b_pw.data(), Act::relu6, dw, w_dw.data(),
+                          b_dw.data(), Act::relu6, got.data());
+    EXPECT_EQ(std::memcmp(want.data(), got.data(), sizeof(float) * y_n), 0)
+        << conv_shape_str(dw) << ", first difference at "
+        << std::mismatch(want.begin(), want.end(), got.begin()).first - want.begin();
+    float largest = 0.f;
+    for (float v : want) largest = std::max(largest, std::fabs(v));
+    EXPECT_GT(largest, 0.f);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // epilogue and pooling
 

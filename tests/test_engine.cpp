@@ -125,6 +125,52 @@ TEST(Plan, PiecesGiveEachImageItsOwnBits) {
   }
 }
 
+// On the CPU, an expand whose output outgrows the caches runs fused with the depthwise conv after
+// it (cpu::expand_depthwise, checked bit for bit in tests/test_cpu_ops.cpp): the plan marks such
+// pairs only where backward keeps nothing and the device is the CPU, and the features are the
+// unfused ones.
+TEST(Plan, ExpandDepthwisePairsGiveTheSameFeatures) {
+  const int size = 224;
+  const std::string path = testing::TempDir() + "/graft-fused.safetensors";
+  test::write_random_backbone(path, {"efficientnet_lite0", size});
+  const Model model = load_model(path);
+  std::filesystem::remove(path);
+  const NetPlan plan = plan_net(model.net, 1, size, size);
+  int pairs = 0;
+  for (char f : plan.expand_with_next) pairs += f;
+  EXPECT_GE(pairs, 2);  // at least the 112x112 and 56x56 blocks' expansions
+  const NetPlan kept = plan_net(model.net, 1, size, size, /*keep_from=*/0);
+  for (char f : kept.expand_with_next) EXPECT_EQ(f, 0);
+  EXPECT_TRUE(plan_net(model.net, 1, size, size, -1, /*for_cpu=*/false).expand_with_next.empty());
+  // The pair reads the expand's input while writing the depthwise output: never one buffer.
+  for (const std::string& arch : known_archs())
+    for (int n : {1, 3, 64}) {
+      const Net net = build_arch(arch);
+      const NetPlan p = plan_net(net, n, 192, 160);
+      for (size_t i = 0; i + 1 < net.ops.size(); ++i) {
+        const int in = net.ops[i].input;
+        if (p.expand_with_next[i] && in != 0)
+          EXPECT_NE(p.buffer_of[in], p.buffer_of[net.ops[i + 1].output]) << arch << " op " << i;
+      }
+    }
+
+  NetPlan unfused = plan;
+  unfused.expand_with_next.assign(unfused.expand_with_next.size(), 0);
+  const int64_t image = int64_t(size) * size * 3, dim = model.net.feature_dim;
+  std::vector<float> x(image);
+  std::mt19937 rng(29);
+  std::uniform_real_distribution<float> u(-1.f, 1.f);
+  for (float& v : x) v = u(rng);
+  std::vector<float> fused(dim, NAN), apart(dim, NAN);
+  CpuWorkspace ws;
+  forward_cpu(model.net, plan, x.data(), fused.data(), ws);
+  forward_cpu(model.net, unfused, x.data(), apart.data(), ws);
+  EXPECT_EQ(std::memcmp(fused.data(), apart.data(), sizeof(float) * dim), 0);
+  float largest = 0.f;
+  for (float v : apart) largest = std::max(largest, std::fabs(v));
+  EXPECT_GT(largest, 0.f);
+}
+
 // No op may overwrite a buffer whose value is still to be read, nor write where it reads.
 TEST(Plan, BufferSharingNeverClobbersLiveValues) {
   for (const std::string& arch : known_archs()) {

@@ -194,36 +194,46 @@ int dw_slide_blocks(const ConvShape& s, const float* xb, const float* w, int oy,
   return c0;
 }
 
+// Output columns [ox_lo, ox_hi) have their window fully inside the image horizontally.
+void dw_columns(const ConvShape& s, int& ox_lo, int& ox_hi) {
+  ox_lo = std::min(s.out_w, (s.pad_left + s.stride_w - 1) / s.stride_w);
+  const int last = s.in_w - s.k_w + s.pad_left;
+  ox_hi = std::max(ox_lo, last < 0 ? 0 : std::min(s.out_w, last / s.stride_w + 1));
+}
+
+// Output row oy of image xb, every channel.
+void dw_output_row(const ConvShape& s, const float* xb, const float* w, int oy, int ox_lo,
+                   int ox_hi, const float* bias, const float* rrow, Act act, float* yrow) {
+  const int C = s.in_c;
+  // Channel blocks of 4, 2 and 1 vectors (kernels/cpu/simd.h). The 4-vector block only where
+  // the register file holds its 16 accumulators and 4 weight vectors.
+  int c0 = 0;
+  if (s.stride_w == 1 && s.k_w == 3)
+    c0 = dw_slide_blocks<3>(s, xb, w, oy, ox_lo, ox_hi, bias, rrow, act, yrow);
+  else if (s.stride_w == 1 && s.k_w == 5)
+    c0 = dw_slide_blocks<5>(s, xb, w, oy, ox_lo, ox_hi, bias, rrow, act, yrow);
+  if constexpr (kAccRegs >= 24)
+    for (; c0 + 4 * kVec <= C; c0 += 4 * kVec)
+      dw_row<4, 4>(s, xb, w, oy, c0, ox_lo, ox_hi, bias, rrow, act, yrow);
+  for (; c0 + 2 * kVec <= C; c0 += 2 * kVec)
+    dw_row<kDwPixels2, 2>(s, xb, w, oy, c0, ox_lo, ox_hi, bias, rrow, act, yrow);
+  for (; c0 + kVec <= C; c0 += kVec)
+    dw_row<kDwPixels1, 1>(s, xb, w, oy, c0, ox_lo, ox_hi, bias, rrow, act, yrow);
+  // Channel tail (< kVec): one masked vector, so every channel sums the same way on every path.
+  if (c0 < C)
+    dw_row<kDwPixels1, 1, true>(s, xb, w, oy, c0, ox_lo, ox_hi, bias, rrow, act, yrow, C - c0);
+}
+
 void conv_depthwise(const ConvShape& s, const float* x, const float* w, const float* bias,
                     const float* residual, Act act, float* y) {
   const int C = s.in_c;
-  // Output columns whose window lies fully inside the image horizontally.
-  const int ox_lo = std::min(s.out_w, (s.pad_left + s.stride_w - 1) / s.stride_w);
-  const int last = s.in_w - s.k_w + s.pad_left;
-  const int ox_hi = std::max(ox_lo, last < 0 ? 0 : std::min(s.out_w, last / s.stride_w + 1));
+  int ox_lo, ox_hi;
+  dw_columns(s, ox_lo, ox_hi);
 #pragma omp parallel for schedule(static)
   for (int64_t row = 0; row < int64_t(s.n) * s.out_h; ++row) {
     const int b = int(row / s.out_h), oy = int(row % s.out_h);
-    const float* xb = x + int64_t(b) * s.in_h * s.in_w * C;
-    float* yrow = y + row * s.out_w * C;
-    const float* rrow = residual ? residual + row * s.out_w * C : nullptr;
-    // Channel blocks of 4, 2 and 1 vectors (kernels/cpu/simd.h). The 4-vector block only where
-    // the register file holds its 16 accumulators and 4 weight vectors.
-    int c0 = 0;
-    if (s.stride_w == 1 && s.k_w == 3)
-      c0 = dw_slide_blocks<3>(s, xb, w, oy, ox_lo, ox_hi, bias, rrow, act, yrow);
-    else if (s.stride_w == 1 && s.k_w == 5)
-      c0 = dw_slide_blocks<5>(s, xb, w, oy, ox_lo, ox_hi, bias, rrow, act, yrow);
-    if constexpr (kAccRegs >= 24)
-      for (; c0 + 4 * kVec <= C; c0 += 4 * kVec)
-        dw_row<4, 4>(s, xb, w, oy, c0, ox_lo, ox_hi, bias, rrow, act, yrow);
-    for (; c0 + 2 * kVec <= C; c0 += 2 * kVec)
-      dw_row<kDwPixels2, 2>(s, xb, w, oy, c0, ox_lo, ox_hi, bias, rrow, act, yrow);
-    for (; c0 + kVec <= C; c0 += kVec)
-      dw_row<kDwPixels1, 1>(s, xb, w, oy, c0, ox_lo, ox_hi, bias, rrow, act, yrow);
-    // Channel tail (< kVec): one masked vector, so every channel sums the same way on every path.
-    if (c0 < C)
-      dw_row<kDwPixels1, 1, true>(s, xb, w, oy, c0, ox_lo, ox_hi, bias, rrow, act, yrow, C - c0);
+    dw_output_row(s, x + int64_t(b) * s.in_h * s.in_w * C, w, oy, ox_lo, ox_hi, bias,
+                  residual ? residual + row * s.out_w * C : nullptr, act, y + row * s.out_w * C);
   }
 }
 
@@ -310,6 +320,65 @@ void conv_general(const ConvShape& s, const float* x, const float* w, const floa
 }
 
 }  // namespace
+
+void expand_depthwise(const ConvShape& pw, const float* x, const float* w_pw, const float* b_pw,
+                      Act act_pw, const ConvShape& dw, const float* w_dw, const float* b_dw,
+                      Act act_dw, float* y) {
+  const int C = dw.in_c, W = dw.in_w, S = dw.stride_h, K = dw.k_h;
+  const int64_t row_floats = int64_t(W) * C;
+  // Bands of B output rows; a band's input rows are the previous band's last K - S plus B*S new.
+  // About 384 KiB of expanded rows, so the band stays in L2 between the GEMM and the depthwise.
+  const int B = int(std::clamp<int64_t>((98304 / row_floats - K) / S + 1, 1, dw.out_h));
+  // Each image's output rows are cut into `chunks` runs so that every thread has work; a run
+  // expands its first band's rows in full.
+  const int threads = omp_get_max_threads();
+  const int chunks = std::min(dw.out_h, std::max(1, (2 * threads + dw.n - 1) / dw.n));
+  int ox_lo, ox_hi;
+  dw_columns(dw, ox_lo, ox_hi);
+  const Epilogue ep{b_pw, nullptr, C, act_pw};
+#pragma omp parallel
+  {
+    thread_local std::vector<float> band_buf;
+    const size_t need = size_t((B - 1) * S + K) * row_floats;
+    if (band_buf.size() < need) band_buf.resize(need);
+    float* const band = band_buf.data();
+#pragma omp for schedule(static)
+    for (int64_t item = 0; item < int64_t(dw.n) * chunks; ++item) {
+      const int b = int(item / chunks), ch = int(item % chunks);
+      const int oy_begin = int(int64_t(dw.out_h) * ch / chunks);
+      const int oy_end = int(int64_t(dw.out_h) * (ch + 1) / chunks);
+      const float* xb = x + int64_t(b) * pw.in_h * pw.in_w * pw.in_c;
+      float* yb = y + int64_t(b) * dw.out_h * dw.out_w * C;
+      int have_lo = 0, have_hi = 0;  // expanded input rows [have_lo, have_hi) sit in `band`
+      for (int oy0 = oy_begin; oy0 < oy_end; oy0 += B) {
+        const int oy1 = std::min(oy_end, oy0 + B);
+        const int r0 = std::max(0, oy0 * S - dw.pad_top);
+        const int r1 = std::min(dw.in_h, (oy1 - 1) * S - dw.pad_top + K);
+        // The rows this band shares with the last one move to its start; the rest are expanded.
+        int fresh = r0;
+        if (r0 >= have_lo && r0 < have_hi) {
+          fresh = std::min(r1, have_hi);
+          std::memmove(band, band + (r0 - have_lo) * row_floats,
+                       sizeof(float) * (fresh - r0) * row_floats);
+        }
+        if (fresh < r1)
+          gemm(int(int64_t(r1 - fresh) * W), C, pw.in_c, xb + int64_t(fresh) * W * pw.in_c, pw.in_c,
+               w_pw, C, band + (fresh - r0) * row_floats, C, false, &ep);
+        have_lo = r0;
+        have_hi = r1;
+        // The band as an image of r1 - r0 rows whose output rows are oy0..oy1.
+        ConvShape sb = dw;
+        sb.n = 1;
+        sb.in_h = r1 - r0;
+        sb.out_h = oy1 - oy0;
+        sb.pad_top = dw.pad_top + r0 - oy0 * S;
+        for (int oy = oy0; oy < oy1; ++oy)
+          dw_output_row(sb, band, w_dw, oy - oy0, ox_lo, ox_hi, b_dw, nullptr, act_dw,
+                        yb + int64_t(oy) * dw.out_w * C);
+      }
+    }
+  }
+}
 
 void conv2d(const ConvShape& s, const float* x, const float* w, const float* bias,
             const float* residual, Act act, float* y) {
