@@ -36,7 +36,7 @@ inline void dot_step(Vec (&acc)[RN][RO][kVecsPerLanes], int in, const float* x, 
 #pragma GCC unroll 4
   for (int v = 0; v < kVecsPerLanes; ++v) {
     const int left = Tail ? std::clamp(in - k - kVec * v, 0, kVec) : kVec;
-    auto ld = [left](const float* p) { return Tail ? loadv_first(p, left) : loadv(p); };
+    auto ld = [&](const float* p) { return Tail ? loadv_first(p, left) : loadv(p); };
     Vec wv[RO];
     for (int o = 0; o < RO; ++o) wv[o] = ld(w + int64_t(o) * in + k + kVec * v);
     for (int i = 0; i < RN; ++i) {
