@@ -1,5 +1,7 @@
 #include "engine/forward.h"
 
+#include <stdexcept>
+
 namespace graft {
 
 namespace {
@@ -56,6 +58,10 @@ void run_ops(const Device& dev, const Net& net, const NetPlan& plan, const float
 void forward(const Device& dev, const Net& net, const NetPlan& plan, const float* params,
              float* const* buffers, const float* x, float* features, int from_op) {
   const int ops = int(net.ops.size()), final_value = net.ops.back().output;
+  // A CPU plan shares buffers differently (fused pairs keep inputs live longer, pieces add a
+  // handoff buffer): GPU buffers sized for a GPU plan do not fit it.
+  if (dev.is_cuda() && !plan.expand_with_next.empty())
+    throw std::logic_error("forward: a plan made for the CPU (plan_net's for_cpu) on the GPU");
   if (dev.is_cuda() || from_op != 0 || plan.pieces.empty()) {
     run_ops(dev, net, plan, params, buffers, {0, x}, {final_value, features}, from_op, ops);
     return;

@@ -67,7 +67,10 @@ TEST_F(CudaEngine, PretrainedLogitsMatchTheCpu) {
   float* f_dev = arena_alloc<float>(out, cpu_features.size());
   copy_to_device(dev, x_dev, x.data(), x.size() * 4);
   copy_on_device(dev, f_dev, f_dev, 0);
-  forward(dev, model.net, plan, fe.params, fe.buffers.data(), x_dev, f_dev);
+  // The GPU runs its own plan (no CPU pieces or fused pairs), the one the extractor's buffers
+  // were sized for.
+  const NetPlan gpu_plan = plan_net(model.net, n, 224, 224, -1, /*for_cpu=*/false);
+  forward(dev, model.net, gpu_plan, fe.params, fe.buffers.data(), x_dev, f_dev);
   std::vector<float> gpu_features(cpu_features.size(), NAN);
   copy_to_host(dev, gpu_features.data(), f_dev, gpu_features.size() * 4);
   synchronize(dev);
