@@ -24,6 +24,10 @@ void extractor_create(FeatureExtractor& fe, const Device& dev, const Model& mode
   copy_to_device(dev, params, model.net.params.data(), model.net.params.size() * 4);
   fe.params = params;
   for (size_t n : plan.buffer_numel) fe.buffers.push_back(arena_alloc<float>(fe.arena, n));
+  // Ops before keep_from never change: on the CPU their weights are packed once, here.
+  if (!dev.is_cuda())
+    fe.packed = pack_weights(model.net, plan, params,
+                             keep_from >= 0 ? keep_from : int(model.net.ops.size()));
   fe.images_dev = arena_alloc<uint8_t>(fe.arena, pixels);
   fe.input_dev = arena_alloc<float>(fe.arena, pixels);
   event_create(dev, fe.images_consumed);
@@ -57,7 +61,8 @@ void run_backbone(FeatureExtractor& fe, int n, float* features_dev) {
   op_normalize_u8(fe.dev, pixels, 3, fe.images_dev, m.preprocess.mean, m.preprocess.std,
                   fe.input_dev);
   event_record(fe.dev, fe.images_consumed, Lane::compute);
-  forward(fe.dev, m.net, plan, fe.params, fe.buffers.data(), fe.input_dev, features_dev);
+  forward(fe.dev, m.net, plan, fe.params, fe.buffers.data(), fe.input_dev, features_dev, 0,
+          fe.dev.is_cuda() ? nullptr : &fe.packed);
 }
 
 }  // namespace
@@ -71,7 +76,7 @@ void extract_from_op(FeatureExtractor& fe, int n, int from_op, float* features_d
                      StageClock* clock) {
   if (clock) stage_mark(*clock, Stage::backbone, true, Lane::compute);
   forward(fe.dev, fe.model->net, plan_for(fe, n), fe.params, fe.buffers.data(), fe.input_dev,
-          features_dev, from_op);
+          features_dev, from_op, fe.dev.is_cuda() ? nullptr : &fe.packed);
   if (clock) stage_mark(*clock, Stage::backbone, false, Lane::compute);
 }
 

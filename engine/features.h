@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "engine/device.h"
+#include "engine/forward.h"
 #include "engine/model.h"
 #include "engine/stages.h"
 
@@ -28,6 +29,7 @@ struct FeatureExtractor {
   float* input_dev = nullptr;     // normalised input
   Event images_consumed;          // compute stream: images_dev has been read (normalised)
   std::map<int, NetPlan> plans;   // by batch size (the last batch may be partial)
+  PackedWeights packed;           // CPU: the frozen convs' weights, packed once
 };
 
 // keep_from: the first trained op, whose values (and those of every op after it) the plan keeps

@@ -20,27 +20,36 @@ struct Sink {
 // Ops [from_op, to_op) in order. `in` is the value the first of them reads (besides the buffers'),
 // `out` the value the last of them writes.
 void run_ops(const Device& dev, const Net& net, const NetPlan& plan, const float* params,
-             float* const* buffers, Source in, Sink out, int from_op, int to_op) {
+             const PackedWeights* packed, float* const* buffers, Source in, Sink out, int from_op,
+             int to_op) {
   auto write_ptr = [&](int v) { return v == out.value ? out.ptr : buffers[plan.buffer_of[v]]; };
   auto read_ptr = [&](int v) -> const float* { return v == in.value ? in.ptr : write_ptr(v); };
   for (int i = from_op; i < to_op; ++i) {
     const NetOp& op = net.ops[i];
     const float* x = read_ptr(op.input);
+    const float* w_packed = packed ? packed->of(i) : nullptr;
     if (!dev.is_cuda() && i + 1 < to_op && !plan.expand_with_next.empty() &&
         plan.expand_with_next[i]) {
       const NetOp& next = net.ops[i + 1];
-      cpu::expand_depthwise(plan.convs[i], x, params + net.w_off[i], params + net.b_off[i],
-                            op.conv.act, plan.convs[i + 1], params + net.w_off[i + 1],
-                            params + net.b_off[i + 1], next.conv.act, write_ptr(next.output));
+      cpu::expand_depthwise(plan.convs[i], x, params + net.w_off[i], w_packed,
+                            params + net.b_off[i], op.conv.act, plan.convs[i + 1],
+                            params + net.w_off[i + 1], params + net.b_off[i + 1], next.conv.act,
+                            write_ptr(next.output));
       ++i;
       continue;
     }
     float* y = write_ptr(op.output);
     switch (op.kind) {
-      case OpKind::conv:
-        op_conv2d(dev, plan.convs[i], x, params + net.w_off[i], params + net.b_off[i],
-                  op.residual >= 0 ? read_ptr(op.residual) : nullptr, op.conv.act, y);
+      case OpKind::conv: {
+        const float* residual = op.residual >= 0 ? read_ptr(op.residual) : nullptr;
+        if (w_packed)
+          cpu::conv2d_packed(plan.convs[i], x, w_packed, params + net.b_off[i], residual,
+                             op.conv.act, y);
+        else
+          op_conv2d(dev, plan.convs[i], x, params + net.w_off[i], params + net.b_off[i], residual,
+                    op.conv.act, y);
         break;
+      }
       case OpKind::max_pool:
         op_max_pool2d(dev, plan.pools[i], x, y);
         break;
@@ -55,15 +64,38 @@ void run_ops(const Device& dev, const Net& net, const NetPlan& plan, const float
 
 }  // namespace
 
+PackedWeights pack_weights(const Net& net, const NetPlan& plan, const float* params, int until) {
+  PackedWeights p;
+  p.path = cpu::cpu_path();
+  p.params = params;
+  p.at.assign(net.ops.size(), -1);
+  size_t total = 0;
+  for (int i = 0; i < until; ++i) {
+    if (net.ops[i].kind != OpKind::conv) continue;
+    const size_t size = cpu::conv2d_packed_size(plan.convs[i]);
+    if (size == 0) continue;
+    p.at[i] = int64_t(total);
+    total += size;
+  }
+  p.data.resize(total);
+  for (int i = 0; i < until; ++i)
+    if (p.at[i] >= 0)
+      cpu::conv2d_pack(plan.convs[i], params + net.w_off[i], p.data.data() + p.at[i]);
+  return p;
+}
+
 void forward(const Device& dev, const Net& net, const NetPlan& plan, const float* params,
-             float* const* buffers, const float* x, float* features, int from_op) {
+             float* const* buffers, const float* x, float* features, int from_op,
+             const PackedWeights* packed) {
   const int ops = int(net.ops.size()), final_value = net.ops.back().output;
   // A CPU plan shares buffers differently (fused pairs keep inputs live longer, pieces add a
   // handoff buffer): GPU buffers sized for a GPU plan do not fit it.
   if (dev.is_cuda() && !plan.expand_with_next.empty())
     throw std::logic_error("forward: a plan made for the CPU (plan_net's for_cpu) on the GPU");
+  if (packed && (dev.is_cuda() || packed->path != cpu::cpu_path() || packed->params != params))
+    throw std::logic_error("forward: weights packed for another CPU path or other parameters");
   if (dev.is_cuda() || from_op != 0 || plan.pieces.empty()) {
-    run_ops(dev, net, plan, params, buffers, {0, x}, {final_value, features}, from_op, ops);
+    run_ops(dev, net, plan, params, packed, buffers, {0, x}, {final_value, features}, from_op, ops);
     return;
   }
   // On the CPU a large batch runs as pieces of a few images (NetPlan::pieces), each through the
@@ -78,13 +110,13 @@ void forward(const Device& dev, const Net& net, const NetPlan& plan, const float
   const int64_t handoff_numel = int64_t(plan.values[handoff.value].numel()) / plan.n;
   for (int i0 = 0; i0 < plan.n;) {
     const NetPlan& piece = plan.n - i0 >= plan.pieces[0].n ? plan.pieces[0] : plan.pieces.back();
-    run_ops(dev, net, piece, params, buffers, {0, x + i0 * image_numel},
+    run_ops(dev, net, piece, params, packed, buffers, {0, x + i0 * image_numel},
             {handoff.value, handoff.ptr + i0 * handoff_numel}, 0, until);
     i0 += piece.n;
   }
   if (until < ops)
-    run_ops(dev, net, plan, params, buffers, {handoff.value, handoff.ptr}, {final_value, features},
-            until, ops);
+    run_ops(dev, net, plan, params, packed, buffers, {handoff.value, handoff.ptr},
+            {final_value, features}, until, ops);
 }
 
 void forward_cpu(const Net& net, const NetPlan& plan, const float* x, float* features,
@@ -95,7 +127,9 @@ void forward_cpu(const Net& net, const NetPlan& plan, const float* x, float* fea
     if (ws.buffers[b].size() < plan.buffer_numel[b]) ws.buffers[b].resize(plan.buffer_numel[b]);
     ws.ptrs[b] = ws.buffers[b].data();
   }
-  forward(Device{}, net, plan, net.params.data(), ws.ptrs.data(), x, features);
+  if (ws.packed.params != net.params.data() || ws.packed.path != cpu::cpu_path())
+    ws.packed = pack_weights(net, plan, net.params.data(), int(net.ops.size()));
+  forward(Device{}, net, plan, net.params.data(), ws.ptrs.data(), x, features, 0, &ws.packed);
 }
 
 }  // namespace graft

@@ -2,7 +2,7 @@
 // A backbone as a flat list of ops over numbered values (value 0 is the input image, NHWC).
 // Architectures build this list in code (efficientnet_lite.cpp, mobilenet_v2.cpp, resnet.cpp); the
 // loader fills in the parameters from a weight file, folding batch norm into each conv; the
-// executors (forward_cpu.cpp, and the CUDA one) walk the list. No layer classes, no registry.
+// executor (engine/forward.cpp, on either device) walk the list. No layer classes, no registry.
 #include <string>
 #include <vector>
 

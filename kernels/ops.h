@@ -69,13 +69,24 @@ namespace cpu {
 void conv2d(const ConvShape& s, const float* x, const float* w, const float* bias,
             const float* residual, Act act, float* y);
 
+// CPU only: the weights of a conv that stay as they are (a frozen layer) in the layout its GEMM
+// reads, made once instead of on every call (packing is a tenth of a batch-1 forward). The layout
+// is the CPU path's own: pack and run on the same path. conv2d_packed_size is 0 for a depthwise
+// conv, which reads its weights as they are and has no packed form.
+size_t conv2d_packed_size(const ConvShape& s);
+void conv2d_pack(const ConvShape& s, const float* w, float* packed);
+// conv2d with w given packed (conv2d_pack): the same bits.
+void conv2d_packed(const ConvShape& s, const float* x, const float* w_packed, const float* bias,
+                   const float* residual, Act act, float* y);
+
 // CPU only: a pointwise expand (pw: 1x1, stride 1, one group) and the depthwise conv that reads
 // its output, y = act_dw(dwconv(act_pw(x * w_pw + b_pw), w_dw) + b_dw), without writing the
 // expanded activation out: it is made a band of rows at a time and consumed while in the caches.
-// The same bits as conv2d twice. The GPU runs the pair as two conv2d calls.
-void expand_depthwise(const ConvShape& pw, const float* x, const float* w_pw, const float* b_pw,
-                      Act act_pw, const ConvShape& dw, const float* w_dw, const float* b_dw,
-                      Act act_dw, float* y);
+// w_pw_packed is w_pw packed (conv2d_pack), or null. The same bits as conv2d twice. The GPU runs
+// the pair as two conv2d calls.
+void expand_depthwise(const ConvShape& pw, const float* x, const float* w_pw,
+                      const float* w_pw_packed, const float* b_pw, Act act_pw, const ConvShape& dw,
+                      const float* w_dw, const float* b_dw, Act act_dw, float* y);
 
 // The same epilogue on its own: y[r][c] = act(x[r][c] + bias[c] + residual[r][c]). y may alias x.
 void bias_act(int64_t rows, int c, const float* x, const float* bias, const float* residual,

@@ -46,6 +46,12 @@ void check_conv(const ConvShape& s, uint32_t seed) {
   const size_t ys = size_t(s.n) * s.out_h * s.out_w * s.out_c;
   const auto x = random_vec(xs, seed), w = random_vec(ws, seed + 1);
   const auto bias = random_vec(s.out_c, seed + 2), res = random_vec(ys, seed + 3);
+  // The weights packed once (a frozen layer's, cpu::conv2d_pack) give conv2d's bits. A depthwise
+  // conv has no packed form.
+  const bool depthwise = s.groups == s.in_c && s.groups == s.out_c && s.groups > 1;
+  std::vector<float> packed = poisoned(cpu::conv2d_packed_size(s));
+  EXPECT_EQ(packed.empty(), depthwise);
+  if (!depthwise) cpu::conv2d_pack(s, w.data(), packed.data());
   for (int use_bias = 0; use_bias < 2; ++use_bias)
     for (int use_res = 0; use_res < 2; ++use_res)
       for (Act act : {Act::none, Act::relu, Act::relu6}) {
@@ -57,6 +63,10 @@ void check_conv(const ConvShape& s, uint32_t seed) {
         cpu::ref::conv2d(s, x.data(), w.data(), b, r, act, want.data());
         cpu::conv2d(s, x.data(), w.data(), b, r, act, got.data());
         EXPECT_LT(rel_err(got, want), 1e-5);
+        if (depthwise) continue;
+        auto from_packed = poisoned(ys);
+        cpu::conv2d_packed(s, x.data(), packed.data(), b, r, act, from_packed.data());
+        EXPECT_EQ(std::memcmp(from_packed.data(), got.data(), sizeof(float) * ys), 0);
       }
 }
 
@@ -174,11 +184,18 @@ TEST(ExpandDepthwise, SameBitsAsTwoConvs) {
     auto mid = poisoned(mid_n), want = poisoned(y_n), got = poisoned(y_n);
     cpu::conv2d(pw, x.data(), w_pw.data(), b_pw.data(), nullptr, Act::relu6, mid.data());
     cpu::conv2d(dw, mid.data(), w_dw.data(), b_dw.data(), nullptr, Act::relu6, want.data());
-    cpu::expand_depthwise(pw, x.data(), w_pw.data(), b_pw.data(), Act::relu6, dw, w_dw.data(),
-                          b_dw.data(), Act::relu6, got.data());
-    EXPECT_EQ(std::memcmp(want.data(), got.data(), sizeof(float) * y_n), 0)
-        << conv_shape_str(dw) << ", first difference at "
-        << std::mismatch(want.begin(), want.end(), got.begin()).first - want.begin();
+    // With the expand's weights packed here, and packed beforehand (a frozen layer's).
+    std::vector<float> packed = poisoned(cpu::conv2d_packed_size(pw));
+    cpu::conv2d_pack(pw, w_pw.data(), packed.data());
+    const float* const ways[] = {nullptr, packed.data()};
+    for (const float* w_packed : ways) {
+      std::fill(got.begin(), got.end(), std::numeric_limits<float>::quiet_NaN());
+      cpu::expand_depthwise(pw, x.data(), w_pw.data(), w_packed, b_pw.data(), Act::relu6, dw,
+                            w_dw.data(), b_dw.data(), Act::relu6, got.data());
+      EXPECT_EQ(std::memcmp(want.data(), got.data(), sizeof(float) * y_n), 0)
+          << conv_shape_str(dw) << (w_packed ? ", packed" : "") << ", first difference at "
+          << std::mismatch(want.begin(), want.end(), got.begin()).first - want.begin();
+    }
     float largest = 0.f;
     for (float v : want) largest = std::max(largest, std::fabs(v));
     EXPECT_GT(largest, 0.f);
@@ -729,13 +746,17 @@ TEST(CpuPaths, LinearAgreesAcrossPaths) {
     for (size_t i = 0; i < paths.size(); ++i) {
       SCOPED_TRACE(cpu::cpu_path_name(paths[i]));
       if (!has_fma(paths[i])) continue;
-      if (!fma)
+      if (!fma) {
         fma = &ys[i];
-      else
+      } else {
         EXPECT_TRUE(bitwise_equal(ys[i], *fma));
+      }
     }
-    for (size_t i = 0; i < paths.size(); ++i)
-      if (fma && !has_fma(paths[i])) EXPECT_LT(rel_err(ys[i], *fma), 1e-6);
+    for (size_t i = 0; i < paths.size(); ++i) {
+      if (fma && !has_fma(paths[i])) {
+        EXPECT_LT(rel_err(ys[i], *fma), 1e-6);
+      }
+    }
   }
 }
 

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <functional>
 #include <random>
+#include <stdexcept>
 
 #include "engine/forward.h"
 #include "engine/model.h"
@@ -78,15 +79,36 @@ TEST(Plan, OutputSizesAndTensorFlowSamePadding) {
   EXPECT_EQ(rp.values[r50.ops.back().output].c, 2048);
 }
 
+// EfficientNet-Lite0 with random weights (through the real loader) and random input images, for
+// the tests of how the CPU runs the forward: each checks that a way of running it gives the
+// features' bits of the plain way.
+Model random_lite0(int size) {
+  const std::string path = testing::TempDir() + "/graft-random-lite0.safetensors";
+  test::write_random_backbone(path, {"efficientnet_lite0", size});
+  Model model = load_model(path);
+  std::filesystem::remove(path);
+  return model;
+}
+std::vector<float> random_images(int n, int size, uint32_t seed) {
+  std::vector<float> x(size_t(n) * size * size * 3);
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(-1.f, 1.f);
+  for (float& v : x) v = u(rng);
+  return x;
+}
+// Features of random weights are not zeros (a test comparing zeros with zeros proves nothing).
+void expect_not_all_zero(const std::vector<float>& features) {
+  float largest = 0.f;
+  for (float v : features) largest = std::max(largest, std::fabs(v));
+  EXPECT_GT(largest, 0.f);
+}
+
 // A batch larger than a piece runs piece by piece on the CPU (engine/forward.cpp), the late ops on
 // the whole batch from the pieces' handoff. Every image must get the bits it gets when it runs
 // alone, the last piece shorter included, with and without the handoff.
 TEST(Plan, PiecesGiveEachImageItsOwnBits) {
   const int size = 40;
-  const std::string path = testing::TempDir() + "/graft-pieces.safetensors";
-  test::write_random_backbone(path, {"efficientnet_lite0", size});
-  const Model model = load_model(path);
-  std::filesystem::remove(path);
+  const Model model = random_lite0(size);
   const NetPlan probe = plan_net(model.net, 64, size, size);
   ASSERT_FALSE(probe.pieces.empty());
   const int n = 2 * probe.pieces[0].n + 1;  // two whole pieces and one image
@@ -101,18 +123,13 @@ TEST(Plan, PiecesGiveEachImageItsOwnBits) {
   EXPECT_TRUE(plan_net(model.net, probe.pieces[0].n, size, size).pieces.empty());
 
   const int64_t image = int64_t(size) * size * 3, dim = model.net.feature_dim;
-  std::mt19937 rng(17);
-  std::uniform_real_distribution<float> u(-1.f, 1.f);
-  std::vector<float> x(size_t(n) * image);
-  for (float& v : x) v = u(rng);
+  const std::vector<float> x = random_images(n, size, 17);
   const NetPlan one = plan_net(model.net, 1, size, size);
   std::vector<float> alone(size_t(n) * dim, NAN);
   CpuWorkspace ws_one;
   for (int i = 0; i < n; ++i)
     forward_cpu(model.net, one, x.data() + i * image, alone.data() + i * dim, ws_one);
-  float largest = 0.f;
-  for (float v : alone) largest = std::max(largest, std::fabs(v));
-  EXPECT_GT(largest, 0.f);  // features of random weights, not zeros
+  expect_not_all_zero(alone);
 
   for (const NetPlan* plan : std::initializer_list<const NetPlan*>{&handed, &all_pieces}) {
     std::vector<float> features(size_t(n) * dim, NAN);
@@ -131,10 +148,7 @@ TEST(Plan, PiecesGiveEachImageItsOwnBits) {
 // unfused ones.
 TEST(Plan, ExpandDepthwisePairsGiveTheSameFeatures) {
   const int size = 224;
-  const std::string path = testing::TempDir() + "/graft-fused.safetensors";
-  test::write_random_backbone(path, {"efficientnet_lite0", size});
-  const Model model = load_model(path);
-  std::filesystem::remove(path);
+  const Model model = random_lite0(size);
   const NetPlan plan = plan_net(model.net, 1, size, size);
   int pairs = 0;
   for (char f : plan.expand_with_next) pairs += f;
@@ -149,26 +163,57 @@ TEST(Plan, ExpandDepthwisePairsGiveTheSameFeatures) {
       const NetPlan p = plan_net(net, n, 192, 160);
       for (size_t i = 0; i + 1 < net.ops.size(); ++i) {
         const int in = net.ops[i].input;
-        if (p.expand_with_next[i] && in != 0)
+        if (p.expand_with_next[i] && in != 0) {
           EXPECT_NE(p.buffer_of[in], p.buffer_of[net.ops[i + 1].output]) << arch << " op " << i;
+        }
       }
     }
 
   NetPlan unfused = plan;
   unfused.expand_with_next.assign(unfused.expand_with_next.size(), 0);
-  const int64_t image = int64_t(size) * size * 3, dim = model.net.feature_dim;
-  std::vector<float> x(image);
-  std::mt19937 rng(29);
-  std::uniform_real_distribution<float> u(-1.f, 1.f);
-  for (float& v : x) v = u(rng);
+  const int dim = model.net.feature_dim;
+  const std::vector<float> x = random_images(1, size, 29);
   std::vector<float> fused(dim, NAN), apart(dim, NAN);
   CpuWorkspace ws;
   forward_cpu(model.net, plan, x.data(), fused.data(), ws);
   forward_cpu(model.net, unfused, x.data(), apart.data(), ws);
   EXPECT_EQ(std::memcmp(fused.data(), apart.data(), sizeof(float) * dim), 0);
-  float largest = 0.f;
-  for (float v : apart) largest = std::max(largest, std::fabs(v));
-  EXPECT_GT(largest, 0.f);
+  expect_not_all_zero(apart);
+}
+
+// On the CPU the frozen convs' weights are packed once (PackedWeights), and features computed from
+// them are those of weights packed on each call: with pieces and fused pairs, and with only the
+// first ops packed (the frozen part when the later blocks are trained). Weights packed for other
+// parameters are refused.
+TEST(Plan, PackedWeightsGiveTheSameFeatures) {
+  const int size = 96, n = 9;
+  const Model model = random_lite0(size);
+  const NetPlan plan = plan_net(model.net, n, size, size);
+  ASSERT_FALSE(plan.pieces.empty());
+  const int dim = model.net.feature_dim, ops = int(model.net.ops.size());
+  const std::vector<float> x = random_images(n, size, 41);
+  std::vector<std::vector<float>> storage;
+  std::vector<float*> buffers;
+  for (size_t numel : plan.buffer_numel) buffers.push_back(storage.emplace_back(numel).data());
+  const float* params = model.net.params.data();
+  std::vector<float> loose(size_t(n) * dim, NAN);
+  forward(Device{}, model.net, plan, params, buffers.data(), x.data(), loose.data());
+  expect_not_all_zero(loose);
+  for (int until : {ops, ops / 2, 0}) {
+    const PackedWeights packed = pack_weights(model.net, plan, params, until);
+    EXPECT_EQ(packed.of(0) != nullptr, until > 0) << "op 0, the stem";
+    EXPECT_EQ(packed.of(1), nullptr) << "op 1, a depthwise conv";
+    std::vector<float> features(size_t(n) * dim, NAN);
+    forward(Device{}, model.net, plan, params, buffers.data(), x.data(), features.data(), 0,
+            &packed);
+    EXPECT_EQ(std::memcmp(loose.data(), features.data(), sizeof(float) * n * dim), 0)
+        << "ops [0, " << until << ") packed";
+  }
+  const std::vector<float> other = model.net.params;
+  const PackedWeights elsewhere = pack_weights(model.net, plan, other.data(), ops);
+  EXPECT_THROW(forward(Device{}, model.net, plan, params, buffers.data(), x.data(), loose.data(), 0,
+                       &elsewhere),
+               std::logic_error);
 }
 
 // No op may overwrite a buffer whose value is still to be read, nor write where it reads.

@@ -5,6 +5,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <stdexcept>
 #include <vector>
 
 #include "kernels/cpu/gemm.h"
@@ -37,10 +38,19 @@ inline void copy_run(float* dst, const float* src, int n, const float* src_end) 
   for (; i < n; ++i) dst[i] = src[i];
 }
 
-void conv_pointwise(const ConvShape& s, const float* x, const float* w, const float* bias,
-                    const float* residual, Act act, float* y) {
+bool is_pointwise(const ConvShape& s) {
+  return s.k_h == 1 && s.k_w == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_top == 0 &&
+         s.pad_left == 0 && s.groups == 1 && s.in_h == s.out_h && s.in_w == s.out_w;
+}
+bool is_depthwise(const ConvShape& s) {
+  return s.groups == s.in_c && s.groups == s.out_c && s.groups > 1;
+}
+
+// w_packed: the weights in conv2d_pack's layout, or null (w is then packed here).
+void conv_pointwise(const ConvShape& s, const float* x, const float* w, const float* w_packed,
+                    const float* bias, const float* residual, Act act, float* y) {
   const Epilogue ep{bias, residual, s.out_c, act};
-  gemm_threads(int64_t(s.n) * s.out_h * s.out_w, s.out_c, s.in_c, x, w, y, &ep);
+  gemm_threads(int64_t(s.n) * s.out_h * s.out_w, s.out_c, s.in_c, x, w, y, &ep, w_packed);
 }
 
 // A vector of channels: whole, or when Tail the first `lanes` (< kVec) of them, masked.
@@ -274,8 +284,8 @@ void im2col_row(const ConvShape& s, const float* xb, const float* x_end, int oy,
 // last row tile when K is small (the 3-channel stem has K = 27). Gathering the taps in place
 // instead (one GEMM per kernel row reading the input directly) was measured slower: it makes k_h
 // passes over the output tile with shorter K blocks.
-void conv_general(const ConvShape& s, const float* x, const float* w, const float* bias,
-                  const float* residual, Act act, float* y) {
+void conv_general(const ConvShape& s, const float* x, const float* w, const float* w_packed,
+                  const float* bias, const float* residual, Act act, float* y) {
   const int icg = s.in_c / s.groups, ocg = s.out_c / s.groups;
   const int K = s.k_h * s.k_w * icg;
   const float* x_end = x + int64_t(s.n) * s.in_h * s.in_w * s.in_c;
@@ -287,18 +297,21 @@ void conv_general(const ConvShape& s, const float* x, const float* w, const floa
   const int64_t items = (rows + rows_per_item - 1) / rows_per_item;
   const size_t group_pack = packed_b_size(ocg, K);
   const int panels = (ocg + gemm_panel_width() - 1) / gemm_panel_width();
-  // The weights packed once for every item (gemm_packed). There are at least 4 items per thread,
-  // so this beats packing them per item.
-  float* const packed = call_pack_buffer(group_pack * s.groups);
+  // The weights packed once for every item (gemm_packed), unless they come packed. There are at
+  // least 4 items per thread, so this beats packing them per item.
+  float* const scratch = w_packed ? nullptr : call_pack_buffer(group_pack * s.groups);
+  const float* const packed = w_packed ? w_packed : scratch;
 #pragma omp parallel
   {
     thread_local std::vector<float> cols;
     const size_t need = size_t(rows_per_item * per_row) + kRunPiece;
     if (cols.size() < need) cols.resize(need);
+    if (scratch) {
 #pragma omp for schedule(static) collapse(2)
-    for (int g = 0; g < s.groups; ++g)
-      for (int jp = 0; jp < panels; ++jp)
-        pack_b(ocg, K, w + g * ocg, s.out_c, packed + g * group_pack, jp, jp + 1);
+      for (int g = 0; g < s.groups; ++g)
+        for (int jp = 0; jp < panels; ++jp)
+          pack_b(ocg, K, w + g * ocg, s.out_c, scratch + g * group_pack, jp, jp + 1);
+    }
 #pragma omp for schedule(static)
     for (int64_t item = 0; item < items; ++item) {
       const int64_t r0 = item * rows_per_item, r1 = std::min(rows, r0 + rows_per_item);
@@ -321,9 +334,9 @@ void conv_general(const ConvShape& s, const float* x, const float* w, const floa
 
 }  // namespace
 
-void expand_depthwise(const ConvShape& pw, const float* x, const float* w_pw, const float* b_pw,
-                      Act act_pw, const ConvShape& dw, const float* w_dw, const float* b_dw,
-                      Act act_dw, float* y) {
+void expand_depthwise(const ConvShape& pw, const float* x, const float* w_pw,
+                      const float* w_pw_packed, const float* b_pw, Act act_pw, const ConvShape& dw,
+                      const float* w_dw, const float* b_dw, Act act_dw, float* y) {
   const int C = dw.in_c, W = dw.in_w, S = dw.stride_h, K = dw.k_h;
   const int64_t row_floats = int64_t(W) * C;
   // Bands of B output rows; a band's input rows are the previous band's last K - S plus B*S new.
@@ -336,6 +349,13 @@ void expand_depthwise(const ConvShape& pw, const float* x, const float* w_pw, co
   int ox_lo, ox_hi;
   dw_columns(dw, ox_lo, ox_hi);
   const Epilogue ep{b_pw, nullptr, C, act_pw};
+  // Every band's GEMM reads the expand's weights packed: packed here once unless they come so.
+  const float* packed = w_pw_packed;
+  if (!packed) {
+    float* scratch = call_pack_buffer(packed_b_size(C, pw.in_c));
+    pack_b(C, pw.in_c, w_pw, C, scratch, 0, (C + gemm_panel_width() - 1) / gemm_panel_width());
+    packed = scratch;
+  }
 #pragma omp parallel
   {
     thread_local std::vector<float> band_buf;
@@ -362,8 +382,8 @@ void expand_depthwise(const ConvShape& pw, const float* x, const float* w_pw, co
                        sizeof(float) * (fresh - r0) * row_floats);
         }
         if (fresh < r1)
-          gemm(int(int64_t(r1 - fresh) * W), C, pw.in_c, xb + int64_t(fresh) * W * pw.in_c, pw.in_c,
-               w_pw, C, band + (fresh - r0) * row_floats, C, false, &ep);
+          gemm_packed(int(int64_t(r1 - fresh) * W), C, pw.in_c, xb + int64_t(fresh) * W * pw.in_c,
+                      pw.in_c, packed, 0, band + (fresh - r0) * row_floats, C, &ep);
         have_lo = r0;
         have_hi = r1;
         // The band as an image of r1 - r0 rows whose output rows are oy0..oy1.
@@ -382,14 +402,35 @@ void expand_depthwise(const ConvShape& pw, const float* x, const float* w_pw, co
 
 void conv2d(const ConvShape& s, const float* x, const float* w, const float* bias,
             const float* residual, Act act, float* y) {
-  if (s.k_h == 1 && s.k_w == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_top == 0 &&
-      s.pad_left == 0 && s.groups == 1 && s.in_h == s.out_h && s.in_w == s.out_w) {
-    conv_pointwise(s, x, w, bias, residual, act, y);
-  } else if (s.groups == s.in_c && s.groups == s.out_c && s.groups > 1) {
+  if (is_pointwise(s))
+    conv_pointwise(s, x, w, nullptr, bias, residual, act, y);
+  else if (is_depthwise(s))
     conv_depthwise(s, x, w, bias, residual, act, y);
-  } else {
-    conv_general(s, x, w, bias, residual, act, y);
-  }
+  else
+    conv_general(s, x, w, nullptr, bias, residual, act, y);
+}
+
+size_t conv2d_packed_size(const ConvShape& s) {
+  if (is_depthwise(s)) return 0;
+  return packed_b_size(s.out_c / s.groups, s.k_h * s.k_w * (s.in_c / s.groups)) * s.groups;
+}
+
+void conv2d_pack(const ConvShape& s, const float* w, float* packed) {
+  if (is_depthwise(s)) throw std::invalid_argument("conv2d_pack: a depthwise conv packs nothing");
+  const int ocg = s.out_c / s.groups, K = s.k_h * s.k_w * (s.in_c / s.groups);
+  const size_t group_pack = packed_b_size(ocg, K);
+  const int panels = (ocg + gemm_panel_width() - 1) / gemm_panel_width();
+  for (int g = 0; g < s.groups; ++g)
+    pack_b(ocg, K, w + g * ocg, s.out_c, packed + g * group_pack, 0, panels);
+}
+
+void conv2d_packed(const ConvShape& s, const float* x, const float* w_packed, const float* bias,
+                   const float* residual, Act act, float* y) {
+  if (is_depthwise(s)) throw std::invalid_argument("conv2d_packed: a depthwise conv packs nothing");
+  if (is_pointwise(s))
+    conv_pointwise(s, x, nullptr, w_packed, bias, residual, act, y);
+  else
+    conv_general(s, x, nullptr, w_packed, bias, residual, act, y);
 }
 
 }  // namespace graft::cpu::GRAFT_CPU_NS

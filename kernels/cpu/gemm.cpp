@@ -279,7 +279,7 @@ void gemm_packed(int m, int n, int k, const float* a, int64_t lda, const float* 
 }
 
 void gemm_threads(int64_t m, int n, int k, const float* a, const float* b, float* c,
-                  const Epilogue* ep) {
+                  const Epilogue* ep, const float* b_packed) {
   // Row blocks of 96 (a multiple of every tile height) keep a 96 x 128 slice of A in L2; column
   // blocks are whole panels. With too few items to keep every core busy (7x7 and 14x14 maps at
   // small batches) the rows are split first, down to 24, then the columns, down to one panel.
@@ -292,16 +292,18 @@ void gemm_threads(int64_t m, int n, int k, const float* a, const float* b, float
   while (m_blocks() * n_blocks() < min_items && nc > kPanel) nc /= 2;
   const int64_t mb = m_blocks(), nb = n_blocks();
   // Packing B for every item reads B once per row block; packing it once up front writes it and
-  // reads it back, about three passes, but then in the panel order the tiles read.
-  const bool prepack = mb >= 3;
-  float* const packed = prepack ? call_pack_buffer(packed_b_size(n, k)) : nullptr;
+  // reads it back, about three passes, but then in the panel order the tiles read. B packed
+  // before the call (a frozen layer's weights) is read as it is.
+  const bool prepack = !b_packed && mb >= 3;
+  float* const scratch = prepack ? call_pack_buffer(packed_b_size(n, k)) : nullptr;
+  const float* const packed = b_packed ? b_packed : scratch;
   const int panels = (n + kPanel - 1) / kPanel;
 #pragma omp parallel
   {
     if (prepack) {
       // Each thread packs a contiguous range of panels, row by row (pack_b).
       const int nt = omp_get_num_threads(), t = omp_get_thread_num();
-      pack_b(n, k, b, n, packed, int(int64_t(panels) * t / nt),
+      pack_b(n, k, b, n, scratch, int(int64_t(panels) * t / nt),
              int(int64_t(panels) * (t + 1) / nt));
 #pragma omp barrier
     }
@@ -315,7 +317,7 @@ void gemm_threads(int64_t m, int n, int k, const float* a, const float* b, float
         e = Epilogue{ep->bias ? ep->bias + j0 : nullptr,
                      ep->residual ? ep->residual + i0 * n + j0 : nullptr, n, ep->act};
       float* ci = c + i0 * n + j0;
-      if (prepack)
+      if (packed)
         gemm_packed(rows, cols, k, a + i0 * k, k, packed, j0, ci, n, ep ? &e : nullptr);
       else
         gemm(rows, cols, k, a + i0 * k, k, b + j0, n, ci, n, false, ep ? &e : nullptr);

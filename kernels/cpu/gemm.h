@@ -45,8 +45,9 @@ void gemm_packed(int m, int n, int k, const float* a, int64_t lda, const float* 
 
 // C[m][n] = A[m][k] * B[k][n] + epilogue (ep may be null), A, B, C and the residual contiguous
 // (leading dimensions k, n, n, n), on every thread: items of (row block, column block), B packed
-// once up front when there are enough row blocks to pay for it.
+// once up front when there are enough row blocks to pay for it. b_packed, when not null, is B
+// already packed (pack_b, every panel) and b is not read.
 void gemm_threads(int64_t m, int n, int k, const float* a, const float* b, float* c,
-                  const Epilogue* ep);
+                  const Epilogue* ep, const float* b_packed = nullptr);
 
 }  // namespace graft::cpu::GRAFT_CPU_NS

@@ -11,10 +11,17 @@
     (const ConvShape& s, const float* x, const float* w, const float* bias, const float* residual, \
      Act act, float* y),                                                                           \
     (s, x, w, bias, residual, act, y))                                                             \
+  X(size_t, conv2d_packed_size, (const ConvShape& s), (s))                                         \
+  X(void, conv2d_pack, (const ConvShape& s, const float* w, float* packed), (s, w, packed))        \
+  X(void, conv2d_packed,                                                                           \
+    (const ConvShape& s, const float* x, const float* w_packed, const float* bias,                 \
+     const float* residual, Act act, float* y),                                                    \
+    (s, x, w_packed, bias, residual, act, y))                                                      \
   X(void, expand_depthwise,                                                                        \
-    (const ConvShape& pw, const float* x, const float* w_pw, const float* b_pw, Act act_pw,        \
-     const ConvShape& dw, const float* w_dw, const float* b_dw, Act act_dw, float* y),             \
-    (pw, x, w_pw, b_pw, act_pw, dw, w_dw, b_dw, act_dw, y))                                        \
+    (const ConvShape& pw, const float* x, const float* w_pw, const float* w_pw_packed,             \
+     const float* b_pw, Act act_pw, const ConvShape& dw, const float* w_dw, const float* b_dw,     \
+     Act act_dw, float* y),                                                                        \
+    (pw, x, w_pw, w_pw_packed, b_pw, act_pw, dw, w_dw, b_dw, act_dw, y))                           \
   X(void, bias_act,                                                                                \
     (int64_t rows, int c, const float* x, const float* bias, const float* residual, Act act,       \
      float* y),                                                                                    \
