@@ -163,45 +163,70 @@ void dw_row(const ConvShape& s, const float* xb, const float* w, int oy, int c0,
   }
 }
 
-// One output row at stride 1 with a K-column kernel, channels [c0, c0 + kVec*NV): groups of
-// kSlidePixels interior pixels by dw_slide, the rest one at a time. NV*(K + kSlidePixels + 1)
+// Stride 1, K kernel columns: the groups of kSlidePixels interior pixels of a row from ox_lo on,
+// by dw_slide, over channels [0, c1) (whole vectors) in blocks of kSlideVecs vectors, then of one.
+// Channels inside a group, not groups inside a channel block: a group's window (K rows of
+// kSlidePixels + K - 1 pixels, every channel) stays in L1 from one block to the next, where a
+// whole row's K rows (43 KiB for 112 pixels of 32 channels) do not. NV*(K + kSlidePixels + 1)
 // registers: 2 vectors where there are 32 registers, else 1; sse2 (no FMA: a register for each
 // product) takes 4 pixels.
 constexpr int kSlidePixels = kAccRegs >= 12 ? 8 : 4;
 constexpr int kSlideVecs = kAccRegs >= 24 ? 2 : 1;
-template <int K, int NV>
-void dw_slide_row(const ConvShape& s, const float* xb, const float* w, int oy, int c0, int ox_lo,
-                  int ox_hi, const float* bias, const float* res_row, Act act, float* yrow) {
+template <int K>
+void dw_slide_groups(const ConvShape& s, const float* xb, const float* w, int oy, int ox_lo,
+                     int ox_hi, int c1, const float* bias, const float* res_row, Act act,
+                     float* yrow) {
   constexpr int P = kSlidePixels;
   const int C = s.in_c;
   const int iy0 = oy * s.stride_h - s.pad_top;
   const int ky0 = std::max(0, -iy0), ky1 = std::min(s.k_h, s.in_h - iy0);
-  for (int ox = 0; ox < s.out_w;) {
-    const int ix0 = ox - s.pad_left;
+  for (int ox = ox_lo; ox + P <= ox_hi; ox += P) {
     const float* res = res_row ? res_row + int64_t(ox) * C : nullptr;
-    if (ox >= ox_lo && ox + P <= ox_hi) {
-      dw_slide<K, P, NV>(s, xb, w, ky0, ky1, iy0, ix0, c0, bias, res, act, yrow + int64_t(ox) * C);
-      ox += P;
-    } else {
-      const int kx0 = std::max(0, -ix0), kx1 = std::min(K, s.in_w - ix0);
-      dw_pixels<1, NV>(s, xb, w, ky0, ky1, iy0, ix0, kx0, kx1, c0, bias, res, act,
-                       yrow + int64_t(ox) * C);
-      ox += 1;
-    }
+    float* yo = yrow + int64_t(ox) * C;
+    int c0 = 0;
+    for (; c0 + kSlideVecs * kVec <= c1; c0 += kSlideVecs * kVec)
+      dw_slide<K, P, kSlideVecs>(s, xb, w, ky0, ky1, iy0, ox - s.pad_left, c0, bias, res, act, yo);
+    for (; c0 < c1; c0 += kVec)
+      dw_slide<K, P, 1>(s, xb, w, ky0, ky1, iy0, ox - s.pad_left, c0, bias, res, act, yo);
   }
 }
 
-// Channel blocks of kSlideVecs vectors, then of one, along a row (stride 1, K columns).
+// Output pixels [ox0, ox1) of a row, one at a time, channels [0, c1) (whole vectors). A pixel
+// alone has no neighbour to share its weights with, and one channel vector is one chain of
+// dependent FMAs (4 cycles each): 4 vectors at a time keep 4 chains in flight. Where the
+// sliding groups leave most of a row (a 5x5 kernel on a 7x7 or 14x14 map), this is most of it.
+void dw_single_pixels(const ConvShape& s, const float* xb, const float* w, int oy, int ox0, int ox1,
+                      int c1, const float* bias, const float* res_row, Act act, float* yrow) {
+  const int C = s.in_c;
+  const int iy0 = oy * s.stride_h - s.pad_top;
+  const int ky0 = std::max(0, -iy0), ky1 = std::min(s.k_h, s.in_h - iy0);
+  for (int ox = ox0; ox < ox1; ++ox) {
+    const int ix0 = ox * s.stride_w - s.pad_left;
+    const int kx0 = std::max(0, -ix0), kx1 = std::min(s.k_w, s.in_w - ix0);
+    const float* res = res_row ? res_row + int64_t(ox) * C : nullptr;
+    float* yo = yrow + int64_t(ox) * C;
+    int c0 = 0;
+    for (; c0 + 4 * kVec <= c1; c0 += 4 * kVec)
+      dw_pixels<1, 4>(s, xb, w, ky0, ky1, iy0, ix0, kx0, kx1, c0, bias, res, act, yo);
+    for (; c0 + 2 * kVec <= c1; c0 += 2 * kVec)
+      dw_pixels<1, 2>(s, xb, w, ky0, ky1, iy0, ix0, kx0, kx1, c0, bias, res, act, yo);
+    for (; c0 < c1; c0 += kVec)
+      dw_pixels<1, 1>(s, xb, w, ky0, ky1, iy0, ix0, kx0, kx1, c0, bias, res, act, yo);
+  }
+}
+
+// Stride 1, K columns: the sliding groups along the row's interior, then the pixels left over,
+// over the channels in whole vectors. Returns the end of those channels (the rest, fewer than a
+// vector, are the caller's).
 template <int K>
 int dw_slide_blocks(const ConvShape& s, const float* xb, const float* w, int oy, int ox_lo,
                     int ox_hi, const float* bias, const float* res_row, Act act, float* yrow) {
-  const int C = s.in_c;
-  int c0 = 0;
-  for (; c0 + kSlideVecs * kVec <= C; c0 += kSlideVecs * kVec)
-    dw_slide_row<K, kSlideVecs>(s, xb, w, oy, c0, ox_lo, ox_hi, bias, res_row, act, yrow);
-  for (; c0 + kVec <= C; c0 += kVec)
-    dw_slide_row<K, 1>(s, xb, w, oy, c0, ox_lo, ox_hi, bias, res_row, act, yrow);
-  return c0;
+  const int c1 = s.in_c / kVec * kVec;
+  const int slid_end = ox_lo + (ox_hi - ox_lo) / kSlidePixels * kSlidePixels;
+  dw_slide_groups<K>(s, xb, w, oy, ox_lo, ox_hi, c1, bias, res_row, act, yrow);
+  dw_single_pixels(s, xb, w, oy, 0, ox_lo, c1, bias, res_row, act, yrow);
+  dw_single_pixels(s, xb, w, oy, slid_end, s.out_w, c1, bias, res_row, act, yrow);
+  return c1;
 }
 
 // Output columns [ox_lo, ox_hi) have their window fully inside the image horizontally.
