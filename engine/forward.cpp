@@ -1,6 +1,10 @@
 #include "engine/forward.h"
 
+#include <omp.h>
+
+#include <exception>
 #include <stdexcept>
+#include <vector>
 
 namespace graft {
 
@@ -99,21 +103,41 @@ void forward(const Device& dev, const Net& net, const NetPlan& plan, const float
     return;
   }
   // On the CPU a large batch runs as pieces of a few images (NetPlan::pieces), each through the
-  // ops up to plan.pieces_until, in the start of the same buffers: one layer's output is still in
-  // the caches when the next reads it. Each piece leaves its last value at its place in the
-  // handoff buffer (or the features), and the late ops run once on the whole batch. No op mixes
-  // images, so every image gets the same bits as in one pass.
+  // ops up to plan.pieces_until, in the start of the same buffers (or of its lane's part of them):
+  // one layer's output is still in the caches when the next reads it. Each piece leaves its last
+  // value at its place in the handoff buffer (or the features), and the late ops run once on the
+  // whole batch. No op mixes images, so every image gets the same bits as in one pass.
   const int until = plan.pieces_until;
   const Sink handoff = until < ops ? Sink{net.ops[until].input, buffers[plan.handoff_buffer]}
                                    : Sink{final_value, features};
   const int64_t image_numel = int64_t(plan.in_h) * plan.in_w * 3;
   const int64_t handoff_numel = int64_t(plan.values[handoff.value].numel()) / plan.n;
-  for (int i0 = 0; i0 < plan.n;) {
-    const NetPlan& piece = plan.n - i0 >= plan.pieces[0].n ? plan.pieces[0] : plan.pieces.back();
-    run_ops(dev, net, piece, params, packed, buffers, {0, x + i0 * image_numel},
-            {handoff.value, handoff.ptr + i0 * handoff_numel}, 0, until);
-    i0 += piece.n;
+  const int per_piece = plan.pieces[0].n, count = (plan.n + per_piece - 1) / per_piece;
+  // With lanes, each thread runs every lanes-th piece in its own part of the buffers, and the
+  // kernels under it run on that thread alone: no op waits for the other threads at its end.
+  const int planned_lanes = plan.piece_lanes;
+  std::exception_ptr failure;
+#pragma omp parallel num_threads(planned_lanes) if (planned_lanes > 1)
+  {
+    const int lane = omp_get_thread_num(), lanes = omp_get_num_threads();
+    if (lanes > 1) omp_set_num_threads(1);
+    thread_local std::vector<float*> mine;  // this lane's buffers (sized once per thread)
+    mine.resize(plan.buffer_numel.size());
+    for (size_t b = 0; b < mine.size(); ++b)
+      mine[b] = buffers[b] + (b < plan.lane_numel.size() ? plan.lane_numel[b] * lane : 0);
+    try {
+      for (int k = lane; k < count; k += lanes) {
+        const int i0 = k * per_piece;
+        const NetPlan& piece = plan.n - i0 >= per_piece ? plan.pieces[0] : plan.pieces.back();
+        run_ops(dev, net, piece, params, packed, mine.data(), {0, x + i0 * image_numel},
+                {handoff.value, handoff.ptr + i0 * handoff_numel}, 0, until);
+      }
+    } catch (...) {
+#pragma omp critical(graft_forward_failure)
+      if (!failure) failure = std::current_exception();
+    }
   }
+  if (failure) std::rethrow_exception(failure);
   if (until < ops)
     run_ops(dev, net, plan, params, packed, buffers, {handoff.value, handoff.ptr},
             {final_value, features}, until, ops);

@@ -93,12 +93,17 @@ int first_trainable_op(const Net& net, int blocks) {
 
 namespace {
 
-// Images per piece of a large batch on the CPU: as many as there are threads, at least 2. Lite0's
-// first activations take 1.6-1.8 MB an image, so a piece's layers hand over in the caches, where a
-// batch of 32 goes through memory; with 2 threads, pieces of 2 ran 15% more images/s than whole
-// batches of 32 (bench/worklog-cpu.md). Fewer images per thread leave the 7x7 layers too few rows.
-int piece_images() {
-  return std::max(2, omp_get_max_threads());
+// Images per piece of a large batch on the CPU. Lite0's first activations take 1.6-1.8 MB an
+// image, so a piece's layers hand over in the caches, where a batch of 32 goes through memory
+// (bench/worklog-cpu.md). With a thread for each image or more, the pieces run side by side, one
+// lane per thread (NetPlan::piece_lanes), 2 images a piece where every lane gets two, else 1.
+// Otherwise each piece's ops split their work across the threads, and a piece holds as many
+// images as there are threads, at least 2: fewer leave too few rows to split.
+constexpr int kLaneImages = 2;
+int piece_images(int n) {
+  const int threads = omp_get_max_threads();
+  if (threads > 1 && n >= threads) return n >= kLaneImages * threads ? kLaneImages : 1;
+  return std::max(2, threads);
 }
 
 // Where pieces end: the first op whose weights are at least twice a piece's input to it, and from
@@ -127,10 +132,11 @@ int pieces_end(const Net& net, const NetPlan& plan, int piece) {
   return ops;
 }
 
-// Expand-depthwise pairs worth running as one kernel: the expanded activation of a piece's images
-// takes more than kFuseBytes (about a core's L2 on the machines measured; bench/worklog-cpu.md),
-// no other op reads it, and backward does not keep it (both ops before keep_from). Per image, so
-// that a batch and its pieces fuse the same pairs and share their buffers alike.
+// Expand-depthwise pairs worth running as one kernel: the expanded activation of a lane's piece
+// (kLaneImages) takes more than kFuseBytes (about a core's L2 on the machines measured;
+// bench/worklog-cpu.md), no other op reads it, and backward does not keep it (both ops before
+// keep_from). Per image, so that a batch and its pieces fuse the same pairs and share their
+// buffers alike.
 constexpr size_t kFuseBytes = size_t(1) << 20;
 
 void mark_expand_pairs(const Net& net, int keep_from, NetPlan& plan) {
@@ -149,7 +155,7 @@ void mark_expand_pairs(const Net& net, int keep_from, NetPlan& plan) {
                            pw.pad_top == 0 && pw.pad_left == 0 && pw.groups == 1 && a.residual < 0;
     const bool depthwise = dw.groups == dw.in_c && dw.groups == dw.out_c && dw.groups > 1 &&
                            dw.k_h == dw.k_w && dw.stride_h == dw.stride_w && b.residual < 0;
-    const size_t piece_bytes = plan.values[a.output].numel() / plan.n * piece_images() * 4;
+    const size_t piece_bytes = plan.values[a.output].numel() / plan.n * kLaneImages * 4;
     if (pointwise && depthwise && b.input == a.output && readers[a.output] == 1 &&
         a.output != net.ops.back().output && piece_bytes > kFuseBytes)
       plan.expand_with_next[i] = 1;
@@ -157,7 +163,7 @@ void mark_expand_pairs(const Net& net, int keep_from, NetPlan& plan) {
 }
 
 void add_pieces(const Net& net, int keep_from, NetPlan& plan) {
-  const int piece = piece_images();
+  const int piece = piece_images(plan.n);
   if (keep_from >= 0 || plan.n <= piece) return;
   plan.pieces.push_back(plan_net(net, piece, plan.in_h, plan.in_w));
   if (plan.n % piece) plan.pieces.push_back(plan_net(net, plan.n % piece, plan.in_h, plan.in_w));
@@ -167,6 +173,13 @@ void add_pieces(const Net& net, int keep_from, NetPlan& plan) {
     if (p.buffer_of != plan.buffer_of)
       throw std::logic_error("plan_net: a piece's buffers differ from its batch's");
   plan.pieces_until = pieces_end(net, plan, piece);
+  // Lanes, when the pieces run side by side: every lane's buffers fit in the batch's.
+  const int threads = omp_get_max_threads();
+  if (threads > 1 && plan.n >= threads)
+    plan.piece_lanes = std::min(threads, (plan.n + piece - 1) / piece);
+  plan.lane_numel = plan.pieces[0].buffer_numel;
+  for (size_t b = 0; b < plan.buffer_numel.size(); ++b)
+    plan.buffer_numel[b] = std::max(plan.buffer_numel[b], plan.lane_numel[b] * plan.piece_lanes);
   if (plan.pieces_until < int(net.ops.size())) {
     plan.handoff_buffer = int(plan.buffer_numel.size());
     plan.buffer_numel.push_back(plan.values[net.ops[plan.pieces_until].input].numel());

@@ -85,6 +85,11 @@ struct NetPlan {
   // (handoff_buffer -1).
   int pieces_until = 0;
   int handoff_buffer = -1;
+  // With several threads the pieces run side by side, each on one thread (a lane) with kernels
+  // that do not split their work: lane t's buffers start lane_numel[b] * t floats into buffer b.
+  // A piece's ops are too small to split across threads without waiting at every op's end.
+  int piece_lanes = 1;
+  std::vector<size_t> lane_numel;
   // CPU: expand_with_next[i] means op i, a pointwise expand, and op i + 1, the depthwise conv that
   // alone reads its output, run as one kernel (cpu::expand_depthwise) when that output is larger
   // than the caches. Empty for a GPU plan.

@@ -1,5 +1,6 @@
 // Architectures, planning and the model loader's validation.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -104,23 +105,30 @@ void expect_not_all_zero(const std::vector<float>& features) {
 }
 
 // A batch larger than a piece runs piece by piece on the CPU (engine/forward.cpp), the late ops on
-// the whole batch from the pieces' handoff. Every image must get the bits it gets when it runs
-// alone, the last piece shorter included, with and without the handoff.
+// the whole batch from the pieces' handoff, the pieces side by side on two threads (lanes) or one
+// after another. Every image must get the bits it gets when it runs alone, the last piece shorter
+// included, with and without the handoff.
 TEST(Plan, PiecesGiveEachImageItsOwnBits) {
   const int size = 40;
   const Model model = random_lite0(size);
+  const int threads = omp_get_max_threads();
+  omp_set_num_threads(2);  // plans with two lanes, whatever this machine has
   const NetPlan probe = plan_net(model.net, 64, size, size);
   ASSERT_FALSE(probe.pieces.empty());
   const int n = 2 * probe.pieces[0].n + 1;  // two whole pieces and one image
   const NetPlan handed = plan_net(model.net, n, size, size);
+  omp_set_num_threads(threads);
   ASSERT_EQ(handed.pieces.size(), 2u);
   EXPECT_EQ(handed.pieces[1].n, 1);
+  EXPECT_EQ(handed.piece_lanes, 2);
   const int ops = int(model.net.ops.size());
   ASSERT_LT(handed.pieces_until, ops);  // at 40x40 the late layers' weights outweigh a piece
   NetPlan all_pieces = handed;
   all_pieces.pieces_until = ops;
+  NetPlan one_lane = handed;
+  one_lane.piece_lanes = 1;
   EXPECT_TRUE(plan_net(model.net, n, size, size, /*keep_from=*/0).pieces.empty());
-  EXPECT_TRUE(plan_net(model.net, probe.pieces[0].n, size, size).pieces.empty());
+  EXPECT_TRUE(plan_net(model.net, 1, size, size).pieces.empty());
 
   const int64_t image = int64_t(size) * size * 3, dim = model.net.feature_dim;
   const std::vector<float> x = random_images(n, size, 17);
@@ -131,14 +139,16 @@ TEST(Plan, PiecesGiveEachImageItsOwnBits) {
     forward_cpu(model.net, one, x.data() + i * image, alone.data() + i * dim, ws_one);
   expect_not_all_zero(alone);
 
-  for (const NetPlan* plan : std::initializer_list<const NetPlan*>{&handed, &all_pieces}) {
+  for (const NetPlan* plan :
+       std::initializer_list<const NetPlan*>{&handed, &all_pieces, &one_lane}) {
     std::vector<float> features(size_t(n) * dim, NAN);
     CpuWorkspace ws;
     forward_cpu(model.net, *plan, x.data(), features.data(), ws);
     for (int i = 0; i < n; ++i)
       EXPECT_EQ(std::memcmp(alone.data() + i * dim, features.data() + i * dim, sizeof(float) * dim),
                 0)
-          << "image " << i << " of " << n << ", pieces until op " << plan->pieces_until;
+          << "image " << i << " of " << n << ", pieces until op " << plan->pieces_until << ", "
+          << plan->piece_lanes << " lanes";
   }
 }
 
