@@ -28,7 +28,8 @@
 #   sanitize  build; compute-sanitizer memcheck over test_cuda_ops, test_cuda_backward and
 #             test_cuda_engine; racecheck, one run per test that uses shared memory
 #   bench     build; graft bench stage timings (head only, --fine-tune 2, all); the PyTorch cached
-#             baseline on the fish split; bench_cuda_ops --tile-sweep (cuDNN FMA and TF32 columns)
+#             baseline on the fish split; bench_cuda_ops --tile-sweep (cuDNN FMA and TF32 columns);
+#             every kernel ladder (bench/ladder/, a few seconds each)
 #   trunk     build; bench/torch_conv_layers.py (PyTorch's F.conv2d per layer); then
 #             bench/trunk_vs_torch.py: the whole frozen trunk, graft against PyTorch eager fp32,
 #             TF32, channels_last bf16 and torch.compile max-autotune, batch 32 and 256
@@ -331,6 +332,13 @@ phase_bench() {
   else
     skip_step kernels "$BUILD/bench/bench_cuda_ops was not built"
   fi
+  # Every kernel ladder (bench/ladder/): each version checked and timed, one row each, in the
+  # step's log (the worklogs' "measured" columns come from these rows).
+  local ladder
+  for ladder in "$BUILD"/bench/ladder_*; do
+    [ -x "$ladder" ] || continue
+    run_step "$(basename "$ladder")" 60 "$ladder"
+  done
 }
 
 phase_trunk() {
