@@ -22,9 +22,12 @@
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "kernels/cuda/check.h"
+#include "kernels/cuda/probe.cuh"
 
 namespace graft::ladder {
 
@@ -100,6 +103,19 @@ inline double time_us(const std::function<void()>& run, int reps, int warm) {
   return 1e3 * ms[ms.size() / 2];
 }
 
+// The card's fp32 FMA rate in GFLOP/s (kernels/cuda/probe.cuh: 8 independent FMA chains a
+// thread, 8 blocks of 256 threads an SM): the ceiling of a compute-bound kernel.
+inline double fma_gflops(int reps, int warm) {
+  int sms = 1;
+  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  const int blocks = kEmulated ? 2 : 8 * sms, threads = kEmulated ? 32 : 256;
+  const int iters = kEmulated ? 16 : 4096;
+  DeviceArray<float> out(size_t(blocks) * threads);
+  const double us =
+      time_us([&] { cuda::fma_peak_probe(blocks, threads, iters, out.p, nullptr); }, reps, warm);
+  return 2.0 * 32 * double(iters) * blocks * threads / (us * 1e3);
+}
+
 // What a device-to-device copy of `bytes` (read plus written) reaches, in GB/s: the ceiling of a
 // memory-bound kernel that reads and writes as many.
 inline double copy_gbs(size_t bytes, int reps, int warm) {
@@ -120,10 +136,17 @@ struct Version {
   std::function<void(const Problem&)> run;
 };
 
-// Runs a memory-bound family's versions. A Problem holds one shape's inputs, outputs and the CPU
-// twin's answer, and has shape() (a string), bytes() (the least a run must move), poison() (the
-// outputs to NaN) and error() (the largest error against the twin after a run). Each version is
-// checked on `timed` and on every problem of `also_checked` (awkward shapes, too small to time),
+// Whether a Problem counts FLOPs (a compute-bound family) rather than bytes.
+template <typename P, typename = void>
+struct counts_flops : std::false_type {};
+template <typename P>
+struct counts_flops<P, std::void_t<decltype(std::declval<const P&>().flops())>> : std::true_type {};
+
+// Runs a family's versions. A Problem holds one shape's inputs, outputs and the CPU twin's answer,
+// and has shape() (a string), bytes() (the least a run must move) or flops() (the work of a
+// compute-bound family, measured against the FMA rate instead of the copy bandwidth), poison()
+// (the outputs to NaN) and error() (the largest error against the twin after a run). Each version
+// is checked on `timed` and on every problem of `also_checked` (awkward shapes, too small to time),
 // then timed on `timed`; its error is the largest of them.
 template <typename Problem>
 int run(const char* name, const std::vector<Version<Problem>>& versions, double tolerance,
@@ -136,14 +159,30 @@ int run(const char* name, const std::vector<Version<Problem>>& versions, double 
     return 2;
   }
   const int reps = kEmulated ? 1 : 20, warm = kEmulated ? 0 : 3;
-  const double ceiling = copy_gbs(size_t(timed.bytes()), reps, warm);
-  std::printf("%s, timed on %s: %.1f MB moved a run at least; copy ceiling %.0f GB/s%s\n", name,
-              timed.shape().c_str(), timed.bytes() / 1e6, ceiling,
-              kEmulated ? " (emulated: times are the CPU's, not comparable with a GPU's)" : "");
+  constexpr bool flops = counts_flops<Problem>::value;
+  const char* unit = flops ? "GFLOP/s" : "GB/s";
+  const char* emulated = kEmulated ? " (emulated: times are the CPU's, not a GPU's)" : "";
+  // Per run: GFLOP or GB; the ceiling in GFLOP/s or GB/s (not measured emulated: no share of
+  // an emulated ceiling means anything).
+  double work, ceiling = 0;
+  char ceiling_text[64] = "not measured";
+  if constexpr (flops) {
+    work = timed.flops() / 1e9;
+    if (!kEmulated) ceiling = fma_gflops(reps, warm);
+    if (!kEmulated) std::snprintf(ceiling_text, sizeof ceiling_text, "%.0f GFLOP/s", ceiling);
+    std::printf("%s, timed on %s: %.2f GFLOP a run; FMA ceiling %s%s\n", name,
+                timed.shape().c_str(), work, ceiling_text, emulated);
+  } else {
+    work = timed.bytes() / 1e9;
+    if (!kEmulated) ceiling = copy_gbs(size_t(timed.bytes()), reps, warm);
+    if (!kEmulated) std::snprintf(ceiling_text, sizeof ceiling_text, "%.0f GB/s", ceiling);
+    std::printf("%s, timed on %s: %.1f MB moved a run at least; copy ceiling %s%s\n", name,
+                timed.shape().c_str(), work * 1e3, ceiling_text, emulated);
+  }
   std::string checked = timed.shape();
   for (const Problem* p : also_checked) checked += ", " + p->shape();
   std::printf("checked on %s against the CPU twin, tolerance %.0e\n", checked.c_str(), tolerance);
-  std::printf("%-3s %-74s %10s %8s %6s %9s\n", "v", "what changed", "time (us)", "GB/s", "%ceil",
+  std::printf("%-3s %-74s %10s %8s %6s %9s\n", "v", "what changed", "time (us)", unit, "%ceil",
               "max err");
   bool failed = false;
   for (int v = 1; v <= count; ++v) {
@@ -162,9 +201,11 @@ int run(const char* name, const std::vector<Version<Problem>>& versions, double 
       const bool ok = err <= tolerance;
       failed |= !ok;
       const double us = time_us([&] { ver.run(timed); }, reps, warm);
-      const double gbs = timed.bytes() / (us * 1e3);
-      std::printf("%-3d %-74s %10.1f %8.1f %5.0f%% %9.1e%s%s\n", v, ver.what, us, gbs,
-                  100.0 * gbs / ceiling, err, ok ? "" : "  FAILED", kEmulated ? "  emulated" : "");
+      const double rate = work / (us * 1e-6);
+      char share[16] = "-";
+      if (ceiling > 0) std::snprintf(share, sizeof share, "%.0f%%", 100.0 * rate / ceiling);
+      std::printf("%-3d %-74s %10.1f %8.1f %6s %9.1e%s%s\n", v, ver.what, us, rate, share, err,
+                  ok ? "" : "  FAILED", kEmulated ? "  emulated" : "");
     } catch (const std::exception& e) {  // a launch fault: this version fails, the rest still run
       failed = true;
       std::printf("%-3d %-74s  FAILED: %s\n", v, ver.what, e.what());
