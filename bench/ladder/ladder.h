@@ -182,7 +182,7 @@ int run(const char* name, const std::vector<Version<Problem>>& versions, double 
   std::string checked = timed.shape();
   for (const Problem* p : also_checked) checked += ", " + p->shape();
   std::printf("checked on %s against the CPU twin, tolerance %.0e\n", checked.c_str(), tolerance);
-  std::printf("%-3s %-74s %10s %8s %6s %9s\n", "v", "what changed", "time (us)", unit, "%ceil",
+  std::printf("%-3s %-80s %10s %8s %6s %9s\n", "v", "what changed", "time (us)", unit, "%ceil",
               "max err");
   bool failed = false;
   for (int v = 1; v <= count; ++v) {
@@ -204,11 +204,11 @@ int run(const char* name, const std::vector<Version<Problem>>& versions, double 
       const double rate = work / (us * 1e-6);
       char share[16] = "-";
       if (ceiling > 0) std::snprintf(share, sizeof share, "%.0f%%", 100.0 * rate / ceiling);
-      std::printf("%-3d %-74s %10.1f %8.1f %6s %9.1e%s%s\n", v, ver.what, us, rate, share, err,
+      std::printf("%-3d %-80s %10.1f %8.1f %6s %9.1e%s%s\n", v, ver.what, us, rate, share, err,
                   ok ? "" : "  FAILED", kEmulated ? "  emulated" : "");
     } catch (const std::exception& e) {  // a launch fault: this version fails, the rest still run
       failed = true;
-      std::printf("%-3d %-74s  FAILED: %s\n", v, ver.what, e.what());
+      std::printf("%-3d %-80s  FAILED: %s\n", v, ver.what, e.what());
     }
     std::fflush(stdout);
   }
