@@ -157,7 +157,7 @@ std::vector<ladder::Version<Problem>> versions() {
          (d);
          CUDA_CHECK_LAUNCH("dw_float4_per_output", p.shape());
        }},
-      {"4 output pixels a thread share inputs in registers, weights in shared memory (today's)",
+      {"4 pixels a thread share inputs in registers, weights in shared memory (today's)",
        [](const Problem& p) {
          cuda::conv_depthwise(p.s, p.x.p, p.w.p, p.bias.p, p.with_residual ? p.residual.p : nullptr,
                               p.act, p.y.p, nullptr);
