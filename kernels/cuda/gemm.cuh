@@ -71,220 +71,215 @@ __device__ __forceinline__ void load_or_zero(bool ok, const float* src, float (&
   }
 }
 
-// Two blocks per SM at least (the register cap that implies, 128 per thread at 256 threads, is what
-// the 8x8 tile needs without spilling; see bench/worklog-cuda-gemm.md), so one block's epilogue and
-// prologue overlap the other's main loop.
-template <int BM, int BN, int BK, int RM, int RN, int AMODE, int BMODE, bool VEC>
-__global__ void __launch_bounds__((BM / (4 * RM)) * (BN / (4 * RN)), 2)
-    gemm_tile_kernel(const GemmArgs p) {
-  constexpr int TM = 4 * RM, TN = 4 * RN;
-  constexpr int THR_N = BN / TN;
-  constexpr int NT = (BM / TM) * THR_N;
-  constexpr int W = VEC ? 4 : 1;            // floats per global access
-  constexpr int AS = BM + 4, BS = BN + 4;   // padded shared row strides (keep 16-byte rows)
-  constexpr int A_LD = BM * BK / (NT * W);  // global accesses per thread per tile
-  constexpr int B_LD = BK * BN / (NT * W);
+// The pieces of gemm_tile_kernel, each a step of the GEMM ladder (bench/ladder/pointwise.cu):
+// a tile's constants (Tile), the implicit-GEMM prologue (conv_tile_origins), global to registers
+// (tile_load), registers to shared memory (tile_store), the register-blocked outer products of one
+// BK step (tile_multiply) and the fused epilogue (tile_epilogue). All inline: ptxas gives the
+// kernel they make the registers, shared memory and (no) spills of the one-function kernel it
+// replaced, or fewer registers (bench/worklog-cuda-gemm.md).
+template <int BM_, int BN_, int BK_, int RM_, int RN_, int AMODE_, int BMODE_, bool VEC_>
+struct Tile {
+  static constexpr int BM = BM_, BN = BN_, BK = BK_, RM = RM_, RN = RN_;
+  static constexpr int AMODE = AMODE_, BMODE = BMODE_;
+  static constexpr bool VEC = VEC_;
+  static constexpr int TM = 4 * RM, TN = 4 * RN;  // a thread's register tile
+  static constexpr int THR_N = BN / TN;
+  static constexpr int NT = (BM / TM) * THR_N;     // threads a block
+  static constexpr int W = VEC ? 4 : 1;            // floats per global access
+  static constexpr int AS = BM + 4, BS = BN + 4;   // padded shared row strides (16-byte rows)
+  static constexpr int A_LD = BM * BK / (NT * W);  // global accesses per thread per tile
+  static constexpr int B_LD = BK * BN / (NT * W);
   static_assert(A_LD >= 1 && B_LD >= 1, "tile too small for the thread count");
   static_assert(BM * BK % (NT * W) == 0 && BK * BN % (NT * W) == 0, "uneven tile split");
   // Items per row of each operand's load pattern; each thread's in-row position is then constant.
-  constexpr int A_ROW_ITEMS = (AMODE == kA_KM) ? BM / W : BK / W;
-  constexpr int B_ROW_ITEMS = (BMODE == kB_KN) ? BN / W : BK / W;
+  static constexpr int A_ROW_ITEMS = (AMODE == kA_KM) ? BM / W : BK / W;
+  static constexpr int B_ROW_ITEMS = (BMODE == kB_KN) ? BN / W : BK / W;
   static_assert(NT % A_ROW_ITEMS == 0 && NT % B_ROW_ITEMS == 0, "load split must be regular");
+  static constexpr int CONV_ROWS = AMODE == kA_CONV ? BM : 1;
+};
 
-  __shared__ __align__(16) float As[2][BK][AS];
-  __shared__ __align__(16) float Bs[2][BK][BS];
-  // kA_CONV: per output pixel of the tile, the image offset and the top-left input tap.
-  __shared__ int s_img[AMODE == kA_CONV ? BM : 1];
-  __shared__ int s_iy[AMODE == kA_CONV ? BM : 1];
-  __shared__ int s_ix[AMODE == kA_CONV ? BM : 1];
+// kA_CONV: per output pixel (row) of the tile, the image's offset and its window's top-left tap
+// (img -1 past the last row).
+template <typename T>
+__device__ __forceinline__ void conv_tile_origins(const GemmArgs& p, int m0, int tid,
+                                                  int (&img)[T::CONV_ROWS], int (&iy)[T::CONV_ROWS],
+                                                  int (&ix)[T::CONV_ROWS]) {
+  const int hw = p.conv.out_h * p.conv.out_w;
+  for (int r = tid; r < T::BM; r += T::NT) {
+    int m = m0 + r;
+    if (m < p.M) {
+      int b = m / hw, rem = m - b * hw;
+      int oy = rem / p.conv.out_w, ox = rem - oy * p.conv.out_w;
+      img[r] = b * p.conv.in_h * p.conv.in_w * p.conv.in_c;
+      iy[r] = oy * p.conv.stride_h - p.conv.pad_top;
+      ix[r] = ox * p.conv.stride_w - p.conv.pad_left;
+    } else {
+      img[r] = -1;
+      iy[r] = 0;
+      ix[r] = 0;
+    }
+  }
+}
 
-  const int tid = threadIdx.x;
-  const int g = blockIdx.z;
-  const int m0 = blockIdx.x * BM;
-  const int n0 = blockIdx.y * BN;
+// Global -> registers for the tiles starting at k0. Out-of-range elements load as zero.
+template <typename T>
+__device__ __forceinline__ void tile_load(
+    const GemmArgs& p, const float* __restrict__ A, const float* __restrict__ B, int m0, int n0,
+    int k0, int tid, const int (&img)[T::CONV_ROWS], const int (&iy)[T::CONV_ROWS],
+    const int (&ix)[T::CONV_ROWS], float (&ra)[T::A_LD * T::W], float (&rb)[T::B_LD * T::W]) {
+  constexpr int W = T::W, NT = T::NT, A_ROW_ITEMS = T::A_ROW_ITEMS, B_ROW_ITEMS = T::B_ROW_ITEMS;
   const int M = p.M, N = p.N, K = p.K;
-
-  const float* __restrict__ A = p.A + g * p.a_goff;
-  const float* __restrict__ B = p.B + g * p.b_goff;
-
-  if constexpr (AMODE == kA_CONV) {
-    const int hw = p.conv.out_h * p.conv.out_w;
-    for (int r = tid; r < BM; r += NT) {
-      int m = m0 + r;
-      if (m < M) {
-        int b = m / hw, rem = m - b * hw;
-        int oy = rem / p.conv.out_w, ox = rem - oy * p.conv.out_w;
-        s_img[r] = b * p.conv.in_h * p.conv.in_w * p.conv.in_c;
-        s_iy[r] = oy * p.conv.stride_h - p.conv.pad_top;
-        s_ix[r] = ox * p.conv.stride_w - p.conv.pad_left;
-      } else {
-        s_img[r] = -1;
-        s_iy[r] = 0;
-        s_ix[r] = 0;
-      }
+  if constexpr (T::AMODE == kA_MK || T::AMODE == kA_CONV) {
+    const int kl = (tid % A_ROW_ITEMS) * W;
+    const int k = k0 + kl;
+    int tap_off = 0, ky = 0, kx = 0;
+    if constexpr (T::AMODE == kA_CONV) {
+      // One k decomposition per tile: all of this thread's loads share the same k.
+      int tap = k / p.conv.cin_g;
+      int ci = k - tap * p.conv.cin_g;
+      ky = tap / p.conv.k_w;
+      kx = tap - ky * p.conv.k_w;
+      tap_off = ci;
     }
-    __syncthreads();
-  }
-
-  float ra[A_LD * W];
-  float rb[B_LD * W];
-
-  // Global -> registers for the tile starting at k0. Out-of-range elements load as zero.
-  auto load_tiles = [&](int k0) {
-    if constexpr (AMODE == kA_MK || AMODE == kA_CONV) {
-      const int kl = (tid % A_ROW_ITEMS) * W;
-      const int k = k0 + kl;
-      int tap_off = 0, ky = 0, kx = 0;
-      if constexpr (AMODE == kA_CONV) {
-        // One k decomposition per tile: all of this thread's loads share the same k.
-        int tap = k / p.conv.cin_g;
-        int ci = k - tap * p.conv.cin_g;
-        ky = tap / p.conv.k_w;
-        kx = tap - ky * p.conv.k_w;
-        tap_off = ci;
-      }
 #pragma unroll
-      for (int it = 0; it < A_LD; ++it) {
-        const int ml = tid / A_ROW_ITEMS + it * (NT / A_ROW_ITEMS);
-        const int m = m0 + ml;
-        float v[W];
-        if constexpr (AMODE == kA_MK) {
-          load_or_zero(m < M && k < K, A + static_cast<int64_t>(m) * p.lda + k, v);
-        } else {
-          const int img = s_img[ml];
-          const int iy = s_iy[ml] + ky, ix = s_ix[ml] + kx;
-          load_or_zero(
-              img >= 0 && k < K && iy >= 0 && iy < p.conv.in_h && ix >= 0 && ix < p.conv.in_w,
-              A + static_cast<int64_t>(img) + (iy * p.conv.in_w + ix) * p.conv.in_c + tap_off, v);
-        }
-#pragma unroll
-        for (int j = 0; j < W; ++j) ra[it * W + j] = v[j];
-      }
-    } else {  // kA_KM: rows of the stored matrix are k, contiguous along m
-      const int ml = (tid % A_ROW_ITEMS) * W;
+    for (int it = 0; it < T::A_LD; ++it) {
+      const int ml = tid / A_ROW_ITEMS + it * (NT / A_ROW_ITEMS);
       const int m = m0 + ml;
-#pragma unroll
-      for (int it = 0; it < A_LD; ++it) {
-        const int k = k0 + tid / A_ROW_ITEMS + it * (NT / A_ROW_ITEMS);
-        float v[W];
-        load_or_zero(k < K && m < M, A + static_cast<int64_t>(k) * p.lda + m, v);
-#pragma unroll
-        for (int j = 0; j < W; ++j) ra[it * W + j] = v[j];
+      float v[W];
+      if constexpr (T::AMODE == kA_MK) {
+        load_or_zero(m < M && k < K, A + static_cast<int64_t>(m) * p.lda + k, v);
+      } else {
+        const int i = img[ml];
+        const int y = iy[ml] + ky, x = ix[ml] + kx;
+        load_or_zero(i >= 0 && k < K && y >= 0 && y < p.conv.in_h && x >= 0 && x < p.conv.in_w,
+                     A + static_cast<int64_t>(i) + (y * p.conv.in_w + x) * p.conv.in_c + tap_off,
+                     v);
       }
+#pragma unroll
+      for (int j = 0; j < W; ++j) ra[it * W + j] = v[j];
     }
-
-    if constexpr (BMODE == kB_KN) {
-      const int nl = (tid % B_ROW_ITEMS) * W;
-      const int n = n0 + nl;
+  } else {  // kA_KM: rows of the stored matrix are k, contiguous along m
+    const int ml = (tid % A_ROW_ITEMS) * W;
+    const int m = m0 + ml;
 #pragma unroll
-      for (int it = 0; it < B_LD; ++it) {
-        const int k = k0 + tid / B_ROW_ITEMS + it * (NT / B_ROW_ITEMS);
-        float v[W];
-        load_or_zero(k < K && n < N, B + static_cast<int64_t>(k) * p.ldb + n, v);
+    for (int it = 0; it < T::A_LD; ++it) {
+      const int k = k0 + tid / A_ROW_ITEMS + it * (NT / A_ROW_ITEMS);
+      float v[W];
+      load_or_zero(k < K && m < M, A + static_cast<int64_t>(k) * p.lda + m, v);
 #pragma unroll
-        for (int j = 0; j < W; ++j) rb[it * W + j] = v[j];
-      }
-    } else {  // kB_NK
-      const int kl = (tid % B_ROW_ITEMS) * W;
-      const int k = k0 + kl;
-#pragma unroll
-      for (int it = 0; it < B_LD; ++it) {
-        const int n = n0 + tid / B_ROW_ITEMS + it * (NT / B_ROW_ITEMS);
-        float v[W];
-        load_or_zero(k < K && n < N, B + static_cast<int64_t>(n) * p.ldb + k, v);
-#pragma unroll
-        for (int j = 0; j < W; ++j) rb[it * W + j] = v[j];
-      }
+      for (int j = 0; j < W; ++j) ra[it * W + j] = v[j];
     }
-  };
-
-  // Registers -> shared buffer `buf`, transposing where the stored layout is not k-major.
-  auto store_tiles = [&](int buf) {
-    if constexpr (AMODE == kA_MK || AMODE == kA_CONV) {
-      const int kl = (tid % A_ROW_ITEMS) * W;
-#pragma unroll
-      for (int it = 0; it < A_LD; ++it) {
-        const int ml = tid / A_ROW_ITEMS + it * (NT / A_ROW_ITEMS);
-#pragma unroll
-        for (int j = 0; j < W; ++j) As[buf][kl + j][ml] = ra[it * W + j];
-      }
-    } else {
-      const int ml = (tid % A_ROW_ITEMS) * W;
-#pragma unroll
-      for (int it = 0; it < A_LD; ++it) {
-        const int kl = tid / A_ROW_ITEMS + it * (NT / A_ROW_ITEMS);
-        if constexpr (VEC) {
-          st4(&As[buf][kl][ml],
-              make_float4(ra[it * 4], ra[it * 4 + 1], ra[it * 4 + 2], ra[it * 4 + 3]));
-        } else {
-          As[buf][kl][ml] = ra[it];
-        }
-      }
-    }
-    if constexpr (BMODE == kB_KN) {
-      const int nl = (tid % B_ROW_ITEMS) * W;
-#pragma unroll
-      for (int it = 0; it < B_LD; ++it) {
-        const int kl = tid / B_ROW_ITEMS + it * (NT / B_ROW_ITEMS);
-        if constexpr (VEC) {
-          st4(&Bs[buf][kl][nl],
-              make_float4(rb[it * 4], rb[it * 4 + 1], rb[it * 4 + 2], rb[it * 4 + 3]));
-        } else {
-          Bs[buf][kl][nl] = rb[it];
-        }
-      }
-    } else {
-      const int kl = (tid % B_ROW_ITEMS) * W;
-#pragma unroll
-      for (int it = 0; it < B_LD; ++it) {
-        const int nl = tid / B_ROW_ITEMS + it * (NT / B_ROW_ITEMS);
-#pragma unroll
-        for (int j = 0; j < W; ++j) Bs[buf][kl + j][nl] = rb[it * W + j];
-      }
-    }
-  };
-
-  const int tn = tid % THR_N;
-  const int tm = tid / THR_N;
-  float acc[TM][TN];
-#pragma unroll
-  for (int i = 0; i < TM; ++i)
-#pragma unroll
-    for (int j = 0; j < TN; ++j) acc[i][j] = 0.f;
-
-  const int num_k_tiles = static_cast<int>((K + BK - 1) / BK);
-  if (num_k_tiles > 0) {
-    load_tiles(0);
-    store_tiles(0);
-    __syncthreads();
-  }
-  for (int kt = 0; kt < num_k_tiles; ++kt) {
-    const int cur = kt & 1;
-    const bool more = kt + 1 < num_k_tiles;
-    if (more) load_tiles((kt + 1) * BK);  // in flight while the FMAs below run
-#pragma unroll
-    for (int kk = 0; kk < BK; ++kk) {
-      float a[TM], b[TN];
-#pragma unroll
-      for (int r = 0; r < RM; ++r) {
-        float4 t = ld4(&As[cur][kk][r * (BM / RM) + tm * 4]);
-        a[r * 4 + 0] = t.x, a[r * 4 + 1] = t.y, a[r * 4 + 2] = t.z, a[r * 4 + 3] = t.w;
-      }
-#pragma unroll
-      for (int r = 0; r < RN; ++r) {
-        float4 t = ld4(&Bs[cur][kk][r * (BN / RN) + tn * 4]);
-        b[r * 4 + 0] = t.x, b[r * 4 + 1] = t.y, b[r * 4 + 2] = t.z, b[r * 4 + 3] = t.w;
-      }
-#pragma unroll
-      for (int i = 0; i < TM; ++i)
-#pragma unroll
-        for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
-    }
-    if (more) store_tiles(cur ^ 1);  // that buffer was last read before the previous barrier
-    __syncthreads();
   }
 
-  // Fused epilogue: + bias[n], + residual[m][n], then the activation, in that order.
+  if constexpr (T::BMODE == kB_KN) {
+    const int nl = (tid % B_ROW_ITEMS) * W;
+    const int n = n0 + nl;
+#pragma unroll
+    for (int it = 0; it < T::B_LD; ++it) {
+      const int k = k0 + tid / B_ROW_ITEMS + it * (NT / B_ROW_ITEMS);
+      float v[W];
+      load_or_zero(k < K && n < N, B + static_cast<int64_t>(k) * p.ldb + n, v);
+#pragma unroll
+      for (int j = 0; j < W; ++j) rb[it * W + j] = v[j];
+    }
+  } else {  // kB_NK
+    const int kl = (tid % B_ROW_ITEMS) * W;
+    const int k = k0 + kl;
+#pragma unroll
+    for (int it = 0; it < T::B_LD; ++it) {
+      const int n = n0 + tid / B_ROW_ITEMS + it * (NT / B_ROW_ITEMS);
+      float v[W];
+      load_or_zero(k < K && n < N, B + static_cast<int64_t>(n) * p.ldb + k, v);
+#pragma unroll
+      for (int j = 0; j < W; ++j) rb[it * W + j] = v[j];
+    }
+  }
+}
+
+// Registers -> shared buffer `buf`, transposing where the stored layout is not k-major.
+template <typename T>
+__device__ __forceinline__ void tile_store(int buf, int tid, const float (&ra)[T::A_LD * T::W],
+                                           const float (&rb)[T::B_LD * T::W],
+                                           float (&As)[2][T::BK][T::AS],
+                                           float (&Bs)[2][T::BK][T::BS]) {
+  constexpr int W = T::W, NT = T::NT, A_ROW_ITEMS = T::A_ROW_ITEMS, B_ROW_ITEMS = T::B_ROW_ITEMS;
+  if constexpr (T::AMODE == kA_MK || T::AMODE == kA_CONV) {
+    const int kl = (tid % A_ROW_ITEMS) * W;
+#pragma unroll
+    for (int it = 0; it < T::A_LD; ++it) {
+      const int ml = tid / A_ROW_ITEMS + it * (NT / A_ROW_ITEMS);
+#pragma unroll
+      for (int j = 0; j < W; ++j) As[buf][kl + j][ml] = ra[it * W + j];
+    }
+  } else {
+    const int ml = (tid % A_ROW_ITEMS) * W;
+#pragma unroll
+    for (int it = 0; it < T::A_LD; ++it) {
+      const int kl = tid / A_ROW_ITEMS + it * (NT / A_ROW_ITEMS);
+      if constexpr (T::VEC) {
+        st4(&As[buf][kl][ml],
+            make_float4(ra[it * 4], ra[it * 4 + 1], ra[it * 4 + 2], ra[it * 4 + 3]));
+      } else {
+        As[buf][kl][ml] = ra[it];
+      }
+    }
+  }
+  if constexpr (T::BMODE == kB_KN) {
+    const int nl = (tid % B_ROW_ITEMS) * W;
+#pragma unroll
+    for (int it = 0; it < T::B_LD; ++it) {
+      const int kl = tid / B_ROW_ITEMS + it * (NT / B_ROW_ITEMS);
+      if constexpr (T::VEC) {
+        st4(&Bs[buf][kl][nl],
+            make_float4(rb[it * 4], rb[it * 4 + 1], rb[it * 4 + 2], rb[it * 4 + 3]));
+      } else {
+        Bs[buf][kl][nl] = rb[it];
+      }
+    }
+  } else {
+    const int kl = (tid % B_ROW_ITEMS) * W;
+#pragma unroll
+    for (int it = 0; it < T::B_LD; ++it) {
+      const int nl = tid / B_ROW_ITEMS + it * (NT / B_ROW_ITEMS);
+#pragma unroll
+      for (int j = 0; j < W; ++j) Bs[buf][kl + j][nl] = rb[it * W + j];
+    }
+  }
+}
+
+// One BK step from shared buffer `cur`: per k, the thread's TM values of A and TN of B as float4
+// pieces (RM and RN of them, BM/RM and BN/RN apart), then their outer product into acc.
+template <typename T>
+__device__ __forceinline__ void tile_multiply(const float (&As)[2][T::BK][T::AS],
+                                              const float (&Bs)[2][T::BK][T::BS], int cur, int tm,
+                                              int tn, float (&acc)[T::TM][T::TN]) {
+#pragma unroll
+  for (int kk = 0; kk < T::BK; ++kk) {
+    float a[T::TM], b[T::TN];
+#pragma unroll
+    for (int r = 0; r < T::RM; ++r) {
+      float4 t = ld4(&As[cur][kk][r * (T::BM / T::RM) + tm * 4]);
+      a[r * 4 + 0] = t.x, a[r * 4 + 1] = t.y, a[r * 4 + 2] = t.z, a[r * 4 + 3] = t.w;
+    }
+#pragma unroll
+    for (int r = 0; r < T::RN; ++r) {
+      float4 t = ld4(&Bs[cur][kk][r * (T::BN / T::RN) + tn * 4]);
+      b[r * 4 + 0] = t.x, b[r * 4 + 1] = t.y, b[r * 4 + 2] = t.z, b[r * 4 + 3] = t.w;
+    }
+#pragma unroll
+    for (int i = 0; i < T::TM; ++i)
+#pragma unroll
+      for (int j = 0; j < T::TN; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+  }
+}
+
+// Fused epilogue: + bias[n], + residual[m][n], then the activation, in that order; float4 stores
+// when VEC.
+template <typename T>
+__device__ __forceinline__ void tile_epilogue(const GemmArgs& p, int g, int m0, int n0, int tm,
+                                              int tn, const float (&acc)[T::TM][T::TN]) {
+  constexpr int RM = T::RM, RN = T::RN, BM = T::BM, BN = T::BN;
+  const int M = p.M, N = p.N;
   float* __restrict__ C = p.C + g * p.c_goff;
   const float* __restrict__ R = p.residual ? p.residual + g * p.c_goff : nullptr;
   const float* __restrict__ bias = p.bias ? p.bias + g * p.c_goff : nullptr;
@@ -302,7 +297,7 @@ __global__ void __launch_bounds__((BM / (4 * RM)) * (BN / (4 * RN)), 2)
         float v[4];
 #pragma unroll
         for (int j = 0; j < 4; ++j) v[j] = acc[rm * 4 + i][rn * 4 + j];
-        if constexpr (VEC) {  // N % 4 == 0, so n < N means all four columns are in range
+        if constexpr (T::VEC) {  // N % 4 == 0, so n < N means all four columns are in range
           if (bias) {
             float4 t = ld4(bias + n);
             v[0] += t.x, v[1] += t.y, v[2] += t.z, v[3] += t.w;
@@ -327,6 +322,60 @@ __global__ void __launch_bounds__((BM / (4 * RM)) * (BN / (4 * RN)), 2)
       }
     }
   }
+}
+
+// Two blocks per SM at least (the register cap that implies, 128 per thread at 256 threads, is what
+// the 8x8 tile needs without spilling; see bench/worklog-cuda-gemm.md), so one block's epilogue and
+// prologue overlap the other's main loop. The main loop double-buffers the shared tiles: tile
+// t + 1 is loaded to registers before tile t's FMAs and stored to the other buffer after them, one
+// barrier a BK step.
+template <int BM, int BN, int BK, int RM, int RN, int AMODE, int BMODE, bool VEC>
+__global__ void __launch_bounds__((BM / (4 * RM)) * (BN / (4 * RN)), 2)
+    gemm_tile_kernel(const GemmArgs p) {
+  using T = Tile<BM, BN, BK, RM, RN, AMODE, BMODE, VEC>;
+  __shared__ __align__(16) float As[2][BK][T::AS];
+  __shared__ __align__(16) float Bs[2][BK][T::BS];
+  __shared__ int s_img[T::CONV_ROWS];
+  __shared__ int s_iy[T::CONV_ROWS];
+  __shared__ int s_ix[T::CONV_ROWS];
+
+  const int tid = threadIdx.x;
+  const int g = blockIdx.z;
+  const int m0 = blockIdx.x * BM;
+  const int n0 = blockIdx.y * BN;
+  const float* __restrict__ A = p.A + g * p.a_goff;
+  const float* __restrict__ B = p.B + g * p.b_goff;
+  if constexpr (AMODE == kA_CONV) {
+    conv_tile_origins<T>(p, m0, tid, s_img, s_iy, s_ix);
+    __syncthreads();
+  }
+
+  float ra[T::A_LD * T::W];
+  float rb[T::B_LD * T::W];
+  const int tn = tid % T::THR_N;
+  const int tm = tid / T::THR_N;
+  float acc[T::TM][T::TN];
+#pragma unroll
+  for (int i = 0; i < T::TM; ++i)
+#pragma unroll
+    for (int j = 0; j < T::TN; ++j) acc[i][j] = 0.f;
+
+  const int num_k_tiles = static_cast<int>((p.K + BK - 1) / BK);
+  if (num_k_tiles > 0) {
+    tile_load<T>(p, A, B, m0, n0, 0, tid, s_img, s_iy, s_ix, ra, rb);
+    tile_store<T>(0, tid, ra, rb, As, Bs);
+    __syncthreads();
+  }
+  for (int kt = 0; kt < num_k_tiles; ++kt) {
+    const int cur = kt & 1;
+    const bool more = kt + 1 < num_k_tiles;
+    if (more)  // in flight while the FMAs below run
+      tile_load<T>(p, A, B, m0, n0, (kt + 1) * BK, tid, s_img, s_iy, s_ix, ra, rb);
+    tile_multiply<T>(As, Bs, cur, tm, tn, acc);
+    if (more) tile_store<T>(cur ^ 1, tid, ra, rb, As, Bs);  // last read before the previous barrier
+    __syncthreads();
+  }
+  tile_epilogue<T>(p, g, m0, n0, tm, tn, acc);
 }
 
 // Block tiles the launcher can pick. 128x128 (8x8 per thread) has the most reuse per shared load;
