@@ -72,13 +72,13 @@ __device__ __forceinline__ void load_or_zero(bool ok, const float* src, float (&
 }
 
 // The pieces of gemm_tile_kernel, each a step of the GEMM ladder (bench/ladder/pointwise.cu):
-// a tile's constants (Tile), the implicit-GEMM prologue (conv_tile_origins), global to registers
-// (tile_load), registers to shared memory (tile_store), the register-blocked outer products of one
-// BK step (tile_multiply) and the fused epilogue (tile_epilogue). All inline: ptxas gives the
-// kernel they make the registers, shared memory and (no) spills of the one-function kernel it
-// replaced, or fewer registers (bench/worklog-cuda-gemm.md).
+// a tile's constants (GemmTileCfg), the implicit-GEMM prologue (conv_tile_origins), global to
+// registers (tile_load), registers to shared memory (tile_store), the register-blocked outer
+// products of one BK step (tile_multiply) and the fused epilogue (tile_epilogue). All inline: ptxas
+// gives the kernel they make the registers, shared memory and (no) spills of the one-function
+// kernel it replaced, or fewer registers (bench/worklog-cuda-gemm.md).
 template <int BM_, int BN_, int BK_, int RM_, int RN_, int AMODE_, int BMODE_, bool VEC_>
-struct Tile {
+struct GemmTileCfg {
   static constexpr int BM = BM_, BN = BN_, BK = BK_, RM = RM_, RN = RN_;
   static constexpr int AMODE = AMODE_, BMODE = BMODE_;
   static constexpr bool VEC = VEC_;
@@ -332,7 +332,7 @@ __device__ __forceinline__ void tile_epilogue(const GemmArgs& p, int g, int m0, 
 template <int BM, int BN, int BK, int RM, int RN, int AMODE, int BMODE, bool VEC>
 __global__ void __launch_bounds__((BM / (4 * RM)) * (BN / (4 * RN)), 2)
     gemm_tile_kernel(const GemmArgs p) {
-  using T = Tile<BM, BN, BK, RM, RN, AMODE, BMODE, VEC>;
+  using T = GemmTileCfg<BM, BN, BK, RM, RN, AMODE, BMODE, VEC>;
   __shared__ __align__(16) float As[2][BK][T::AS];
   __shared__ __align__(16) float Bs[2][BK][T::BS];
   __shared__ int s_img[T::CONV_ROWS];
