@@ -525,10 +525,10 @@ std::string summary_section(const ReportData& d) {
   card("epochs", fmt("%zu", d.epochs.size()));
 
   // Best validation epoch and training time: what a reader looks for after the test score.
-  const ReportEpoch* best = nullptr;
+  const EpochMetrics* best = nullptr;
   double seconds = 0;
   int bad_values = 0;
-  for (const ReportEpoch& e : d.epochs) {
+  for (const EpochMetrics& e : d.epochs) {
     if (finite(e.seconds)) seconds += e.seconds;
     bad_values += !finite(e.loss) + !finite(e.accuracy);
     if (e.has_val) {
@@ -576,7 +576,7 @@ std::string curves_section(const ReportData& d) {
   Series loss{"train", "#1f6feb", false, {}}, val_loss{"validation", "#e36209", true, {}};
   Series acc = loss, val_acc = val_loss;
   bool any_val = false;
-  for (const ReportEpoch& e : d.epochs) {
+  for (const EpochMetrics& e : d.epochs) {
     loss.points.push_back({double(e.epoch), e.loss});
     acc.points.push_back({double(e.epoch), e.accuracy});
     // An epoch without validation is a gap in the validation line, not a zero.
@@ -594,7 +594,7 @@ std::string curves_section(const ReportData& d) {
        "<th>epoch</th><th>loss</th><th>accuracy</th>";
   if (any_val) o += "<th>val loss</th><th>val accuracy</th>";
   o += "<th>seconds</th><th>throughput</th></tr></thead>\n<tbody>\n";
-  for (const ReportEpoch& e : d.epochs) {
+  for (const EpochMetrics& e : d.epochs) {
     const bool kept = e.epoch == d.kept_epoch;
     o += fmt("<tr%s><td>%d%s</td><td>", kept ? " class=\"kept\"" : "", e.epoch,
              kept ? " (kept)" : "") +

@@ -7,16 +7,9 @@
 #include <utility>
 #include <vector>
 
-namespace graft {
+#include "engine/run_records.h"
 
-struct ReportEpoch {
-  int epoch = 0;
-  double loss = 0, accuracy = 0, val_loss = 0, val_accuracy = 0, seconds = 0, images_per_second = 0;
-  bool has_val = false;
-  // Trained from the feature cache: no image decoded, throughput in feature rows per second.
-  bool from_cache = false;
-  double feature_rows_per_second = 0;
-};
+namespace graft {
 
 struct ReportMistake {
   std::string path;  // the image file, read again to make the thumbnail
@@ -27,7 +20,7 @@ struct ReportMistake {
 struct ReportData {
   std::string title;  // e.g. the data folder
   std::vector<std::string> classes;
-  std::vector<ReportEpoch> epochs;
+  std::vector<EpochMetrics> epochs;
   // Test split (or the evaluated folder): confusion[true * classes + predicted].
   std::vector<int64_t> confusion;
   double test_loss = 0, test_accuracy = 0;

@@ -733,13 +733,7 @@ ReportData make_report(const Job& job, const RunState& st, const TrainResult& re
   ReportData rd;
   rd.title = cfg.data;
   rd.classes = job.classes;
-  for (const auto& e : result.epochs) {
-    ReportEpoch re{e.epoch,        e.loss,    e.accuracy,          e.val_loss,
-                   e.val_accuracy, e.seconds, e.images_per_second, e.has_val};
-    re.from_cache = e.from_cache;
-    re.feature_rows_per_second = e.feature_rows_per_second;
-    rd.epochs.push_back(re);
-  }
+  rd.epochs = result.epochs;
   rd.kept_epoch = st.kept_epoch;
   rd.kept_why = st.kept_epoch != st.epoch ? "lowest validation loss (--early-stop)"
                 : interrupted             ? "the last finished epoch"

@@ -1,8 +1,11 @@
 #pragma once
 // Every op on graft's path, declared once. Two implementations share each declaration:
-//   graft::cpu   kernels/cpu/*.cpp   plain C++ twins (OpenMP), the reference and the CPU backend
+//   graft::cpu   kernels/cpu/*.cpp   the CPU twins and backend: C++ with OpenMP, vectorised for
+//                                    each CPU path (kernels/cpu/cpu_path.h)
 //   graft::cuda  kernels/cuda/*.cu   hand-written CUDA kernels; same arguments plus a stream,
 //                                    pointers are device pointers unless a comment says host
+// The reference both are tested against is graft::cpu::ref (kernels/cpu/reference.h): plain loops
+// accumulating in double.
 //
 // Conventions:
 //   * activations are NHWC float32, contiguous;

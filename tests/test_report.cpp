@@ -156,8 +156,9 @@ std::vector<std::string> metrics_row(const std::string& html, const std::string&
   return cells;
 }
 
-ReportEpoch epoch(int e, double loss, double acc, bool has_val, double vloss = 0, double vacc = 0) {
-  ReportEpoch r;
+EpochMetrics epoch(int e, double loss, double acc, bool has_val, double vloss = 0,
+                   double vacc = 0) {
+  EpochMetrics r;
   r.epoch = e;
   r.loss = loss;
   r.accuracy = acc;
