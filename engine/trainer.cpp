@@ -17,6 +17,7 @@
 #include "engine/augment.h"
 #include "engine/checkpoint.h"
 #include "engine/fine_tune.h"
+#include "engine/job.h"
 #include "engine/network.h"
 #include "engine/report.h"
 #include "engine/run_folder.h"
@@ -30,245 +31,15 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// SIGINT/SIGTERM: the loop stops after the step in flight, keeping the last checkpoint.
+extern "C" void on_stop_signal(int) {
+  stop_requested().store(true);
+}
+
 using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-// One split's images: paths and labels, plus the cached feature rows when the cache is on.
-struct SplitData {
-  std::string name;
-  std::vector<const DatasetItem*> items;
-  float* cache = nullptr;         // [items][feature_dim] on the device, or null
-  std::vector<char> cached, bad;  // per item
-};
-
-// Everything the loop needs on the device, carved from one arena.
-struct Buffers {
-  Arena arena;
-  int32_t* labels = nullptr;     // [batch]
-  int32_t* rows = nullptr;       // [batch] cache rows to gather
-  float* losses = nullptr;       // [largest split] per-row losses of the current pass
-  int64_t* confusion = nullptr;  // [classes][classes]
-};
-
-// Owns every resource of a run: each member releases its own on every exit, an exception or an
-// interrupt included.
-struct Job {
-  explicit Job(const TrainConfig& c) : cfg(c) {}
-  ~Job();
-  Job(const Job&) = delete;
-  Job& operator=(const Job&) = delete;
-  const TrainConfig& cfg;
-  Device dev;
-  Model backbone;
-  Dataset train_ds, val_ds, test_ds;  // val_ds/test_ds used only for --val-data/--test-data
-  std::vector<std::string> classes;
-  SplitData train, val, test;
-  Network net;  // the backbone's op list, then the head
-  Loader loader;
-  LoaderConfig loader_cfg;
-  std::vector<Event> slot_copied;  // per loader slot: its pixels have reached the device
-  StageClock clock;
-  Buffers buf;
-  bool cache = false;
-  int fine_tune = 0;        // the backbone's blocks that train (engine/fine_tune.h)
-  size_t cache_row = 0;     // floats a photo of the feature cache (engine/network.h)
-  int skipped = 0;          // files: unreadable, not images, or failing to decode
-  int skipped_folders = 0;  // class folders without images
-};
-
-// Set by SIGINT/SIGTERM; the loop stops after the step in flight, keeping the last checkpoint.
-std::atomic<bool> g_stop{false};
-extern "C" void on_stop_signal(int) {
-  g_stop.store(true);
-}
-
-void warn(const std::string& msg) {
-  std::fprintf(stderr, "graft: warning: %s\n", msg.c_str());
-}
-
-void loader_setup(Job& job) {
-  LoaderConfig& lc = job.loader_cfg;
-  lc.batch = job.cfg.batch_size;
-  lc.threads = int(std::max(1u, std::thread::hardware_concurrency()));
-  lc.slots = 3;
-  lc.pre = job.backbone.preprocess;
-  lc.augment = job.cfg.augment ? augment_image : nullptr;
-  if (job.dev.is_cuda()) {  // pinned slots: their copies are real asynchronous DMA
-    lc.alloc = pinned_alloc;
-    lc.release = pinned_free;
-  }
-  lc.cancel = &g_stop;
-  loader_create(job.loader, lc);
-  job.slot_copied.resize(lc.slots);
-  for (Event& e : job.slot_copied) event_create(job.dev, e);
-}
-
-Job::~Job() {
-  // Every member releases itself (in reverse order of declaration). Before they go, the loader's
-  // threads stop, and the device finishes the copies out of its pinned slots and the kernels
-  // that read the arenas.
-  loader_stop(loader);
-  synchronize(dev);
-}
-
-// One pass over a split in a given order, one batch at a time: from the feature cache when every
-// image's features are there, else decoded by the streaming loader and run through the backbone.
-struct Pass {
-  SplitData* split = nullptr;
-  bool decode = false, augment = false;
-  StageClock* clock = nullptr;        // set for training passes
-  const LoaderBatch* held = nullptr;  // the slot to hand back once its copy has landed
-};
-
-struct Interrupted : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-Pass pass_begin(Job& job, SplitData& split, const std::vector<int>& order, bool augment,
-                uint64_t aug_base) {
-  Pass pass;
-  pass.split = &split;
-  pass.augment = augment;
-  pass.decode = augment || split.cache == nullptr;
-  for (int p : order) pass.decode = pass.decode || (!split.bad[p] && !split.cached[p]);
-  if (!pass.decode) return pass;
-  std::vector<LoaderItem> items;
-  items.reserve(order.size());
-  for (int p : order) {
-    // Each image's crop and flip depend only on (seed, epoch, the image), never on timing.
-    SplitMix64 key{aug_base ^ (uint64_t(p) * 0xD1B54A32D192ED03ull)};
-    items.push_back({&split.items[p]->path, key.next(), p});
-  }
-  loader_start_epoch(job.loader, std::move(items));
-  return pass;
-}
-
-void pass_release_held(Job& job, Pass& pass) {
-  if (!pass.held) return;
-  event_synchronize(job.dev, job.slot_copied[pass.held->index % job.loader_cfg.slots]);
-  loader_release(job.loader, pass.held);
-  pass.held = nullptr;
-}
-
-void pass_end(Job& job, Pass& pass) {
-  pass_release_held(job, pass);
-}
-
-// The next batch (positions pos[0..n) of the pass's order) as the network's input: decoded
-// images in a loader slot, or rows gathered from the feature cache into its slot in the network.
-// Returns the valid positions (unreadable images dropped, and remembered as bad).
-std::vector<int> pass_next(Job& job, Pass& pass, const int* pos, int n, NetworkInput* in) {
-  SplitData& split = *pass.split;
-  *in = NetworkInput{};
-  if (!pass.decode) {
-    std::vector<int32_t> rows;
-    for (int i = 0; i < n; ++i)
-      if (!split.bad[pos[i]]) rows.push_back(pos[i]);
-    copy_to_device(job.dev, job.buf.rows, rows.data(), rows.size() * 4);
-    op_gather_rows(job.dev, int(rows.size()), int(job.cache_row), split.cache, job.buf.rows,
-                   network_cache_slot(job.net));
-    in->n = int(rows.size());
-    in->cached = true;
-    return std::vector<int>(rows.begin(), rows.end());
-  }
-  const LoaderBatch* b = loader_next(job.loader);
-  if (!b) throw Interrupted("interrupted");
-  pass_release_held(job, pass);
-  // ids keep the pass's order, and errors the order of the files that failed: a file is
-  // reported (and counted) the first time only, not again every epoch.
-  std::vector<int> valid(b->ids.begin(), b->ids.end());
-  for (int i = 0, j = 0, e = 0; i < n; ++i) {
-    if (j < int(valid.size()) && valid[j] == pos[i]) {
-      ++j;
-      continue;
-    }
-    if (!split.bad[pos[i]]) {
-      warn((e < int(b->errors.size()) ? b->errors[e] : split.items[pos[i]]->path) + "; skipped");
-      ++job.skipped;
-    }
-    ++e;
-    split.bad[pos[i]] = 1;
-  }
-  in->n = b->n_valid;
-  in->images = b->pixels;
-  in->copied = &job.slot_copied[b->index % job.loader_cfg.slots];
-  pass.held = b;
-  return valid;
-}
-
-// After a forward pass over decoded images: the rows the cache holds (the features, or the
-// activation entering the first trained block) into it, so later passes skip decoding and the
-// frozen part of the backbone.
-void pass_cache(Job& job, const Pass& pass, const std::vector<int>& valid) {
-  SplitData& split = *pass.split;
-  if (!pass.decode || !split.cache || pass.augment) return;
-  const size_t row = job.cache_row;
-  const float* slot = network_cache_slot(job.net);
-  for (size_t i = 0; i < valid.size(); ++i) {
-    copy_on_device(job.dev, split.cache + valid[i] * row, slot + i * row, row * 4);
-    split.cached[valid[i]] = 1;
-  }
-}
-
-void upload_labels(Job& job, const SplitData& split, const std::vector<int>& pos) {
-  std::vector<int32_t> labels;
-  for (int p : pos) labels.push_back(split.items[p]->label);
-  copy_to_device(job.dev, job.buf.labels, labels.data(), labels.size() * 4);
-}
-
-// Loss, accuracy and confusion of the current head on a split (no dropout).
-EvalResult evaluate_split(Job& job, SplitData& split) {
-  const int classes = int(job.classes.size());
-  const int batch = job.cfg.batch_size;
-  EvalResult r;
-  r.classes = classes;
-  r.confusion.assign(size_t(classes) * classes, 0);
-  std::vector<float> logits(size_t(batch) * classes), losses(batch);
-  double loss_sum = 0;
-  std::vector<int> order(split.items.size());
-  for (size_t i = 0; i < order.size(); ++i) order[i] = int(i);
-  Pass pass = pass_begin(job, split, order, false, 0);
-  for (int start = 0; start < int(split.items.size()); start += batch) {
-    const int n = std::min<int>(batch, int(split.items.size()) - start);
-    NetworkInput in;
-    std::vector<int> valid = pass_next(job, pass, order.data() + start, n, &in);
-    if (valid.empty()) continue;
-    upload_labels(job, split, valid);
-    in.labels = job.buf.labels;
-    const int m = int(valid.size());
-    HeadPass eval;
-    eval.smoothing = job.cfg.label_smoothing;
-    network_forward(job.dev, job.net, in, eval, job.buf.losses, nullptr);
-    pass_cache(job, pass, valid);
-    copy_to_host(job.dev, logits.data(), job.net.head.s.logits, size_t(m) * classes * 4);
-    copy_to_host(job.dev, losses.data(), job.buf.losses, size_t(m) * 4);
-    synchronize(job.dev);
-    for (int i = 0; i < m; ++i) {
-      const float* row = logits.data() + size_t(i) * classes;
-      int best = 0;
-      for (int c = 1; c < classes; ++c)
-        if (row[c] > row[best]) best = c;
-      double z = 0;
-      for (int c = 0; c < classes; ++c) z += std::exp(double(row[c]) - row[best]);
-      const int truth = split.items[valid[i]]->label;
-      r.confusion[size_t(truth) * classes + best] += 1;
-      r.item.push_back(valid[i]);
-      r.predicted.push_back(best);
-      r.prob_predicted.push_back(float(1.0 / z));
-      r.prob_true.push_back(float(std::exp(double(row[truth]) - row[best]) / z));
-      loss_sum += losses[i];
-    }
-    r.n += m;
-  }
-  pass_end(job, pass);
-  int64_t correct = 0;
-  for (int c = 0; c < classes; ++c) correct += r.confusion[size_t(c) * classes + c];
-  r.loss = r.n ? loss_sum / double(r.n) : 0.0;
-  r.accuracy = r.n ? double(correct) / double(r.n) : 0.0;
-  return r;
 }
 
 EpochStages epoch_stages(Job& job, const Pass& pass, int epoch, int64_t images, double wall) {
@@ -316,7 +87,7 @@ void progress_bar(int epoch, int epochs, int step, int steps, double elapsed) {
 // The trained model as one file: the backbone's tensors as they came, except the fine-tuned
 // convs' (written from `backbone`, the kept trained slice: engine/fine_tune.h), plus the head,
 // with labels and preprocessing in the metadata.
-void export_model(Job& job, const std::string& path, const Dense& hidden, const Dense& out,
+void write_model_file(Job& job, const std::string& path, const Dense& hidden, const Dense& out,
                   const std::vector<float>& backbone) {
   WeightFile src = open_weights(job.cfg.backbone);
   const std::vector<OwnedTensor> trained =
@@ -541,7 +312,7 @@ EpochMetrics train_pass(Job& job, const RunState& st, int epoch, TrainResult& re
   pass.clock = &job.clock;
   stage_clock_reset(job.clock);
   for (int s = 0; s < st.steps; ++s) {
-    if (g_stop.load()) throw Interrupted("interrupted");
+    if (stop_requested().load()) throw Interrupted("interrupted");
     const int n = std::min(batch, ntrain - s * batch);
     NetworkInput in;
     std::vector<int> valid = pass_next(job, pass, order.data() + s * batch, n, &in);
@@ -783,7 +554,7 @@ void finish_run(Job& job, const RunState& st, TrainResult& result, bool interrup
   result.stopped_early = st.stopped_early;
   // The model file is written once, from the kept head; until then the per-epoch checkpoint
   // (small: the head and its optimiser state) is what protects finished work.
-  export_model(job, result.model_path, st.best_hidden, st.best_out, st.best_backbone);
+  write_model_file(job, result.model_path, st.best_hidden, st.best_out, st.best_backbone);
   if (!st.stopped_early && cfg.early_stop > 0 && st.kept_epoch != st.epoch)
     std::fprintf(stderr, "graft: keeping epoch %d, the lowest val_loss (--early-stop)\n",
                  st.kept_epoch);
@@ -865,7 +636,7 @@ TrainResult train_impl(const TrainConfig& cfg, bool resume) {
 TrainResult train(const TrainConfig& cfg, bool resume) {
   // Ctrl-C or a TERM stops after the step in flight: the loader shuts down, every resource is
   // released, and the run folder keeps its last finished epoch for --resume.
-  g_stop.store(false);
+  stop_requested().store(false);
   auto old_int = std::signal(SIGINT, on_stop_signal);
   auto old_term = std::signal(SIGTERM, on_stop_signal);
   struct RestoreSignals {
@@ -891,50 +662,6 @@ std::string skipped_summary(int files, int folders) {
     s += (s.empty() ? "" : ", ") + std::to_string(folders) +
          (folders == 1 ? " empty class folder skipped" : " empty class folders skipped");
   return s;
-}
-
-EvalResult evaluate_folder(const std::string& model_path, const std::string& data_dir,
-                           const std::string& device, int batch_size,
-                           std::vector<std::string>* classes, int* skipped, int* skipped_folders) {
-  TrainConfig cfg;
-  cfg.batch_size = batch_size;
-  Job job(cfg);
-  job.backbone = load_model(model_path);
-  if (job.backbone.fc.out == 0)
-    throw std::runtime_error(model_path + ": holds a backbone without a classifier");
-  job.classes = job.backbone.labels;
-  if (job.classes.empty())
-    for (int i = 0; i < job.backbone.fc.out; ++i) job.classes.push_back(std::to_string(i));
-  job.test_ds = scan_dataset(data_dir, &job.classes);
-  for (const auto& s : job.test_ds.skipped) warn(s);
-  job.skipped_folders = job.test_ds.skipped_folders;
-  job.skipped = int(job.test_ds.skipped.size()) - job.skipped_folders;
-  for (const auto& it : job.test_ds.items) job.test.items.push_back(&it);
-  job.test.cached.assign(job.test.items.size(), 0);
-  job.test.bad.assign(job.test.items.size(), 0);
-
-  job.dev = make_device(device);
-  const int dim = job.backbone.net.feature_dim, n_classes = int(job.classes.size());
-  const HeadShape hs{dim, job.backbone.hidden.out, n_classes};
-  network_create(job.net, job.dev, job.backbone, hs, batch_size, 0, nullptr);
-  head_upload(job.dev, job.net.head, job.backbone.hidden, job.backbone.fc);
-  loader_setup(job);
-  arena_reserve(job.buf.arena, job.dev, size_t(batch_size) * 12 + 4 * 64);
-  job.buf.labels = arena_alloc<int32_t>(job.buf.arena, batch_size);
-  job.buf.rows = arena_alloc<int32_t>(job.buf.arena, batch_size);
-  job.buf.losses = arena_alloc<float>(job.buf.arena, batch_size);
-  // Report the loss the model was trained with (label smoothing is in its metadata).
-  if (const auto it = job.backbone.metadata.find("label_smoothing");
-      it != job.backbone.metadata.end()) {
-    char* end = nullptr;
-    const float v = std::strtof(it->second.c_str(), &end);
-    if (*end == '\0' && v >= 0.f && v < 1.f) cfg.label_smoothing = v;
-  }
-  EvalResult r = evaluate_split(job, job.test);
-  *skipped = job.skipped;
-  if (skipped_folders) *skipped_folders = job.skipped_folders;
-  *classes = job.classes;
-  return r;
 }
 
 }  // namespace graft

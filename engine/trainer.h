@@ -36,13 +36,6 @@ struct TrainResult {
 // the last finished epoch (the kept head) before train throws the resume hint.
 TrainResult train(const TrainConfig& cfg, bool resume = false);
 
-// Evaluates a trained model file on a folder whose classes are the model's (graft eval).
-// `skipped` counts skipped files, `skipped_folders` class folders left out for want of images.
-EvalResult evaluate_folder(const std::string& model_path, const std::string& data_dir,
-                           const std::string& device, int batch_size,
-                           std::vector<std::string>* classes, int* skipped,
-                           int* skipped_folders = nullptr);
-
 // "1 file skipped", "2 files skipped, 1 empty class folder skipped"; empty when both are 0.
 std::string skipped_summary(int files, int folders);
 

@@ -4,8 +4,8 @@
 //                                    each CPU path (kernels/cpu/cpu_path.h)
 //   graft::cuda  kernels/cuda/*.cu   hand-written CUDA kernels; same arguments plus a stream,
 //                                    pointers are device pointers unless a comment says host
-// The reference both are tested against is graft::cpu::ref (kernels/cpu/reference.h): plain loops
-// accumulating in double.
+// The reference both are tested against is graft::cpu::ref (kernels/cpu/reference.h): plain loops,
+// accumulating in double where a sum is long.
 //
 // Conventions:
 //   * activations are NHWC float32, contiguous;

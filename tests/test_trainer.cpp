@@ -23,6 +23,7 @@
 #include "engine/checkpoint.h"
 #include "engine/head.h"
 #include "engine/net.h"
+#include "engine/evaluate.h"
 #include "engine/trainer.h"
 #include "io/safetensors.h"
 #include "tests/random_backbone.h"

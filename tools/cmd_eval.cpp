@@ -1,6 +1,7 @@
 // graft eval --model FILE --data DIR: the test-line JSON for any folder of the model's classes.
 #include <cstdio>
 
+#include "engine/evaluate.h"
 #include "engine/trainer.h"
 #include "tools/commands.h"
 
