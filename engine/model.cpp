@@ -120,19 +120,15 @@ std::map<std::string, std::vector<int64_t>> expected_backbone_tensors(const Net&
   return out;
 }
 
-Model load_model(const std::string& path) {
-  WeightFile file = open_weights(path);
-  Model m;
-  m.path = path;
-  m.metadata = file.metadata;
-  m.file_tensor_count = file.tensors.size();
-  for (const TensorView& t : file.tensors) m.file_parameter_count += size_t(t.numel);
+namespace {
 
+// The arch, padding, batch-norm epsilon, preprocessing and labels from the file's metadata.
+void read_metadata(Model& m) {
   const std::string& arch = meta(m, "arch");
   try {
     m.net = build_arch(arch);
   } catch (const std::invalid_argument& e) {
-    fail(path, e.what());
+    fail(m.path, e.what());
   }
   if (m.metadata.count("padding")) {
     const std::string& pad = meta(m, "padding");
@@ -141,30 +137,35 @@ Model load_model(const std::string& path) {
     else if (pad == "symmetric")
       m.net.padding = PadMode::symmetric;
     else
-      fail(path, "metadata 'padding' must be tf_same or symmetric, not '" + pad + "'");
+      fail(m.path, "metadata 'padding' must be tf_same or symmetric, not '" + pad + "'");
   }
   if (m.metadata.count("bn_eps")) {
     m.bn_eps = float(parse_number(m, "bn_eps", meta(m, "bn_eps")));
-    if (!(m.bn_eps > 0.f && m.bn_eps < 1.f)) fail(path, "metadata 'bn_eps' must be in (0, 1)");
+    if (!(m.bn_eps > 0.f && m.bn_eps < 1.f)) fail(m.path, "metadata 'bn_eps' must be in (0, 1)");
   }
   parse_preprocess(m);
   parse_labels(m);
+}
 
-  // Every tensor must be one the arch expects: an extra tensor means the file is for another
-  // model (or a different variant), and silently ignoring it would hide that.
-  auto expected = expected_backbone_tensors(m.net);
+// Every tensor must be one the arch expects: an extra tensor means the file is for another model
+// (or a different variant), and silently ignoring it would hide that.
+void reject_unexpected_tensors(const Model& m, const WeightFile& file) {
   std::set<std::string> allowed;
-  for (const auto& [name, shape] : expected) allowed.insert(name);
+  for (const auto& [name, shape] : expected_backbone_tensors(m.net)) allowed.insert(name);
   for (const NetOp& op : m.net.ops)
     if (op.kind == OpKind::conv) allowed.insert(op.conv.name + ".conv.bias");
   for (const char* n : {"fc.weight", "fc.bias", "hidden.weight", "hidden.bias"}) allowed.insert(n);
   for (const TensorView& t : file.tensors)
     if (!allowed.count(t.name))
-      fail(path, "tensor '" + t.name + "' is unexpected for arch " + arch);
+      fail(m.path, "tensor '" + t.name + "' is unexpected for arch " + m.net.arch);
+}
 
-  // Fold BN into each conv: w' = w * g / sqrt(var + eps), b' = beta + (b - mean) * g / sqrt(var +
-  // eps); and re-lay OIHW -> HWIO so the kernels read output channels contiguously.
+// Batch norm folded into each conv: w' = w * g / sqrt(var + eps), b' = beta + (b - mean) * g /
+// sqrt(var + eps); and the weights re-laid OIHW -> HWIO so the kernels read output channels
+// contiguously. Fills net.params, w_off and b_off.
+void fold_batch_norm(Model& m, const WeightFile& file) {
   Net& net = m.net;
+  const auto expected = expected_backbone_tensors(net);
   net.w_off.assign(net.ops.size(), 0);
   net.b_off.assign(net.ops.size(), 0);
   net.params.clear();
@@ -173,7 +174,7 @@ Model load_model(const std::string& path) {
     const ConvSpec& c = net.ops[i].conv;
     const int ipg = c.in_c / c.groups;
     auto w =
-        to_f32(m, require(m, file, c.name + ".conv.weight", expected[c.name + ".conv.weight"]));
+        to_f32(m, require(m, file, c.name + ".conv.weight", expected.at(c.name + ".conv.weight")));
     auto gamma = to_f32(m, require(m, file, c.name + ".bn.weight", {c.out_c}));
     auto beta = to_f32(m, require(m, file, c.name + ".bn.bias", {c.out_c}));
     auto mean = to_f32(m, require(m, file, c.name + ".bn.running_mean", {c.out_c}));
@@ -182,7 +183,7 @@ Model load_model(const std::string& path) {
     if (find_tensor(file, c.name + ".conv.bias"))
       bias = to_f32(m, require(m, file, c.name + ".conv.bias", {c.out_c}));
     for (float v : var)
-      if (v < 0.f) fail(path, "tensor '" + c.name + ".bn.running_var' has a negative variance");
+      if (v < 0.f) fail(m.path, "tensor '" + c.name + ".bn.running_var' has a negative variance");
 
     net.w_off[i] = net.params.size();
     net.params.resize(net.params.size() + size_t(c.k) * c.k * ipg * c.out_c);
@@ -201,15 +202,20 @@ Model load_model(const std::string& path) {
       net.params.push_back(beta[o] + (bias[o] - mean[o]) * scale);
     }
   }
+}
 
-  // A trained head may put one hidden layer (dense + ReLU) between the features and fc.
-  int fc_in = net.feature_dim;
+// A trained head, if the file has one: an optional hidden layer (dense + ReLU) between the
+// features and fc, then fc.
+void read_head(Model& m, const WeightFile& file) {
+  const std::string& path = m.path;
+  const int feature_dim = m.net.feature_dim;
+  int fc_in = feature_dim;
   const TensorView* hw = find_tensor(file, "hidden.weight");
   if (hw || find_tensor(file, "hidden.bias")) {
-    if (!hw || hw->shape.size() != 2 || hw->shape[1] != net.feature_dim || hw->shape[0] < 1)
-      fail(path, "tensor 'hidden.weight' must have shape [units, " +
-                     std::to_string(net.feature_dim) + "]");
-    m.hidden.in = net.feature_dim;
+    if (!hw || hw->shape.size() != 2 || hw->shape[1] != feature_dim || hw->shape[0] < 1)
+      fail(path,
+           "tensor 'hidden.weight' must have shape [units, " + std::to_string(feature_dim) + "]");
+    m.hidden.in = feature_dim;
     m.hidden.out = int(hw->shape[0]);
     m.hidden.w = to_f32(m, *hw);
     m.hidden.b = to_f32(m, require(m, file, "hidden.bias", {m.hidden.out}));
@@ -231,6 +237,21 @@ Model load_model(const std::string& path) {
       fail(path, "metadata has " + std::to_string(m.labels.size()) + " labels but the classifier " +
                      std::to_string(m.fc.out) + " outputs");
   }
+}
+
+}  // namespace
+
+Model load_model(const std::string& path) {
+  WeightFile file = open_weights(path);
+  Model m;
+  m.path = path;
+  m.metadata = file.metadata;
+  m.file_tensor_count = file.tensors.size();
+  for (const TensorView& t : file.tensors) m.file_parameter_count += size_t(t.numel);
+  read_metadata(m);
+  reject_unexpected_tensors(m, file);
+  fold_batch_norm(m, file);
+  read_head(m, file);
   return m;
 }
 
