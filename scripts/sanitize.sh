@@ -44,7 +44,7 @@ export GRAFT_REQUIRE_GPU=1 GRAFT_TEST_SHAPES=${GRAFT_TEST_SHAPES:-small}
 
 # The test executables (gtest discovery runs each once at build time, sanitized too) and the
 # graft binary the Python tests drive; the benchmarks are left out.
-targets="graft $(cmake --build "$build" --target help | sed -n 's/^\(test_[a-z0-9_]*\): phony$/\1/p')"
+targets="graft $(cmake --build "$build" --target help | sed -n 's/^\(\(test\|ladder\)_[a-z0-9_]*\): phony$/\1/p')"
 # shellcheck disable=SC2086
 cmake --build "$build" -j"$(nproc)" --target $targets
 
