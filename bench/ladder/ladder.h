@@ -84,8 +84,8 @@ inline double max_error(const std::vector<float>& got, const std::vector<float>&
 }
 
 // Median of `reps` event-timed runs after `warm` untimed ones, in microseconds. The runs read the
-// same inputs: a timed shape larger than the L2 (every ladder's but bias_grad's) comes from memory
-// each time, a smaller one is timed warm.
+// same inputs: a timed shape larger than the L2 (every memory-bound ladder's but bias_grad's) comes
+// from memory each time, a smaller one is timed warm.
 inline double time_us(const std::function<void()>& run, int reps, int warm) {
   cudaEvent_t a, b;
   CUDA_CHECK(cudaEventCreate(&a));
